@@ -1,0 +1,54 @@
+import { LEVELS, type LogEntry, type ServiceStatus } from "../os/index.js";
+
+/** Aligned columns; the last column is not padded so that long reasons do not add blanks. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+export function duration(ms: number | null): string {
+  if (ms === null) return "-";
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(s % 60).padStart(2, "0")}s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h${String(m % 60).padStart(2, "0")}m`;
+  return `${Math.floor(h / 24)}d${h % 24}h`;
+}
+
+export function servicesTable(services: ServiceStatus[]): string {
+  return table(
+    ["SERVICE", "STATE", "PID", "RESTARTS", "UPTIME", "DETAIL"],
+    services.map((s) => [
+      s.name,
+      s.state,
+      s.pid === null ? "-" : String(s.pid),
+      String(s.restarts),
+      duration(s.uptimeMs),
+      s.reason ?? (s.enabled ? "" : "disabled"),
+    ]),
+  );
+}
+
+/** One log entry as a line: time, stream or level, message, then structured fields. */
+export function logLine(entry: LogEntry): string {
+  const time = new Date(entry.time).toISOString().replace("T", " ").slice(0, 23);
+  const tag =
+    entry.stream === "supervisor"
+      ? "supervisor"
+      : entry.level !== undefined
+        ? (LEVELS[entry.level] ?? String(entry.level))
+        : entry.stream;
+  const fields = entry.fields
+    ? ` ${Object.entries(entry.fields)
+        .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+        .join(" ")}`
+    : "";
+  return `${time} ${tag.padEnd(10)} ${entry.msg}${fields}`;
+}

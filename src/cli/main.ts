@@ -1,0 +1,192 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import {
+  ControlClient,
+  ControlError,
+  type NodeConfig,
+  type ServiceStatus,
+  socketPath,
+  VERSION,
+} from "../os/index.js";
+import { logLine, servicesTable } from "./format.js";
+
+/**
+ * The flatgrid command. Exit codes: 0 ok, 1 failure, 2 usage. With --json every command
+ * prints one JSON document (or NDJSON for logs) on stdout, errors included.
+ */
+
+class Failure extends Error {
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+interface CommonOptions {
+  json?: boolean;
+  socket?: string;
+}
+
+function print(options: CommonOptions, json: unknown, text: () => string): void {
+  process.stdout.write(options.json ? `${JSON.stringify(json)}\n` : `${text()}\n`);
+}
+
+function client(options: CommonOptions): ControlClient {
+  return new ControlClient(options.socket ?? socketPath());
+}
+
+function wholeNumber(value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(n)) {
+    throw new InvalidArgumentError("must be a whole number");
+  }
+  return n;
+}
+
+/** --json and --socket on every command that talks to the supervisor. */
+function common(command: Command, socket = true): Command {
+  command.option("--json", "print JSON for scripts");
+  if (socket) {
+    command.addOption(
+      new Option("--socket <path>", "supervisor control socket")
+        .env("FLATGRID_SOCKET")
+        .default(socketPath({})),
+    );
+  }
+  return command;
+}
+
+export function buildProgram(): Command {
+  const program = new Command("flatgrid")
+    .description("flatgrid: one flat grid of microVMs over a rack of commodity servers")
+    .showHelpAfterError("(run with --help for usage)")
+    .configureHelp({ sortSubcommands: false })
+    .exitOverride();
+
+  common(program.command("version").description("print the flatgrid version"), false).action(
+    (options: CommonOptions) => {
+      print(
+        options,
+        { version: VERSION, node: process.version },
+        () => `flatgrid ${VERSION} (node ${process.version})`,
+      );
+    },
+  );
+
+  common(
+    program
+      .command("services")
+      .description("list the node's services: state, pid, restarts, uptime"),
+  ).action(async (options: CommonOptions) => {
+    const { services } = await client(options).get<{ services: ServiceStatus[] }>("/v1/services");
+    print(options, { services }, () => servicesTable(services));
+  });
+
+  const service = program.command("service").description("act on one service of this node");
+  for (const action of ["start", "stop", "restart"] as const) {
+    common(
+      service
+        .command(action)
+        .argument("<name>", "service name (see `flatgrid services`)")
+        .description(`${action} a service`),
+    ).action(async (name: string, options: CommonOptions) => {
+      const reply = await client(options).post<{ service: ServiceStatus }>(
+        `/v1/services/${encodeURIComponent(name)}/${action}`,
+      );
+      print(options, reply, () => `${name}: ${reply.service.state}`);
+    });
+  }
+
+  common(
+    program
+      .command("logs")
+      .argument("<service>", 'service name, or "supervisor" for the supervisor\'s own log')
+      .description("show a service's log (kept in memory, across restarts of the service)")
+      .option("-f, --follow", "keep printing new lines until interrupted")
+      .option("-n, --lines <count>", "how many of the last lines to show", wholeNumber, 100),
+  ).action(async (name: string, options: CommonOptions & { follow?: boolean; lines: number }) => {
+    const abort = new AbortController();
+    const stop = () => abort.abort();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+    await client(options).logs(
+      name,
+      { lines: options.lines, follow: options.follow === true, signal: abort.signal },
+      (entry) => process.stdout.write(`${options.json ? JSON.stringify(entry) : logLine(entry)}\n`),
+    );
+  });
+
+  common(
+    program.command("config").description("show the node configuration and any errors in it"),
+  ).action(async (options: CommonOptions) => {
+    const node = await client(options).get<{
+      bootMode: string;
+      config: NodeConfig;
+      configErrors: { text: string }[];
+    }>("/v1/node");
+    print(options, node, () => {
+      const lines = Object.entries(node.config).map(
+        ([k, v]) =>
+          `flatgrid.${k} = ${Array.isArray(v) ? v.join(",") : v === null ? "(unset)" : String(v)}`,
+      );
+      const errors = node.configErrors.length
+        ? ["", "errors:", ...node.configErrors.map((e) => `  ${e.text}`)]
+        : [];
+      return [`boot mode: ${node.bootMode}`, ...lines, ...errors].join("\n");
+    });
+    if (node.configErrors.length) process.exitCode = 1;
+  });
+
+  for (const action of ["poweroff", "reboot"] as const) {
+    common(
+      program
+        .command(action)
+        .description(
+          action === "poweroff"
+            ? "stop every service in order and power the node off"
+            : "stop every service in order and reboot the node",
+        ),
+    ).action(async (options: CommonOptions) => {
+      await client(options).post(`/v1/power/${action}`);
+      print(options, { action }, () => `${action}: requested`);
+    });
+  }
+  return program;
+}
+
+export async function run(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  const json = argv.includes("--json");
+  if (argv.length === 0) {
+    process.stderr.write(program.helpInformation());
+    return 2;
+  }
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return typeof process.exitCode === "number" ? process.exitCode : 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (["commander.helpDisplayed", "commander.help", "commander.version"].includes(err.code))
+        return 0;
+      if (json)
+        process.stdout.write(
+          `${JSON.stringify({ error: { code: "usage", message: err.message } })}\n`,
+        );
+      return 2;
+    }
+    const failure =
+      err instanceof ControlError || err instanceof Failure
+        ? err
+        : new Failure(err instanceof Error ? err.message : String(err), "internal");
+    if (json)
+      process.stdout.write(
+        `${JSON.stringify({ error: { code: failure.code, message: failure.message } })}\n`,
+      );
+    process.stderr.write(`flatgrid: ${failure.message}\n`);
+    return 1;
+  }
+}
+
+process.exitCode = await run(process.argv.slice(2));

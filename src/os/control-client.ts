@@ -1,0 +1,135 @@
+import { request } from "node:http";
+import type { LogEntry } from "./log-buffer.js";
+
+export const DEFAULT_SOCKET = "/run/flatgrid/supervisor.sock";
+
+/** Where the supervisor listens: FLATGRID_SOCKET overrides the standard path. */
+export function socketPath(env: NodeJS.ProcessEnv = process.env): string {
+  return env.FLATGRID_SOCKET || DEFAULT_SOCKET;
+}
+
+export class ControlError extends Error {
+  constructor(
+    message: string,
+    /** A stable code: unreachable, or the API's own error code. */
+    readonly code: string,
+  ) {
+    super(message);
+    this.name = "ControlError";
+  }
+}
+
+/** Talks to the supervisor's control socket. */
+export class ControlClient {
+  constructor(readonly path: string = socketPath()) {}
+
+  async get<T>(urlPath: string): Promise<T> {
+    return this.call<T>("GET", urlPath);
+  }
+
+  async post<T>(urlPath: string): Promise<T> {
+    return this.call<T>("POST", urlPath);
+  }
+
+  private call<T>(method: string, urlPath: string): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath: this.path, path: urlPath, method }, (res) => {
+        let body = "";
+        res.setEncoding("utf8");
+        res.on("data", (chunk: string) => {
+          body += chunk;
+        });
+        res.on("end", () => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(body);
+          } catch {
+            reject(
+              new ControlError(
+                `the supervisor sent a reply that is not JSON: ${body.slice(0, 200)}`,
+                "bad-reply",
+              ),
+            );
+            return;
+          }
+          if ((res.statusCode ?? 500) >= 400) {
+            const error = (parsed as { error?: { code?: string; message?: string } }).error;
+            reject(
+              new ControlError(error?.message ?? `HTTP ${res.statusCode}`, error?.code ?? "error"),
+            );
+          } else {
+            resolve(parsed as T);
+          }
+        });
+      });
+      req.on("error", (err) => reject(this.unreachable(err)));
+      req.end();
+    });
+  }
+
+  /**
+   * Reads a service's log; with follow it keeps calling onEntry until the returned
+   * promise is cancelled through the signal or the supervisor goes away.
+   */
+  logs(
+    name: string,
+    options: { lines: number; follow: boolean; signal?: AbortSignal },
+    onEntry: (entry: LogEntry) => void,
+  ): Promise<void> {
+    const query = `lines=${options.lines}${options.follow ? "&follow=1" : ""}`;
+    return new Promise((resolve, reject) => {
+      const req = request(
+        {
+          socketPath: this.path,
+          path: `/v1/logs/${encodeURIComponent(name)}?${query}`,
+          signal: options.signal,
+        },
+        (res) => {
+          res.setEncoding("utf8");
+          if ((res.statusCode ?? 500) >= 400) {
+            let body = "";
+            res.on("data", (c: string) => {
+              body += c;
+            });
+            res.on("end", () => {
+              try {
+                const error = (JSON.parse(body) as { error: { code: string; message: string } })
+                  .error;
+                reject(new ControlError(error.message, error.code));
+              } catch {
+                reject(new ControlError(`HTTP ${res.statusCode}`, "error"));
+              }
+            });
+            return;
+          }
+          let pending = "";
+          res.on("data", (chunk: string) => {
+            const lines = (pending + chunk).split("\n");
+            pending = lines.pop() ?? "";
+            for (const line of lines) if (line) onEntry(JSON.parse(line) as LogEntry);
+          });
+          res.on("end", () => resolve());
+          res.on("error", () => resolve());
+        },
+      );
+      req.on("error", (err) => {
+        if (options.signal?.aborted) resolve();
+        else reject(this.unreachable(err));
+      });
+      req.end();
+    });
+  }
+
+  private unreachable(err: NodeJS.ErrnoException): ControlError {
+    const hint =
+      err.code === "ENOENT" || err.code === "ECONNREFUSED"
+        ? " (is the supervisor running? FLATGRID_SOCKET chooses another socket)"
+        : err.code === "EACCES"
+          ? " (the socket is for root only)"
+          : "";
+    return new ControlError(
+      `cannot reach the supervisor at ${this.path}: ${err.code ?? err.message}${hint}`,
+      "unreachable",
+    );
+  }
+}

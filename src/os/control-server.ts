@@ -1,0 +1,173 @@
+import { chmodSync, mkdirSync, unlinkSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { connect } from "node:net";
+import { dirname } from "node:path";
+import type { LogEntry } from "./log-buffer.js";
+import { type Supervisor, UnknownServiceError } from "./supervisor.js";
+
+/**
+ * The supervisor's local API: HTTP over a Unix socket (mode 0600, so root only). Everything
+ * the CLI and, later, the console do to services goes through here.
+ *
+ *   GET  /v1/services                      all services and their state
+ *   GET  /v1/services/NAME                 one service
+ *   POST /v1/services/NAME/{start,stop,restart}
+ *   GET  /v1/logs/NAME?lines=N&follow=1    log entries as NDJSON; follow keeps streaming
+ *   GET  /v1/node                          boot mode, configuration and its errors
+ *   POST /v1/power/{poweroff,reboot}
+ */
+
+export interface ControlHandlers {
+  node(): unknown;
+  power(action: "poweroff" | "reboot"): void;
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function listenControlSocket(
+  path: string,
+  supervisor: Supervisor,
+  handlers: ControlHandlers,
+): Promise<Server> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  await removeStaleSocket(path);
+  const server = createServer((req, res) => {
+    handle(req, res, supervisor, handlers).catch((err: unknown) => {
+      const apiError =
+        err instanceof ApiError
+          ? err
+          : err instanceof UnknownServiceError
+            ? new ApiError(404, err.code, err.message)
+            : new ApiError(500, "internal", err instanceof Error ? err.message : String(err));
+      if (!res.headersSent)
+        sendJson(res, apiError.status, {
+          error: { code: apiError.code, message: apiError.message },
+        });
+      else res.end();
+    });
+  });
+  // Create the socket with no access for others from the first instant, then set 0600.
+  const oldMask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(path, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+  } finally {
+    process.umask(oldMask);
+  }
+  chmodSync(path, 0o600);
+  return server;
+}
+
+/** A socket file left by a dead supervisor is removed; a live one is never stolen. */
+async function removeStaleSocket(path: string): Promise<void> {
+  const alive = await new Promise<boolean>((resolve) => {
+    const socket = connect(path);
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+  if (alive) throw new Error(`another supervisor is already listening on ${path}`);
+  try {
+    unlinkSync(path);
+  } catch {
+    // Nothing there.
+  }
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+async function handle(
+  req: IncomingMessage,
+  res: ServerResponse,
+  supervisor: Supervisor,
+  handlers: ControlHandlers,
+): Promise<void> {
+  const url = new URL(req.url ?? "/", "http://supervisor");
+  const parts = url.pathname.split("/").filter(Boolean).map(decodeURIComponent);
+  const method = req.method ?? "GET";
+  const route = `${method} /${parts.map((p, i) => (i >= 2 ? ":" : p)).join("/")}`;
+  const name = parts[2] ?? "";
+
+  switch (route) {
+    case "GET /v1/services":
+      return sendJson(res, 200, { services: supervisor.statuses() });
+    case "GET /v1/services/:":
+      return sendJson(res, 200, { service: supervisor.get(name).status() });
+    case "POST /v1/services/:/:": {
+      const action = parts[3];
+      if (action === "start") await supervisor.start(name);
+      else if (action === "stop") await supervisor.stop(name);
+      else if (action === "restart") await supervisor.restart(name);
+      else
+        throw new ApiError(404, "unknown-action", `no action "${action}" (start, stop, restart)`);
+      return sendJson(res, 200, { service: supervisor.get(name).status() });
+    }
+    case "GET /v1/logs/:":
+      return streamLogs(req, res, supervisor, name, url.searchParams);
+    case "GET /v1/node":
+      return sendJson(res, 200, handlers.node());
+    case "POST /v1/power/:": {
+      if (name !== "poweroff" && name !== "reboot") {
+        throw new ApiError(404, "unknown-action", `no power action "${name}" (poweroff, reboot)`);
+      }
+      sendJson(res, 202, { action: name });
+      handlers.power(name);
+      return;
+    }
+    default:
+      throw new ApiError(404, "not-found", `no such endpoint: ${method} ${url.pathname}`);
+  }
+}
+
+function streamLogs(
+  req: IncomingMessage,
+  res: ServerResponse,
+  supervisor: Supervisor,
+  name: string,
+  params: URLSearchParams,
+): void {
+  const buffer = supervisor.logsOf(name);
+  const linesParam = params.get("lines");
+  const lines = linesParam === null ? 100 : Number(linesParam);
+  if (!Number.isInteger(lines) || lines < 0) {
+    throw new ApiError(400, "bad-request", `lines must be a whole number, not "${linesParam}"`);
+  }
+  const follow = params.get("follow") === "1";
+  res.writeHead(200, { "content-type": "application/x-ndjson" });
+  const write = (entry: LogEntry) => res.write(`${JSON.stringify(entry)}\n`);
+  let last = 0;
+  for (const entry of buffer.tail(lines)) {
+    write(entry);
+    last = entry.seq;
+  }
+  if (!follow) {
+    res.end();
+    return;
+  }
+  const unsubscribe = buffer.subscribe((entry) => {
+    if (entry.seq > last) write(entry);
+  });
+  req.socket.on("close", unsubscribe);
+}

@@ -1,0 +1,208 @@
+#!/usr/bin/env node
+import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { socketPath } from "./control-client.js";
+import { listenControlSocket } from "./control-server.js";
+import {
+  type ConfigError,
+  formatConfigError,
+  redactConfig,
+  resolveConfig,
+  settingsFromCmdline,
+  settingsFromFile,
+} from "./node-config.js";
+import {
+  checkServiceGraph,
+  parseServiceTable,
+  type ServiceSpec,
+  serviceSpecSchema,
+} from "./service-spec.js";
+import { Supervisor } from "./supervisor.js";
+import { bootMode, bringUpSystem } from "./system.js";
+import { VERSION } from "./version.js";
+
+/**
+ * The node supervisor (PID 2 under native/init): reads the node configuration, brings the
+ * machine up, runs the service table, and serves the control socket. It must never die
+ * from a service's misbehaviour or a bad configuration: it reports and carries on.
+ */
+
+const USAGE = `usage: flatgrid-supervisor [--services FILE]... [--socket PATH] [--config-dir DIR] [--cmdline FILE]
+  --services FILE   a JSON service table ({"services": [...]}) to run besides the built-in one
+  --socket PATH     control socket (default ${socketPath({})}, or FLATGRID_SOCKET)
+  --config-dir DIR  node configuration directory (default /etc/flatgrid)
+  --cmdline FILE    kernel command line to read flatgrid.* keys from (default /proc/cmdline)`;
+
+function say(msg: string): void {
+  process.stdout.write(`flatgrid-supervisor: ${msg}\n`);
+}
+
+function parseCommandLine() {
+  try {
+    return parseArgs({
+      options: {
+        services: { type: "string", multiple: true, default: [] },
+        socket: { type: "string" },
+        "config-dir": { type: "string", default: "/etc/flatgrid" },
+        cmdline: { type: "string", default: "/proc/cmdline" },
+        help: { type: "boolean", default: false },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    process.stderr.write(`flatgrid-supervisor: ${(err as Error).message}\n${USAGE}\n`);
+    process.exit(2);
+  }
+}
+
+function readConfig(configDir: string, cmdlineFile: string) {
+  const settings = [];
+  const errors: ConfigError[] = [];
+  try {
+    settings.push(...settingsFromCmdline(readFileSync(cmdlineFile, "utf8")));
+  } catch (err) {
+    say(`cannot read ${cmdlineFile}: ${(err as Error).message}`);
+  }
+  const file = join(configDir, "node.conf");
+  if (existsSync(file)) {
+    const parsed = settingsFromFile(readFileSync(file, "utf8"), file);
+    settings.push(...parsed.settings);
+    errors.push(...parsed.errors);
+  }
+  return resolveConfig(settings, errors);
+}
+
+/** Service tables from /etc/flatgrid/services.d and --services; a bad file is reported and skipped. */
+function loadTables(files: string[], report: (msg: string) => void): ServiceSpec[] {
+  const specs: ServiceSpec[] = [];
+  for (const file of files) {
+    try {
+      const text = readFileSync(file, "utf8");
+      let json: unknown;
+      try {
+        json = JSON.parse(text);
+      } catch (err) {
+        throw new Error(`${file}: not valid JSON: ${(err as Error).message}`);
+      }
+      const table = parseServiceTable(json, file);
+      checkServiceGraph([...specs, ...table], file);
+      specs.push(...table);
+    } catch (err) {
+      report(`service table skipped: ${(err as Error).message}`);
+    }
+  }
+  return specs;
+}
+
+async function main(): Promise<void> {
+  const args = parseCommandLine();
+  if (args.help) {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  const mode = bootMode();
+  const started = Date.now();
+  say(`flatgrid ${VERSION} supervisor starting (pid ${process.pid}, boot mode ${mode})`);
+
+  const { config, errors: configErrors } = readConfig(args["config-dir"], args.cmdline);
+  const notes: { level: number; msg: string }[] = [];
+  for (const error of configErrors)
+    notes.push({ level: 50, msg: `configuration: ${formatConfigError(error)}` });
+  if (!config.grid)
+    notes.push({ level: 40, msg: "no grid configured yet: set flatgrid.grid and flatgrid.token" });
+
+  const system = await bringUpSystem(config, mode);
+  notes.push(...system.notes);
+
+  const dropIns = join(args["config-dir"], "services.d");
+  const tableFiles = existsSync(dropIns)
+    ? readdirSync(dropIns)
+        .filter((f) => f.endsWith(".json"))
+        .sort()
+        .map((f) => join(dropIns, f))
+    : [];
+  const builtIn = system.services.map((s) => serviceSpecSchema.parse(s));
+  const specs = [
+    ...builtIn,
+    ...loadTables([...tableFiles, ...args.services], (msg) => notes.push({ level: 50, msg })),
+  ];
+
+  const env = { ...process.env };
+  const supervisor = new Supervisor(specs, env);
+  for (const { level, msg } of notes) {
+    supervisor.note(msg, level);
+    say(level >= 50 ? `ERROR: ${msg}` : msg);
+  }
+  supervisor.on(
+    "state",
+    (status: { name: string; state: string; pid: number | null; reason: string | null }) => {
+      const detail = [status.pid ? `pid ${status.pid}` : "", status.reason ?? ""]
+        .filter(Boolean)
+        .join(", ");
+      say(`${status.name}: ${status.state}${detail ? ` (${detail})` : ""}`);
+    },
+  );
+
+  let stopping: Promise<void> | null = null;
+  const path = args.socket ?? socketPath();
+  const shutdown = (why: string, exitCode = 0) => {
+    if (stopping) return stopping;
+    say(`${why}: stopping services`);
+    stopping = (async () => {
+      await supervisor.stopAll();
+      server?.close();
+      rmSync(path, { force: true });
+      say("stopped");
+      process.exit(exitCode);
+    })();
+    return stopping;
+  };
+
+  const underInit = process.env.FLATGRID_INIT === "1" && process.ppid === 1;
+  const server = await listenControlSocket(path, supervisor, {
+    node: () => ({
+      version: VERSION,
+      bootMode: mode,
+      pid: process.pid,
+      uptimeMs: Date.now() - started,
+      config: redactConfig(config),
+      configErrors: configErrors.map((e) => ({ ...e, text: formatConfigError(e) })),
+    }),
+    power: (action) => {
+      supervisor.note(`${action} requested through the control socket`);
+      if (underInit) {
+        // init owns power: it stops us (SIGTERM), then everything else, then reboots.
+        process.kill(1, action === "poweroff" ? "SIGUSR1" : "SIGINT");
+      } else {
+        void shutdown(
+          `${action} requested, but there is no init above us: the supervisor just stops`,
+        );
+      }
+    },
+  }).catch((err: Error) => {
+    say(`ERROR: control socket: ${err.message}`);
+    supervisor.note(`control socket: ${err.message}`, 50);
+    return null;
+  });
+  if (server) say(`control socket: ${path}`);
+
+  process.on("SIGTERM", () => void shutdown("SIGTERM"));
+  process.on("SIGINT", () => void shutdown("SIGINT"));
+  process.on("SIGHUP", () =>
+    supervisor.note("SIGHUP ignored: restart a service with `flatgrid service restart`"),
+  );
+
+  supervisor.startAll();
+  supervisor.note(`started ${specs.filter((s) => s.enabled).length} of ${specs.length} services`);
+  say(`supervising ${specs.length} services; see \`flatgrid services\` and \`flatgrid logs NAME\``);
+}
+
+process.on("uncaughtException", (err) => {
+  // Better to say exactly why and let init restart us than to limp on in an unknown state.
+  process.stderr.write(`flatgrid-supervisor: fatal: ${err.stack ?? err.message}\n`);
+  process.exit(70);
+});
+
+await main();

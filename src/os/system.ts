@@ -1,0 +1,158 @@
+import { execFile } from "node:child_process";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
+import type { NodeConfig } from "./node-config.js";
+import type { ServiceSpecInput } from "./service-spec.js";
+
+const run = promisify(execFile);
+
+/**
+ * How this supervisor was started, as native/init tells it in FLATGRID_BOOT:
+ *  - os: init is PID 1 of the machine: this is the node OS and owns the hardware;
+ *  - namespace: init is PID 1 of a PID namespace (tests, the demo);
+ *  - process: no init, or init not as PID 1 (development).
+ * Only "os" touches the machine: modules, hostname, network.
+ */
+export type BootMode = "os" | "namespace" | "process";
+
+export function bootMode(env: NodeJS.ProcessEnv = process.env): BootMode {
+  const mode = env.FLATGRID_BOOT;
+  return mode === "os" || mode === "namespace" ? mode : "process";
+}
+
+/** Modules every node needs; the image ships them (issue: node image). */
+export const BASE_MODULES = [
+  "virtio_net",
+  "virtio_blk",
+  "virtio_pci",
+  "e1000e",
+  "igb",
+  "ixgbe",
+  "ahci",
+  "nvme",
+  "sd_mod",
+  "ext4",
+  "kvm_intel",
+  "kvm_amd",
+  "tun",
+  "vhost_net",
+  "vhost_vsock",
+  "bridge",
+  "vxlan",
+  "nf_tables",
+  "overlay",
+];
+
+export interface SystemReport {
+  /** One line per step, for the supervisor log and the console. */
+  notes: { level: number; msg: string }[];
+  /** Services that the bring-up wants run (the DHCP client). */
+  services: ServiceSpecInput[];
+}
+
+export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise<SystemReport> {
+  const report: SystemReport = { notes: [], services: [] };
+  const note = (msg: string, level = 30) => report.notes.push({ level, msg });
+  if (mode !== "os") {
+    note(
+      `boot mode ${mode}: not the node OS, so kernel modules, hostname and network are left as they are`,
+    );
+    return report;
+  }
+  await loadModules([...BASE_MODULES, ...config.modules], note);
+  setHostname(config.hostname ?? defaultHostname(), note);
+  await bringUpNetwork(config, note, report.services);
+  return report;
+}
+
+type Note = (msg: string, level?: number) => void;
+
+async function loadModules(modules: string[], note: Note): Promise<void> {
+  const missing: string[] = [];
+  for (const module of modules) {
+    try {
+      await run("modprobe", ["-q", module]);
+    } catch {
+      missing.push(module);
+    }
+  }
+  // Hardware modules are missing on most machines (no such NIC): a note, not an error.
+  note(
+    `kernel modules: ${modules.length - missing.length} loaded` +
+      (missing.length ? `, not loaded: ${missing.join(", ")}` : ""),
+  );
+}
+
+function setHostname(name: string, note: Note): void {
+  try {
+    writeFileSync("/proc/sys/kernel/hostname", name);
+    note(`hostname: ${name}`);
+  } catch (err) {
+    note(`hostname: could not set ${name}: ${(err as Error).message}`, 50);
+  }
+}
+
+/** flatgrid-XXXXXX from the first Ethernet MAC: stable across reboots, unique in a rack. */
+function defaultHostname(): string {
+  const iface = ethernetLinks()[0];
+  if (!iface) return "flatgrid";
+  const mac = readFileSync(`/sys/class/net/${iface}/address`, "utf8").trim();
+  return `flatgrid-${mac.split(":").slice(3).join("")}`;
+}
+
+function ethernetLinks(): string[] {
+  try {
+    return readdirSync("/sys/class/net")
+      .filter((name) => name !== "lo")
+      .filter((name) => {
+        try {
+          // type 1 is ARPHRD_ETHER; bridges and taps we create later are not candidates.
+          return (
+            readFileSync(`/sys/class/net/${name}/type`, "utf8").trim() === "1" &&
+            !readdirSync(`/sys/class/net/${name}`).includes("bridge")
+          );
+        } catch {
+          return false;
+        }
+      })
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+async function bringUpNetwork(config: NodeConfig, note: Note, services: ServiceSpecInput[]) {
+  await run("ip", ["link", "set", "lo", "up"]).catch(() => note("network: lo did not come up", 50));
+  const iface = config.iface ?? ethernetLinks()[0];
+  if (!iface) {
+    note("network: no Ethernet interface found; the node stays without network", 50);
+    return;
+  }
+  try {
+    await run("ip", ["link", "set", iface, "up"]);
+  } catch (err) {
+    note(`network: cannot bring ${iface} up: ${(err as Error).message}`, 50);
+    return;
+  }
+  if (config.net === "dhcp") {
+    note(`network: DHCP on ${iface}`);
+    services.push({
+      name: "dhcp",
+      description: `DHCP client on ${iface}`,
+      command: ["udhcpc", "-f", "-i", iface, "-s", "/usr/share/flatgrid/udhcpc.sh"],
+      readiness: { type: "log", pattern: "lease of .* obtained" },
+      readyTimeoutMs: 60_000,
+    });
+    return;
+  }
+  try {
+    await run("ip", ["addr", "replace", config.ip ?? "", "dev", iface]);
+    if (config.gateway) await run("ip", ["route", "replace", "default", "via", config.gateway]);
+    if (config.dns.length) {
+      writeFileSync("/etc/resolv.conf", config.dns.map((d) => `nameserver ${d}\n`).join(""));
+    }
+    note(`network: ${iface} ${config.ip}${config.gateway ? ` via ${config.gateway}` : ""}`);
+  } catch (err) {
+    note(`network: static set-up of ${iface} failed: ${(err as Error).message}`, 50);
+  }
+}
