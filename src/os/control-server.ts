@@ -32,6 +32,13 @@ export class ApiError extends Error {
   }
 }
 
+export class SocketInUseError extends Error {
+  constructor(path: string) {
+    super(`another supervisor is already listening on ${path}`);
+    this.name = "SocketInUseError";
+  }
+}
+
 export async function listenControlSocket(
   path: string,
   supervisor: Supervisor,
@@ -81,7 +88,7 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     socket.once("error", () => resolve(false));
   });
-  if (alive) throw new Error(`another supervisor is already listening on ${path}`);
+  if (alive) throw new SocketInUseError(path);
   try {
     unlinkSync(path);
   } catch {

@@ -1,9 +1,10 @@
 #!/usr/bin/env node
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { socketPath } from "./control-client.js";
-import { listenControlSocket } from "./control-server.js";
+import { listenControlSocket, SocketInUseError } from "./control-server.js";
+import { PidFiles } from "./leftovers.js";
 import {
   type ConfigError,
   formatConfigError,
@@ -129,8 +130,10 @@ async function main(): Promise<void> {
     ...loadTables([...tableFiles, ...args.services], (msg) => notes.push({ level: 50, msg })),
   ];
 
-  const env = { ...process.env };
-  const supervisor = new Supervisor(specs, env);
+  const path = args.socket ?? socketPath();
+  const pidFiles = new PidFiles(join(dirname(path), "services"));
+
+  const supervisor = new Supervisor(specs, { ...process.env }, pidFiles);
   for (const { level, msg } of notes) {
     supervisor.note(msg, level);
     say(level >= 50 ? `ERROR: ${msg}` : msg);
@@ -146,7 +149,6 @@ async function main(): Promise<void> {
   );
 
   let stopping: Promise<void> | null = null;
-  const path = args.socket ?? socketPath();
   const shutdown = (why: string, exitCode = 0) => {
     if (stopping) return stopping;
     say(`${why}: stopping services`);
@@ -182,11 +184,21 @@ async function main(): Promise<void> {
       }
     },
   }).catch((err: Error) => {
+    // Two supervisors would fight over every service: the second one must not run at all.
+    if (err instanceof SocketInUseError) {
+      say(`ERROR: ${err.message}; exiting`);
+      process.exit(1);
+    }
     say(`ERROR: control socket: ${err.message}`);
     supervisor.note(`control socket: ${err.message}`, 50);
     return null;
   });
   if (server) say(`control socket: ${path}`);
+  // Only now, sure that no other supervisor owns this node, is it safe to stop leftovers.
+  for (const msg of await pidFiles.stopLeftovers()) {
+    supervisor.note(msg, 40);
+    say(msg);
+  }
 
   process.on("SIGTERM", () => void shutdown("SIGTERM"));
   process.on("SIGINT", () => void shutdown("SIGINT"));

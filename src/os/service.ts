@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { EventEmitter } from "node:events";
 import { existsSync } from "node:fs";
 import { connect } from "node:net";
+import type { PidFiles } from "./leftovers.js";
 import { LineSplitter, LogBuffer, type LogStream, parseLogLine } from "./log-buffer.js";
 import { formatMs, RestartTracker } from "./restart-policy.js";
 import type { ServiceSpec } from "./service-spec.js";
@@ -66,10 +67,10 @@ export class Service extends EventEmitter {
   constructor(
     readonly spec: ServiceSpec,
     private readonly baseEnv: NodeJS.ProcessEnv,
-    logs?: LogBuffer,
+    private readonly pidFiles: PidFiles | null = null,
   ) {
     super();
-    this.logs = logs ?? new LogBuffer();
+    this.logs = new LogBuffer();
     this.tracker = new RestartTracker(spec.restart);
     if (spec.readiness.type === "log") this.readyPattern = new RegExp(spec.readiness.pattern);
   }
@@ -158,6 +159,7 @@ export class Service extends EventEmitter {
     this.pipe(child, "stdout");
     this.pipe(child, "stderr");
     child.once("spawn", () => {
+      if (child.pid) this.pidFiles?.write(this.name, child.pid);
       this.note(`started: pid ${child.pid} (${this.spec.command.join(" ")})`);
       this.beginReadiness();
     });
@@ -171,6 +173,7 @@ export class Service extends EventEmitter {
       }
     });
     child.once("exit", (code, signal) => {
+      this.pidFiles?.remove(this.name);
       resolveExited();
       this.onExit(code, signal);
     });

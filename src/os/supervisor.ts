@@ -1,4 +1,5 @@
 import { EventEmitter } from "node:events";
+import type { PidFiles } from "./leftovers.js";
 import { LogBuffer } from "./log-buffer.js";
 import { Service, type ServiceStatus } from "./service.js";
 import { type ServiceSpec, startOrder } from "./service-spec.js";
@@ -27,11 +28,11 @@ export class Supervisor extends EventEmitter {
   private scheduling = false;
   private scheduleAgain = false;
 
-  constructor(specs: readonly ServiceSpec[], env: NodeJS.ProcessEnv) {
+  constructor(specs: readonly ServiceSpec[], env: NodeJS.ProcessEnv, pidFiles: PidFiles | null = null) {
     super();
     this.order = startOrder(specs);
     for (const spec of specs) {
-      const service = new Service(spec, env);
+      const service = new Service(spec, env, pidFiles);
       service.on("state", () => {
         this.emit("state", service.status());
         this.schedule();

@@ -2,239 +2,35 @@
 // (unshare --pid --fork --mount) and as a plain process. Needs root and a built init
 // (make -C native).
 import assert from "node:assert/strict";
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
-import { writeFile } from "node:fs/promises";
+import { existsSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { fileURLToPath } from "node:url";
+import {
+  allProcs,
+  CLEAN_PATH,
+  descendants,
+  environOf,
+  mountTable,
+  pidNamespace,
+  procInfo,
+  Run,
+  readText,
+  script,
+  sharedDir,
+  sleep,
+  TEST_TIMEOUT,
+  until,
+} from "./namespace.js";
 
-// This file runs as <repo>/dist/test/native/init.test.js.
-const repo = fileURLToPath(new URL("../../../", import.meta.url));
-const initPath = join(repo, "native/out/init");
-const CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-const TEST_TIMEOUT = 90_000;
-const skip = process.getuid?.() === 0 ? false : "needs root (unshare --pid --mount)";
-
-// Shared between the test and the namespace. Not under /tmp: init mounts a fresh tmpfs
-// there, which would hide a host directory from the namespace.
 let dir = "";
 before(() => {
-  assert.ok(existsSync(initPath), `${initPath} is missing: run make -C native`);
-  dir = mkdtempSync("/var/tmp/flatgrid-init-test-");
+  dir = sharedDir();
 });
 after(() => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-async function until<T>(what: string, probe: () => T | undefined | false, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline)
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(50);
-  }
-}
-
-function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return undefined;
-  }
-}
-
-interface Proc {
-  pid: number;
-  ppid: number;
-  state: string;
-  startTime: string;
-  cmdline: string;
-}
-
-function procInfo(pid: number): Proc | undefined {
-  const stat = readText(`/proc/${pid}/stat`);
-  if (!stat) return undefined;
-  // "pid (comm) state ppid ... starttime(22nd)": comm may contain spaces and parentheses.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return {
-    pid,
-    state: fields[0] ?? "?",
-    ppid: Number(fields[1]),
-    startTime: fields[19] ?? "",
-    cmdline: (readText(`/proc/${pid}/cmdline`) ?? "").split("\0").join(" ").trim(),
-  };
-}
-
-function allProcs(): Proc[] {
-  const procs: Proc[] = [];
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const info = procInfo(Number(name));
-    if (info) procs.push(info);
-  }
-  return procs;
-}
-
-function pidNamespace(pid: number): string | undefined {
-  try {
-    return readlinkSync(`/proc/${pid}/ns/pid`);
-  } catch {
-    return undefined;
-  }
-}
-
-function descendants(root: number): Proc[] {
-  const procs = allProcs();
-  const found: Proc[] = [];
-  const parents = new Set([root]);
-  for (let grew = true; grew; ) {
-    grew = false;
-    for (const p of procs) {
-      if (parents.has(p.ppid) && !parents.has(p.pid)) {
-        parents.add(p.pid);
-        found.push(p);
-        grew = true;
-      }
-    }
-  }
-  return found;
-}
-
-function environOf(pid: number): string[] {
-  const raw = readText(`/proc/${pid}/environ`) ?? "";
-  return raw.split("\0").filter((s) => s !== "");
-}
-
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-/** A running init, either under unshare (namespace mode) or directly (process mode). */
-class Run {
-  readonly child: ChildProcess;
-  readonly exited: Promise<Exit>;
-  exit: Exit | undefined;
-  log = "";
-  initPid = 0;
-  ns = "";
-
-  constructor(
-    readonly namespaced: boolean,
-    args: string[],
-    env: NodeJS.ProcessEnv,
-  ) {
-    const argv = namespaced
-      ? ["unshare", "--pid", "--fork", "--mount", "--propagation", "private", initPath, ...args]
-      : [initPath, ...args];
-    this.child = spawn(argv[0] ?? "", argv.slice(1), { env, stdio: ["ignore", "pipe", "pipe"] });
-    this.child.stdout?.on("data", (d: Buffer) => {
-      this.log += d.toString();
-    });
-    this.child.stderr?.on("data", (d: Buffer) => {
-      this.log += d.toString();
-    });
-    this.exited = new Promise((resolve) => {
-      this.child.on("exit", (code, signal) => {
-        this.exit = { code, signal };
-        resolve(this.exit);
-      });
-    });
-  }
-
-  static async start(namespaced: boolean, args: string[], env: NodeJS.ProcessEnv = {}) {
-    const run = new Run(namespaced, args, { PATH: process.env.PATH, ...env });
-    const outer = run.child.pid ?? 0;
-    run.initPid = namespaced
-      ? await until("init to start under unshare", () => {
-          const kids = readText(`/proc/${outer}/task/${outer}/children`)?.trim();
-          return kids ? Number(kids.split(" ")[0]) : undefined;
-        })
-      : outer;
-    // unshare forks init before or after entering the namespace: wait until it differs.
-    const mine = pidNamespace(process.pid);
-    run.ns = await until("init's PID namespace", () => {
-      const ns = pidNamespace(run.initPid);
-      return ns && (!namespaced || ns !== mine) ? ns : undefined;
-    });
-    return run;
-  }
-
-  async logged(text: string | RegExp, timeoutMs = 20_000) {
-    await until(
-      `init to log ${text}`,
-      () => (typeof text === "string" ? this.log.includes(text) : text.test(this.log)),
-      timeoutMs,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}\n--- log so far:\n${this.log}`);
-    });
-  }
-
-  /** Processes in init's PID namespace (namespace mode), init included. */
-  nsProcs(): Proc[] {
-    return allProcs().filter((p) => pidNamespace(p.pid) === this.ns);
-  }
-
-  /** The running supervisor: init's child (not a zombie) running cmdline. */
-  supervisor(cmdline: string): Proc | undefined {
-    return allProcs().find(
-      (p) => p.ppid === this.initPid && p.state !== "Z" && p.cmdline === cmdline,
-    );
-  }
-
-  async ended(timeoutMs: number): Promise<Exit> {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new Error(`init did not end within ${timeoutMs} ms\n${this.log}`)),
-        timeoutMs,
-      );
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** Leaves nothing behind, whatever state the test stopped in. */
-  async cleanup() {
-    if (this.exit) return;
-    const tree = descendants(this.initPid);
-    for (const pid of [this.initPid, ...tree.map((p) => p.pid), this.child.pid ?? 0]) {
-      try {
-        if (pid > 0) process.kill(pid, "SIGKILL");
-      } catch {}
-    }
-    await this.ended(20_000);
-  }
-}
-
-async function script(name: string, body: string): Promise<string> {
-  const path = join(dir, name);
-  await writeFile(path, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
-  return path;
-}
-
-function mountTable(pid: number | "self") {
-  // mountinfo: id parent major:minor root mountpoint options ... - fstype source superoptions
-  return (readText(`/proc/${pid}/mountinfo`) ?? "")
-    .split("\n")
-    .filter((line) => line !== "")
-    .map((line) => {
-      const [left = "", right = ""] = line.split(" - ");
-      const l = left.split(" ");
-      const r = right.split(" ");
-      return { line, target: l[4] ?? "", fstype: r[0] ?? "", options: `${l[5]},${r[2]}` };
-    });
-}
-
-describe("native init", { skip }, () => {
+describe("native init", () => {
   test("as PID 1 of a namespace: mode, mounts, clean environment", {
     timeout: TEST_TIMEOUT,
   }, async () => {
@@ -307,6 +103,7 @@ describe("native init", { skip }, () => {
     // Every background job is started from a subshell that exits at once, so the job is
     // reparented to init; the supervisor itself ends up with no children at all.
     const sup = await script(
+      dir,
       "orphans.sh",
       [
         "for i in 1 2 3 4 5; do ( sleep 0.2 & ); done",
@@ -345,7 +142,7 @@ describe("native init", { skip }, () => {
   });
 
   test("restarts a killed supervisor with backoff", { timeout: TEST_TIMEOUT }, async () => {
-    const sup = await script("restart.sh", "exec sleep 1000");
+    const sup = await script(dir, "restart.sh", "exec sleep 1000");
     const run = await Run.start(true, ["--", sup]);
     try {
       const first = await until("the supervisor", () => run.supervisor("sleep 1000"));
@@ -370,6 +167,7 @@ describe("native init", { skip }, () => {
 
   const stoppable = (name: string) =>
     script(
+      dir,
       name,
       [
         `trap 'echo stopped > "$1/$2-marker"; sleep "$3"; exit 0' TERM`,
@@ -437,6 +235,7 @@ describe("native init", { skip }, () => {
   }, async () => {
     // The ignored disposition is inherited by the sleeps too, so only SIGKILL ends them.
     const sup = await script(
+      dir,
       "stubborn.sh",
       `trap '' TERM\ntouch "$1/stubborn-ready"\nwhile :; do sleep 0.1; done`,
     );
@@ -467,6 +266,7 @@ describe("native init", { skip }, () => {
     timeout: TEST_TIMEOUT,
   }, async () => {
     const sup = await script(
+      dir,
       "process.sh",
       [
         // One orphan in a session of its own, one in the supervisor's process group.
