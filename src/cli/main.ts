@@ -4,6 +4,7 @@ import {
   ControlClient,
   ControlError,
   type NodeConfig,
+  runDemo,
   type ServiceStatus,
   socketPath,
   VERSION,
@@ -153,6 +154,14 @@ export function buildProgram(): Command {
       print(options, { action }, () => `${action}: requested`);
     });
   }
+  program
+    .command("demo")
+    .description(
+      "boot what exists of a node (init, supervisor, services) in a private namespace and show it",
+    )
+    .action(async () => {
+      process.exitCode = await runDemo();
+    });
   return program;
 }
 

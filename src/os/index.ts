@@ -1,4 +1,5 @@
 export { ControlClient, ControlError, DEFAULT_SOCKET, socketPath } from "./control-client.js";
+export { runDemo } from "./demo.js";
 export { LEVELS, type LogEntry } from "./log-buffer.js";
 export type { NodeConfig } from "./node-config.js";
 export type { ServiceState, ServiceStatus } from "./service.js";

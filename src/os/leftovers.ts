@@ -36,7 +36,8 @@ export class PidFiles {
       const name = file.slice(0, -4);
       const pid = Number(readFileSync(join(this.dir, file), "utf8").trim());
       rmSync(join(this.dir, file), { force: true });
-      if (Number.isInteger(pid) && pid > 1 && isServiceProcess(pid, name)) found.push({ name, pid });
+      if (Number.isInteger(pid) && pid > 1 && isServiceProcess(pid, name))
+        found.push({ name, pid });
     }
     for (const { pid } of found) signalGroup(pid, "SIGTERM");
     const deadline = Date.now() + graceMs;
@@ -53,7 +54,9 @@ export class PidFiles {
 
 function isServiceProcess(pid: number, name: string): boolean {
   try {
-    return readFileSync(`/proc/${pid}/environ`, "latin1").split("\0").includes(`FLATGRID_SERVICE=${name}`);
+    return readFileSync(`/proc/${pid}/environ`, "latin1")
+      .split("\0")
+      .includes(`FLATGRID_SERVICE=${name}`);
   } catch {
     return false;
   }

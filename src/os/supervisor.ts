@@ -28,7 +28,11 @@ export class Supervisor extends EventEmitter {
   private scheduling = false;
   private scheduleAgain = false;
 
-  constructor(specs: readonly ServiceSpec[], env: NodeJS.ProcessEnv, pidFiles: PidFiles | null = null) {
+  constructor(
+    specs: readonly ServiceSpec[],
+    env: NodeJS.ProcessEnv,
+    pidFiles: PidFiles | null = null,
+  ) {
     super();
     this.order = startOrder(specs);
     for (const spec of specs) {

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs what flatgrid needs on a Debian 12 machine with Node 20, as root, idempotently:
+# Debian packages with apt-get (only when one is missing), then npm packages with npm ci
+# (only when package-lock.json changed since the last install). Runs before npm ci, so it
+# cannot be TypeScript.
+#   ensure-deps.sh test   what `npm test` needs
+#   ensure-deps.sh demo   what `npm run demo` needs
+set -euo pipefail
+purpose=${1:-test}
+cd "$(dirname "$0")/.."
+
+# gcc, make, libc6-dev: native/ (init is linked statically against libc.a).
+# util-linux: unshare, for init as PID 1 of a namespace. procps, iproute2: the node's tools.
+debs=(gcc make libc6-dev util-linux procps iproute2 kmod)
+case "$purpose" in
+  test | demo) ;;
+  *) echo "ensure-deps.sh: unknown purpose '$purpose' (test or demo)" >&2; exit 2 ;;
+esac
+
+missing=()
+for pkg in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" != 0 ]; then
+    echo "ensure-deps.sh: Debian packages missing (${missing[*]}); run as root to install them" >&2
+    exit 1
+  fi
+  echo "ensure-deps: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$major" -lt 20 ]; then
+  echo "ensure-deps.sh: Node.js 20 or newer is needed, this is $(node --version)" >&2
+  exit 1
+fi
+
+stamp=node_modules/.flatgrid-lock-sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "ensure-deps: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" >"$stamp"
+fi
