@@ -10,8 +10,9 @@ purpose=${1:-test}
 cd "$(dirname "$0")/.."
 
 # gcc, make, libc6-dev: native/ (init is linked statically against libc.a).
+# linux-libc-dev: the kernel UAPI headers that test/kvm checks src/kvm against.
 # util-linux: unshare, for init as PID 1 of a namespace. procps, iproute2: the node's tools.
-debs=(gcc make libc6-dev util-linux procps iproute2 kmod)
+debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod)
 case "$purpose" in
   test | demo) ;;
   *) echo "ensure-deps.sh: unknown purpose '$purpose' (test or demo)" >&2; exit 2 ;;

@@ -11,6 +11,7 @@ const SUITES = {
   unit: "pure logic, milliseconds",
   os: "the supervisor and the CLI with real processes",
   native: "native/init as PID 1 of PID namespaces, with the real supervisor",
+  kvm: "the VMM on this machine's /dev/kvm with freestanding test guests",
 };
 
 const asked = process.argv.slice(2);

@@ -1,0 +1,26 @@
+export * from "./abi.js";
+export { type CpuidEntry, Kvm, KvmUnavailableError, VcpuFd, VmFd } from "./kvm.js";
+export * as layouts from "./layouts.js";
+export { type Layout, Struct } from "./layouts.js";
+export {
+  EFD_NONBLOCK,
+  eventfd,
+  MADV_DONTFORK,
+  MADV_HUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_HUGETLB,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  type Mapping,
+  madvise,
+  mmap,
+  munmap,
+  PROT_READ,
+  PROT_WRITE,
+  pthreadKill,
+  pthreadSelf,
+  read,
+  SyscallError,
+  view,
+  write,
+} from "./libc.js";

@@ -1,0 +1,185 @@
+import { constants } from "node:os";
+import koffi from "koffi";
+
+/**
+ * The few libc calls the VMM needs, through koffi. Each wrapper turns a -1 return into a
+ * SyscallError that names the call, the errno and what was being done.
+ */
+
+const lib = koffi.load("libc.so.6");
+
+const c = {
+  open: lib.func("int open(const char *path, int flags, int mode)"),
+  close: lib.func("int close(int fd)"),
+  // ioctl is variadic in C; on x86-64 a fixed prototype passes the third argument in the
+  // same register, and glibc's ioctl only forwards it to the system call.
+  ioctlPtr: lib.func("ioctl", "int", ["int", "unsigned long", "void *"]),
+  ioctlVal: lib.func("ioctl", "int", ["int", "unsigned long", "unsigned long"]),
+  mmap: lib.func("void *mmap(void *addr, size_t len, int prot, int flags, int fd, int64_t off)"),
+  munmap: lib.func("int munmap(void *addr, size_t len)"),
+  madvise: lib.func("int madvise(void *addr, size_t len, int advice)"),
+  eventfd: lib.func("int eventfd(unsigned int initval, int flags)"),
+  read: lib.func("intptr_t read(int fd, void *buf, size_t count)"),
+  write: lib.func("intptr_t write(int fd, const void *buf, size_t count)"),
+  pread: lib.func("intptr_t pread(int fd, void *buf, size_t count, int64_t off)"),
+  pwrite: lib.func("intptr_t pwrite(int fd, const void *buf, size_t count, int64_t off)"),
+  poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
+  pthreadSelf: lib.func("unsigned long pthread_self()"),
+  pthreadKill: lib.func("int pthread_kill(unsigned long thread, int sig)"),
+};
+
+/** <fcntl.h>, <sys/mman.h>, <sys/eventfd.h>, <poll.h> for x86-64 Linux. */
+export const O_RDWR = 0o2;
+export const O_CLOEXEC = 0o2000000;
+export const PROT_READ = 0x1;
+export const PROT_WRITE = 0x2;
+export const MAP_SHARED = 0x01;
+export const MAP_PRIVATE = 0x02;
+export const MAP_ANONYMOUS = 0x20;
+export const MAP_NORESERVE = 0x4000;
+export const MAP_HUGETLB = 0x40000;
+export const MADV_DONTFORK = 10;
+export const MADV_HUGEPAGE = 14;
+export const EFD_CLOEXEC = 0o2000000;
+export const EFD_NONBLOCK = 0o4000;
+export const POLLIN = 0x1;
+
+/** The libc constants above that a header defines, for the check against the headers. */
+export const LIBC_CONSTANTS: Record<string, { value: number; header: string }> = {
+  O_RDWR: { value: O_RDWR, header: "fcntl.h" },
+  O_CLOEXEC: { value: O_CLOEXEC, header: "fcntl.h" },
+  PROT_READ: { value: PROT_READ, header: "sys/mman.h" },
+  PROT_WRITE: { value: PROT_WRITE, header: "sys/mman.h" },
+  MAP_SHARED: { value: MAP_SHARED, header: "sys/mman.h" },
+  MAP_PRIVATE: { value: MAP_PRIVATE, header: "sys/mman.h" },
+  MAP_ANONYMOUS: { value: MAP_ANONYMOUS, header: "sys/mman.h" },
+  MAP_NORESERVE: { value: MAP_NORESERVE, header: "sys/mman.h" },
+  MAP_HUGETLB: { value: MAP_HUGETLB, header: "sys/mman.h" },
+  MADV_DONTFORK: { value: MADV_DONTFORK, header: "sys/mman.h" },
+  MADV_HUGEPAGE: { value: MADV_HUGEPAGE, header: "sys/mman.h" },
+  EFD_CLOEXEC: { value: EFD_CLOEXEC, header: "sys/eventfd.h" },
+  EFD_NONBLOCK: { value: EFD_NONBLOCK, header: "sys/eventfd.h" },
+  POLLIN: { value: POLLIN, header: "poll.h" },
+};
+
+const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+
+export class SyscallError extends Error {
+  constructor(
+    readonly call: string,
+    readonly errno: number,
+    readonly what: string,
+  ) {
+    super(`${what}: ${call} failed: ${ERRNO_NAMES.get(errno) ?? `errno ${errno}`}`);
+    this.name = "SyscallError";
+  }
+
+  get code(): string {
+    return ERRNO_NAMES.get(this.errno) ?? `E${this.errno}`;
+  }
+}
+
+function check(result: number | bigint, call: string, what: string): number {
+  if (Number(result) < 0) throw new SyscallError(call, koffi.errno(), what);
+  return Number(result);
+}
+
+export type Pointer = unknown;
+
+export function open(path: string, flags: number, what: string): number {
+  return check(c.open(path, flags | O_CLOEXEC, 0), "open", what);
+}
+
+export function close(fd: number): void {
+  c.close(fd);
+}
+
+/** ioctl with a buffer argument (a struct the kernel reads or fills). */
+export function ioctl(fd: number, request: number, arg: Buffer | null, what: string): number {
+  return check(c.ioctlPtr(fd, request, arg), "ioctl", what);
+}
+
+/** ioctl with an integer argument. */
+export function ioctlValue(
+  fd: number,
+  request: number,
+  value: number | bigint,
+  what: string,
+): number {
+  return check(c.ioctlVal(fd, request, value), "ioctl", what);
+}
+
+/** ioctl that may fail with EINTR/EAGAIN as part of normal operation (KVM_RUN): returns -errno. */
+export function ioctlRaw(fd: number, request: number, value: number): number {
+  const r = c.ioctlVal(fd, request, value) as number;
+  return r < 0 ? -koffi.errno() : r;
+}
+
+const MAP_FAILED = 0xffffffffffffffffn;
+
+export interface Mapping {
+  pointer: Pointer;
+  address: bigint;
+  length: number;
+}
+
+export function mmap(
+  length: number,
+  prot: number,
+  flags: number,
+  fd: number,
+  what: string,
+): Mapping {
+  const pointer = c.mmap(null, length, prot, flags, fd, 0);
+  const address = pointer === null ? 0n : koffi.address(pointer);
+  if (pointer === null || address === MAP_FAILED)
+    throw new SyscallError("mmap", koffi.errno(), what);
+  return { pointer, address, length };
+}
+
+export function munmap(mapping: Mapping): void {
+  c.munmap(mapping.pointer, mapping.length);
+}
+
+export function madvise(mapping: Mapping, advice: number, what: string): void {
+  check(c.madvise(mapping.pointer, mapping.length, advice), "madvise", what);
+}
+
+/** Memory of a mapping as an ArrayBuffer, without copying. */
+export function view(mapping: Mapping, offset = 0, length = mapping.length - offset): ArrayBuffer {
+  if (offset === 0) return koffi.view(mapping.pointer, length);
+  return koffi.view(koffi.as(mapping.address + BigInt(offset), "void *") as unknown, length);
+}
+
+export function eventfd(flags: number, what: string): number {
+  return check(c.eventfd(0, flags | EFD_CLOEXEC), "eventfd", what);
+}
+
+export function read(fd: number, buf: Buffer, what: string): number {
+  return check(c.read(fd, buf, buf.length), "read", what);
+}
+
+export function write(fd: number, buf: Buffer, what: string): number {
+  return check(c.write(fd, buf, buf.length), "write", what);
+}
+
+export function pread(fd: number, buf: Buffer, offset: number, what: string): number {
+  return check(c.pread(fd, buf, buf.length, offset), "pread", what);
+}
+
+export function pwrite(fd: number, buf: Buffer, offset: number, what: string): number {
+  return check(c.pwrite(fd, buf, buf.length, offset), "pwrite", what);
+}
+
+/** poll(2) on struct pollfd { int fd; short events; short revents; } entries. */
+export function poll(fds: Buffer, count: number, timeoutMs: number, what: string): number {
+  return check(c.poll(fds, count, timeoutMs), "poll", what);
+}
+
+export function pthreadSelf(): bigint {
+  return BigInt(c.pthreadSelf());
+}
+
+export function pthreadKill(thread: bigint, signal: number): number {
+  return c.pthreadKill(thread, signal) as number;
+}
