@@ -112,6 +112,10 @@ export const MSR_CSTAR = 0xc0000083;
 export const MSR_SYSCALL_MASK = 0xc0000084;
 export const MSR_KERNEL_GS_BASE = 0xc0000102;
 export const MSR_IA32_TSC = 0x10;
+/** MTRR default type: bit 11 enables MTRRs, type 6 is write-back. Without it RAM is uncached. */
+export const MSR_MTRR_DEF_TYPE = 0x2ff;
+export const MTRR_ENABLE = 0x800;
+export const MTRR_TYPE_WB = 0x6;
 
 /** Control register and EFER bits (architectural, Intel SDM vol. 3). */
 export const X86_CR0_PE = 0x1;

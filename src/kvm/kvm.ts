@@ -59,6 +59,7 @@ import {
   MAP_SHARED,
   type Mapping,
   mmap,
+  munmap,
   O_RDWR,
   open,
   PROT_READ,
@@ -260,6 +261,11 @@ export class VcpuFd {
   ) {
     this.mapping = mmap(mmapSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, "mapping kvm_run");
     this.run = Buffer.from(view(this.mapping));
+  }
+
+  close(): void {
+    munmap(this.mapping);
+    close(this.fd);
   }
 
   /** One KVM_RUN: 0, or -errno (EINTR when kicked, EAGAIN). */

@@ -1,0 +1,162 @@
+import {
+  MADV_DONTFORK,
+  MADV_HUGEPAGE,
+  MAP_ANONYMOUS,
+  MAP_HUGETLB,
+  MAP_NORESERVE,
+  MAP_PRIVATE,
+  type Mapping,
+  madvise,
+  mmap,
+  munmap,
+  PROT_READ,
+  PROT_WRITE,
+  view,
+} from "../kvm/index.js";
+
+/**
+ * Guest RAM: anonymous host memory mapped into the guest. Every address and length that
+ * comes from the guest goes through slice(), which refuses anything outside RAM: a guest
+ * may hand us any number, and it must never reach host memory beyond its own.
+ */
+
+export class GuestMemoryError extends Error {
+  constructor(
+    readonly address: number,
+    readonly length: number,
+    reason = "outside guest RAM",
+  ) {
+    super(`guest range 0x${address.toString(16)}+${length} is ${reason}`);
+    this.name = "GuestMemoryError";
+  }
+}
+
+/** Start of the 32-bit MMIO hole: RAM above this goes above 4 GiB (as on a PC). */
+export const MMIO_HOLE_START = 0xc000_0000;
+export const MMIO_HOLE_END = 0x1_0000_0000;
+/** Largest single view; V8 ArrayBuffers are limited, so bigger regions are split. */
+const MAX_VIEW = 1 << 30;
+
+export interface MemoryRegion {
+  guestAddress: number;
+  size: number;
+  hostAddress: bigint;
+  /** Views of at most MAX_VIEW bytes each, covering the region in order. */
+  chunks: Buffer[];
+}
+
+export class GuestMemory {
+  readonly regions: MemoryRegion[] = [];
+  private readonly mappings: Mapping[] = [];
+
+  /** Maps `size` bytes of RAM, split around the MMIO hole. */
+  constructor(
+    readonly size: number,
+    options: { hugepages?: boolean } = {},
+  ) {
+    if (!Number.isSafeInteger(size) || size < 1 << 20 || size % 4096 !== 0) {
+      throw new RangeError(
+        `guest memory must be a whole number of pages, at least 1 MiB (got ${size})`,
+      );
+    }
+    const low = Math.min(size, MMIO_HOLE_START);
+    const layout: [number, number][] = [[0, low]];
+    if (size > low) layout.push([MMIO_HOLE_END, size - low]);
+    for (const [guestAddress, regionSize] of layout) {
+      const flags =
+        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (options.hugepages ? MAP_HUGETLB : 0);
+      const mapping = mmap(regionSize, PROT_READ | PROT_WRITE, flags, -1, "mapping guest RAM");
+      this.mappings.push(mapping);
+      // A fork (spawning a helper) must not copy or share the guest's memory.
+      madvise(mapping, MADV_DONTFORK, "madvise(MADV_DONTFORK) on guest RAM");
+      if (!options.hugepages) {
+        try {
+          madvise(mapping, MADV_HUGEPAGE, "madvise(MADV_HUGEPAGE)");
+        } catch {
+          // Transparent hugepages are an optimisation; without them RAM still works.
+        }
+      }
+      const chunks: Buffer[] = [];
+      for (let off = 0; off < regionSize; off += MAX_VIEW) {
+        chunks.push(Buffer.from(view(mapping, off, Math.min(MAX_VIEW, regionSize - off))));
+      }
+      this.regions.push({ guestAddress, size: regionSize, hostAddress: mapping.address, chunks });
+    }
+  }
+
+  /**
+   * The host bytes behind [address, address + length), or a GuestMemoryError. The range
+   * must lie inside one view (1 GiB-aligned pieces): device buffers never need more.
+   */
+  slice(address: number, length: number): Buffer {
+    if (
+      !Number.isSafeInteger(address) ||
+      !Number.isSafeInteger(length) ||
+      address < 0 ||
+      length < 0
+    ) {
+      throw new GuestMemoryError(address, length, "not a valid range");
+    }
+    for (const region of this.regions) {
+      const off = address - region.guestAddress;
+      if (off < 0 || off + length > region.size) continue;
+      const chunk = region.chunks[Math.floor(off / MAX_VIEW)];
+      const inChunk = off % MAX_VIEW;
+      if (!chunk || inChunk + length > chunk.length) {
+        throw new GuestMemoryError(address, length, "split across two host views");
+      }
+      return chunk.subarray(inChunk, inChunk + length);
+    }
+    throw new GuestMemoryError(address, length);
+  }
+
+  contains(address: number, length: number): boolean {
+    return this.regions.some(
+      (r) =>
+        address >= r.guestAddress && address + length <= r.guestAddress + r.size && length >= 0,
+    );
+  }
+
+  read(address: number, into: Buffer): void {
+    this.slice(address, into.length).copy(into);
+  }
+
+  write(address: number, data: Buffer | Uint8Array): void {
+    this.slice(address, data.length).set(data);
+  }
+
+  readU16(address: number): number {
+    return this.slice(address, 2).readUInt16LE(0);
+  }
+
+  readU32(address: number): number {
+    return this.slice(address, 4).readUInt32LE(0);
+  }
+
+  readU64(address: number): bigint {
+    return this.slice(address, 8).readBigUInt64LE(0);
+  }
+
+  writeU16(address: number, value: number): void {
+    this.slice(address, 2).writeUInt16LE(value, 0);
+  }
+
+  writeU32(address: number, value: number): void {
+    this.slice(address, 4).writeUInt32LE(value >>> 0, 0);
+  }
+
+  writeU64(address: number, value: bigint | number): void {
+    this.slice(address, 8).writeBigUInt64LE(BigInt.asUintN(64, BigInt(value)), 0);
+  }
+
+  /** Highest guest-physical address of RAM below the MMIO hole (end of low memory). */
+  get lowEnd(): number {
+    return this.regions[0]?.size ?? 0;
+  }
+
+  close(): void {
+    for (const m of this.mappings) munmap(m);
+    this.mappings.length = 0;
+    this.regions.length = 0;
+  }
+}

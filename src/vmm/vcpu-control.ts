@@ -1,0 +1,11 @@
+/** The words a vCPU thread and the main thread share (an Int32Array over a SharedArrayBuffer). */
+export const CTL_STATE = 0;
+export const CTL_RESULT = 1;
+export const CTL_WORDS = 2;
+
+/** The vCPU thread owns the vCPU (in or about to enter KVM_RUN). */
+export const STATE_RUNNING = 0;
+/** KVM_RUN returned; the main thread owns the vCPU and handles the exit. */
+export const STATE_EXITED = 1;
+/** The thread leaves its loop. */
+export const STATE_STOP = 2;

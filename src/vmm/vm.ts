@@ -1,0 +1,372 @@
+import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
+import { Worker } from "node:worker_threads";
+import {
+  KVM_EXIT_FAIL_ENTRY,
+  KVM_EXIT_HLT,
+  KVM_EXIT_INTERNAL_ERROR,
+  KVM_EXIT_IO,
+  KVM_EXIT_IO_OUT,
+  KVM_EXIT_MMIO,
+  KVM_EXIT_SHUTDOWN,
+  KVM_EXIT_SYSTEM_EVENT,
+  Kvm,
+  layouts,
+  pthreadKill,
+  Struct,
+  VcpuFd,
+  type VmFd,
+} from "../kvm/index.js";
+import { loadElf } from "./boot/elf.js";
+import { enterLongMode, setupLapic, writeBootTables, ZERO_PAGE_ADDRESS } from "./boot/long-mode.js";
+import { Bus } from "./bus.js";
+import { normaliseCpuid } from "./cpuid.js";
+import { BootTimer } from "./devices/boot-timer.js";
+import { DebugExit } from "./devices/debug-exit.js";
+import { I8042 } from "./devices/i8042.js";
+import { Serial } from "./devices/serial.js";
+import { GuestMemory } from "./guest-memory.js";
+import { RingText } from "./ring-text.js";
+import {
+  CTL_RESULT,
+  CTL_STATE,
+  CTL_WORDS,
+  STATE_EXITED,
+  STATE_RUNNING,
+  STATE_STOP,
+} from "./vcpu-control.js";
+
+/** Where the in-kernel irqchip wants its TSS and identity map (below the 4 GiB BIOS area). */
+const TSS_ADDRESS = 0xfffb_d000;
+const IDENTITY_MAP_ADDRESS = 0xfffb_c000;
+const COM1 = 0x3f8;
+const COM1_IRQ = 4;
+const I8042_BASE = 0x60;
+const BOOT_TIMER_PORT = 0x3f0;
+const DEBUG_EXIT_PORT = 0x3f1;
+/** Test guests find their RAM size here (see native/testguest/README.md). */
+const TESTGUEST_RAM_SIZE_ADDRESS = 0x6ff8;
+const EINTR = 4;
+const EAGAIN = 11;
+/** SIGUSR2: the signal that kicks a vCPU thread out of KVM_RUN. */
+const KICK_SIGNAL = 12;
+
+export interface VmConfig {
+  memoryMiB: number;
+  vcpus: number;
+  /** A static ELF64 image entered in long mode (test guests; vmlinux comes later). */
+  kernel: string;
+  /** Attach the test guests' result port. */
+  debugExit?: boolean;
+  hugepages?: boolean;
+}
+
+export type VmEnd =
+  /** The guest asked for a reset (i8042), which for a microVM means stop. */
+  | { reason: "reset"; resultCode: number | null }
+  /** The guest powered off or crashed the CPU. */
+  | { reason: "shutdown" | "halt"; resultCode: number | null }
+  /** The VMM was asked to stop. */
+  | { reason: "stopped"; resultCode: number | null }
+  /** Something went wrong with the vCPU: the message says what. */
+  | { reason: "error"; message: string; resultCode: number | null };
+
+export interface VmStats {
+  exits: Record<string, number>;
+  unclaimedPio: number;
+  unclaimedMmio: number;
+  bootMs: number | null;
+}
+
+export class VmConfigError extends Error {
+  constructor(field: string, message: string) {
+    super(`vm config field ${field}: ${message}`);
+    this.name = "VmConfigError";
+  }
+}
+
+interface VcpuThread {
+  id: number;
+  vcpu: VcpuFd;
+  worker: Worker;
+  ctl: Int32Array;
+  thread: Promise<bigint>;
+}
+
+/**
+ * One microVM: guest RAM, the in-kernel irqchip and PIT, the devices on the port I/O and
+ * MMIO buses, and one thread per vCPU. Exits are handled on the main thread, so devices
+ * need no locks.
+ */
+export class Vm extends EventEmitter {
+  readonly console = new RingText(256 * 1024);
+  readonly pio = new Bus("pio");
+  readonly mmio = new Bus("mmio");
+  private readonly kvm: Kvm;
+  private readonly vmFd: VmFd;
+  readonly memory: GuestMemory;
+  readonly serial: Serial;
+  private readonly threads: VcpuThread[] = [];
+  private readonly exits = new Map<string, number>();
+  private stopping = false;
+  private resultCode: number | null = null;
+  private startedAt = 0;
+  private bootMs: number | null = null;
+  private endResolve: (end: VmEnd) => void = () => {};
+  /** Resolves once every vCPU has stopped, with why. */
+  readonly ended: Promise<VmEnd>;
+  private endReason: VmEnd | null = null;
+
+  constructor(readonly config: VmConfig) {
+    super();
+    checkConfig(config);
+    this.ended = new Promise((resolve) => {
+      this.endResolve = resolve;
+    });
+    this.kvm = Kvm.open();
+    this.vmFd = this.kvm.createVm();
+    this.vmFd.setTssAddr(TSS_ADDRESS);
+    this.vmFd.setIdentityMapAddr(IDENTITY_MAP_ADDRESS);
+    this.vmFd.createIrqchip();
+    this.vmFd.createPit2();
+    this.memory = new GuestMemory(config.memoryMiB * 1024 * 1024, {
+      hugepages: config.hugepages === true,
+    });
+    this.memory.regions.forEach((region, slot) => {
+      this.vmFd.setUserMemoryRegion(slot, region.guestAddress, region.size, region.hostAddress);
+    });
+
+    const serial = new Serial(
+      (bytes) => {
+        this.console.push(bytes);
+        this.emit("console", bytes);
+      },
+      () => {
+        this.vmFd.irqLine(COM1_IRQ, 1);
+        this.vmFd.irqLine(COM1_IRQ, 0);
+      },
+    );
+    this.pio.insert(serial, COM1, 8);
+    this.pio.insert(
+      new I8042(() => this.requestStop({ reason: "reset", resultCode: null })),
+      I8042_BASE,
+      5,
+    );
+    this.pio.insert(
+      new BootTimer(() => {
+        this.bootMs ??= performance.now() - this.startedAt;
+      }),
+      BOOT_TIMER_PORT,
+      1,
+    );
+    if (config.debugExit) {
+      this.pio.insert(
+        new DebugExit((code) => {
+          this.resultCode = code;
+        }),
+        DEBUG_EXIT_PORT,
+        4,
+      );
+    }
+    this.serial = serial;
+  }
+
+  /** Loads the kernel, sets up every vCPU and starts them. */
+  start(): void {
+    const image = readFileSync(this.config.kernel);
+    const elf = loadElf(image, this.config.kernel, this.memory);
+    writeBootTables(this.memory);
+    this.memory.writeU64(TESTGUEST_RAM_SIZE_ADDRESS, this.memory.size);
+    const supported = this.kvm.supportedCpuid();
+    this.startedAt = performance.now();
+    for (let id = 0; id < this.config.vcpus; id++) {
+      const fd = this.vmFd.createVcpu(id);
+      const vcpu = new VcpuFd(fd, this.vmFd.vcpuMmapSize);
+      vcpu.setCpuid(normaliseCpuid(supported, id, this.config.vcpus));
+      setupLapic(vcpu);
+      // Secondary vCPUs wait for the boot CPU's INIT/SIPI; only vCPU 0 starts at the entry.
+      if (id === 0) enterLongMode(vcpu, { rip: elf.entry, rsi: ZERO_PAGE_ADDRESS });
+      this.threads.push(this.spawnThread(id, fd, vcpu));
+    }
+    for (const t of this.threads) void this.serve(t);
+  }
+
+  private spawnThread(id: number, fd: number, vcpu: VcpuFd): VcpuThread {
+    const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
+    const worker = new Worker(new URL("./vcpu-worker.js", import.meta.url), {
+      workerData: { fd, control: ctl.buffer },
+      name: `vcpu${id}`,
+    });
+    const thread = new Promise<bigint>((resolve, reject) => {
+      worker.once("message", (m: { thread: bigint }) => resolve(m.thread));
+      worker.once("error", reject);
+    });
+    worker.on("error", (err) =>
+      this.requestStop({ reason: "error", message: `vcpu${id}: ${err.message}`, resultCode: null }),
+    );
+    return { id, vcpu, worker, ctl, thread };
+  }
+
+  /** The main-thread side of one vCPU: wait for an exit, handle it, let it run again. */
+  private async serve(t: VcpuThread): Promise<void> {
+    for (;;) {
+      const waited = Atomics.waitAsync(t.ctl, CTL_STATE, STATE_RUNNING);
+      if (waited.async) await waited.value;
+      if (Atomics.load(t.ctl, CTL_STATE) !== STATE_EXITED) continue;
+      const result = Atomics.load(t.ctl, CTL_RESULT);
+      let keepRunning = false;
+      try {
+        keepRunning = this.handleExit(t, result);
+      } catch (err) {
+        this.requestStop({
+          reason: "error",
+          message: `vcpu${t.id}: ${(err as Error).message}`,
+          resultCode: null,
+        });
+      }
+      if (this.stopping) keepRunning = false;
+      Atomics.store(t.ctl, CTL_STATE, keepRunning ? STATE_RUNNING : STATE_STOP);
+      Atomics.notify(t.ctl, CTL_STATE);
+      if (!keepRunning) break;
+    }
+    await t.worker.terminate().catch(() => 0);
+    this.threadDone();
+  }
+
+  private count(reason: string): void {
+    this.exits.set(reason, (this.exits.get(reason) ?? 0) + 1);
+  }
+
+  /** Handles one KVM_RUN return on the main thread; false stops this vCPU. */
+  private handleExit(t: VcpuThread, result: number): boolean {
+    const run = new Struct(layouts.kvm_run, t.vcpu.run);
+    if (result < 0) {
+      if (-result === EINTR || -result === EAGAIN) {
+        this.count("intr");
+        run.set("immediate_exit", 0);
+        return !this.stopping;
+      }
+      throw new Error(`KVM_RUN failed with errno ${-result}`);
+    }
+    const reason = run.get("exit_reason");
+    switch (reason) {
+      case KVM_EXIT_IO: {
+        this.count("io");
+        const size = run.get("io.size");
+        const count = run.get("io.count");
+        const port = run.get("io.port");
+        const offset = run.get("io.data_offset");
+        // The data lives in the kvm_run mapping itself; KVM chose the offset, but check it.
+        if (offset + size * count > t.vcpu.run.length || ![1, 2, 4].includes(size)) {
+          throw new Error(
+            `KVM reported port I/O data outside kvm_run (offset ${offset}, ${size}×${count})`,
+          );
+        }
+        const out = run.get("io.direction") === KVM_EXIT_IO_OUT;
+        for (let i = 0; i < count; i++) {
+          const data = t.vcpu.run.subarray(offset + i * size, offset + (i + 1) * size);
+          if (out) this.pio.write(port, data);
+          else this.pio.read(port, data);
+        }
+        return true;
+      }
+      case KVM_EXIT_MMIO: {
+        this.count("mmio");
+        const address = run.get("mmio.phys_addr");
+        const len = run.get("mmio.len");
+        if (len < 1 || len > 8) throw new Error(`KVM reported an MMIO access of ${len} bytes`);
+        const data = t.vcpu.run.subarray(run.offset("mmio.data"), run.offset("mmio.data") + len);
+        if (run.get("mmio.is_write")) this.mmio.write(address, data);
+        else this.mmio.read(address, data);
+        return true;
+      }
+      case KVM_EXIT_HLT:
+        this.count("hlt");
+        this.requestStop({ reason: "halt", resultCode: null });
+        return false;
+      case KVM_EXIT_SHUTDOWN:
+        this.count("shutdown");
+        this.requestStop({ reason: "shutdown", resultCode: null });
+        return false;
+      case KVM_EXIT_SYSTEM_EVENT:
+        this.count("system_event");
+        this.requestStop({ reason: "shutdown", resultCode: null });
+        return false;
+      case KVM_EXIT_FAIL_ENTRY:
+        throw new Error(
+          `KVM could not enter the guest (hardware reason 0x${run.get64("fail_entry.hardware_entry_failure_reason").toString(16)})`,
+        );
+      case KVM_EXIT_INTERNAL_ERROR:
+        throw new Error(`KVM internal error, suberror ${run.get("internal.suberror")}`);
+      default:
+        throw new Error(`unhandled KVM exit reason ${reason}`);
+    }
+  }
+
+  /** Stops every vCPU: the first reason given is the one reported. */
+  requestStop(end: VmEnd): void {
+    if (!this.endReason) this.endReason = end;
+    if (this.stopping) return;
+    this.stopping = true;
+    // Never started (or start failed before any vCPU ran): nothing to wait for.
+    if (this.threads.length === 0) {
+      this.threadDone();
+      return;
+    }
+    for (const t of this.threads) {
+      // Out of KVM_RUN now, or at its next entry: immediate_exit covers a kick that lands
+      // between two runs.
+      t.vcpu.run[layouts.kvm_run.fields.immediate_exit[0]] = 1;
+      void t.thread.then((thread) => pthreadKill(thread, KICK_SIGNAL));
+    }
+  }
+
+  stop(): Promise<VmEnd> {
+    this.requestStop({ reason: "stopped", resultCode: null });
+    return this.ended;
+  }
+
+  private finished = 0;
+  private closed = false;
+  private threadDone(): void {
+    this.finished++;
+    if (this.finished < this.threads.length) return;
+    if (this.closed) return;
+    this.closed = true;
+    const end = this.endReason ?? { reason: "stopped", resultCode: null };
+    // Nothing touches guest memory or kvm_run once every vCPU thread is gone.
+    for (const t of this.threads) t.vcpu.close();
+    this.memory.close();
+    this.vmFd.close();
+    this.kvm.close();
+    this.endResolve({ ...end, resultCode: this.resultCode });
+  }
+
+  stats(): VmStats {
+    return {
+      exits: Object.fromEntries(this.exits),
+      unclaimedPio: this.pio.unclaimedReads + this.pio.unclaimedWrites,
+      unclaimedMmio: this.mmio.unclaimedReads + this.mmio.unclaimedWrites,
+      bootMs: this.bootMs,
+    };
+  }
+}
+
+function checkConfig(config: VmConfig): void {
+  if (
+    !Number.isInteger(config.memoryMiB) ||
+    config.memoryMiB < 8 ||
+    config.memoryMiB > 1024 * 1024
+  ) {
+    throw new VmConfigError(
+      "memoryMiB",
+      `must be a whole number from 8 to 1048576, not ${config.memoryMiB}`,
+    );
+  }
+  if (!Number.isInteger(config.vcpus) || config.vcpus < 1 || config.vcpus > 64) {
+    throw new VmConfigError("vcpus", `must be a whole number from 1 to 64, not ${config.vcpus}`);
+  }
+}
+
+// The kick signal must not kill the process: a handler makes it only interrupt KVM_RUN.
+process.on("SIGUSR2", () => {});
