@@ -25,3 +25,4 @@ export {
   view,
   write,
 } from "./libc.js";
+export * from "./virtio-abi.js";

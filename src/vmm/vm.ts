@@ -25,6 +25,7 @@ import { BootTimer } from "./devices/boot-timer.js";
 import { DebugExit } from "./devices/debug-exit.js";
 import { I8042 } from "./devices/i8042.js";
 import { Serial } from "./devices/serial.js";
+import { type BlockOptions, VirtioBlock } from "./devices/virtio-blk.js";
 import { GuestMemory } from "./guest-memory.js";
 import { RingText } from "./ring-text.js";
 import {
@@ -35,6 +36,7 @@ import {
   STATE_RUNNING,
   STATE_STOP,
 } from "./vcpu-control.js";
+import { MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";
 
 /** Where the in-kernel irqchip wants its TSS and identity map (below the 4 GiB BIOS area). */
 const TSS_ADDRESS = 0xfffb_d000;
@@ -44,8 +46,14 @@ const COM1_IRQ = 4;
 const I8042_BASE = 0x60;
 const BOOT_TIMER_PORT = 0x3f0;
 const DEBUG_EXIT_PORT = 0x3f1;
-/** Test guests find their RAM size here (see native/testguest/README.md). */
+/** Test guests find their RAM size and vCPU count here (see native/testguest/README.md). */
 const TESTGUEST_RAM_SIZE_ADDRESS = 0x6ff8;
+const TESTGUEST_CPU_COUNT_ADDRESS = 0x6ff0;
+/** virtio-mmio devices: 4 KiB windows from here, interrupts from VIRTIO_IRQ_BASE (as Firecracker). */
+export const VIRTIO_MMIO_BASE = 0xd000_0000;
+export const VIRTIO_MMIO_SIZE = 0x1000;
+const VIRTIO_IRQ_BASE = 5;
+const MAX_VIRTIO_DEVICES = 8;
 const EINTR = 4;
 const EAGAIN = 11;
 /** SIGUSR2: the signal that kicks a vCPU thread out of KVM_RUN. */
@@ -58,6 +66,8 @@ export interface VmConfig {
   kernel: string;
   /** Attach the test guests' result port. */
   debugExit?: boolean;
+  /** virtio-blk disks, in order: the first is /dev/vda in a Linux guest. */
+  disks?: BlockOptions[];
   hugepages?: boolean;
 }
 
@@ -169,6 +179,41 @@ export class Vm extends EventEmitter {
       );
     }
     this.serial = serial;
+    for (const disk of config.disks ?? []) this.addVirtio(new VirtioBlock(disk));
+  }
+
+  /** The virtio-mmio devices, with where they are, for the kernel command line. */
+  readonly virtio: {
+    transport: MmioTransport;
+    address: number;
+    irq: number;
+    device: VirtioDevice;
+  }[] = [];
+
+  private addVirtio(device: VirtioDevice): void {
+    const n = this.virtio.length;
+    if (n >= MAX_VIRTIO_DEVICES)
+      throw new VmConfigError("disks", `at most ${MAX_VIRTIO_DEVICES} virtio devices`);
+    const address = VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE;
+    const irq = VIRTIO_IRQ_BASE + n;
+    const transport = new MmioTransport(
+      device,
+      this.memory,
+      () => {
+        this.vmFd.irqLine(irq, 1);
+        this.vmFd.irqLine(irq, 0);
+      },
+      (message) => this.emit("device-error", message),
+    );
+    this.mmio.insert(transport, address, VIRTIO_MMIO_SIZE);
+    this.virtio.push({ transport, address, irq, device });
+  }
+
+  /** What a Linux guest needs on its command line to find the virtio-mmio devices. */
+  virtioCmdline(): string {
+    return this.virtio
+      .map((v) => `virtio_mmio.device=4K@0x${v.address.toString(16)}:${v.irq}`)
+      .join(" ");
   }
 
   /** Loads the kernel, sets up every vCPU and starts them. */
@@ -177,6 +222,7 @@ export class Vm extends EventEmitter {
     const elf = loadElf(image, this.config.kernel, this.memory);
     writeBootTables(this.memory);
     this.memory.writeU64(TESTGUEST_RAM_SIZE_ADDRESS, this.memory.size);
+    this.memory.writeU32(TESTGUEST_CPU_COUNT_ADDRESS, this.config.vcpus);
     const supported = this.kvm.supportedCpuid();
     this.startedAt = performance.now();
     for (let id = 0; id < this.config.vcpus; id++) {
@@ -336,6 +382,7 @@ export class Vm extends EventEmitter {
     const end = this.endReason ?? { reason: "stopped", resultCode: null };
     // Nothing touches guest memory or kvm_run once every vCPU thread is gone.
     for (const t of this.threads) t.vcpu.close();
+    for (const v of this.virtio) v.device.close?.();
     this.memory.close();
     this.vmFd.close();
     this.kvm.close();

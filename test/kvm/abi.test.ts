@@ -9,6 +9,7 @@ import { after, before, describe, it } from "node:test";
 import { ABI_CONSTANTS, ABI_HEADERS } from "../../src/kvm/abi.js";
 import { LAYOUTS } from "../../src/kvm/layouts.js";
 import { LIBC_CONSTANTS } from "../../src/kvm/libc.js";
+import { VIRTIO_CONSTANTS, VIRTIO_HEADERS } from "../../src/kvm/virtio-abi.js";
 
 let fromC = new Map<string, number>();
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-abi-"));
@@ -19,6 +20,8 @@ before(() => {
     lines.push(`  printf("%s %llu\\n", "${key}", (unsigned long long)(${expr}));`);
   for (const name of Object.keys(ABI_CONSTANTS)) print(name, name);
   for (const name of Object.keys(LIBC_CONSTANTS)) print(name, name);
+  // VIRTIO_MMIO_MAGIC is the spec's value, not a header macro.
+  for (const name of Object.keys(VIRTIO_CONSTANTS)) print(name, name);
   for (const layout of LAYOUTS) {
     print(`sizeof ${layout.c}`, `sizeof(${layout.c})`);
     for (const [field, [, size]] of Object.entries(layout.fields)) {
@@ -29,6 +32,7 @@ before(() => {
   }
   const headers = [
     ...ABI_HEADERS,
+    ...VIRTIO_HEADERS,
     ...new Set(Object.values(LIBC_CONSTANTS).map((c) => c.header)),
     "stddef.h",
     "stdio.h",
@@ -58,6 +62,9 @@ describe("KVM ABI against the kernel headers", () => {
         fromC.get(name),
         `${name}: ours 0x${value.toString(16)}, header 0x${fromC.get(name)?.toString(16)}`,
       );
+    }
+    for (const [name, value] of Object.entries(VIRTIO_CONSTANTS)) {
+      assert.equal(value, fromC.get(name), name);
     }
     for (const [name, { value }] of Object.entries(LIBC_CONSTANTS)) {
       assert.equal(value, fromC.get(name), name);

@@ -1,0 +1,311 @@
+import {
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FAILED,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_CONFIG_GENERATION,
+  VIRTIO_MMIO_DEVICE_FEATURES,
+  VIRTIO_MMIO_DEVICE_FEATURES_SEL,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_DRIVER_FEATURES,
+  VIRTIO_MMIO_DRIVER_FEATURES_SEL,
+  VIRTIO_MMIO_INT_CONFIG,
+  VIRTIO_MMIO_INT_VRING,
+  VIRTIO_MMIO_INTERRUPT_ACK,
+  VIRTIO_MMIO_INTERRUPT_STATUS,
+  VIRTIO_MMIO_MAGIC,
+  VIRTIO_MMIO_MAGIC_VALUE,
+  VIRTIO_MMIO_QUEUE_AVAIL_HIGH,
+  VIRTIO_MMIO_QUEUE_AVAIL_LOW,
+  VIRTIO_MMIO_QUEUE_DESC_HIGH,
+  VIRTIO_MMIO_QUEUE_DESC_LOW,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
+  VIRTIO_MMIO_QUEUE_NUM,
+  VIRTIO_MMIO_QUEUE_NUM_MAX,
+  VIRTIO_MMIO_QUEUE_READY,
+  VIRTIO_MMIO_QUEUE_SEL,
+  VIRTIO_MMIO_QUEUE_USED_HIGH,
+  VIRTIO_MMIO_QUEUE_USED_LOW,
+  VIRTIO_MMIO_STATUS,
+  VIRTIO_MMIO_VENDOR_ID,
+  VIRTIO_MMIO_VERSION,
+} from "../../kvm/index.js";
+import type { BusDevice } from "../bus.js";
+import type { GuestMemory } from "../guest-memory.js";
+import { QueueError, Virtqueue } from "./queue.js";
+
+/** What a virtio device (blk, net, rng, ...) gives the transport. */
+export interface VirtioDevice {
+  readonly name: string;
+  readonly deviceId: number;
+  /** Feature bits offered; VIRTIO_F_VERSION_1 is added by the transport. */
+  readonly features: bigint;
+  readonly queueSizes: readonly number[];
+  readConfig(offset: number, data: Buffer): void;
+  writeConfig(offset: number, data: Buffer): void;
+  /** The driver is ready: queues are set up and checked. */
+  activate(context: DeviceContext): void;
+  /** The driver notified a queue. May throw QueueError for a malformed queue. */
+  notify(queue: number): void;
+  reset(): void;
+  /** Releases host resources (files, taps) when the VM ends. */
+  close?(): void;
+}
+
+export interface DeviceContext {
+  memory: GuestMemory;
+  queues: Virtqueue[];
+  driverFeatures: bigint;
+  /** Tells the driver a queue has used buffers (interrupt unless suppressed). */
+  signalUsed(queue: number): void;
+}
+
+/** "FLGD": the vendor id our devices report. */
+const VENDOR_ID = 0x44474c46;
+
+/**
+ * The virtio-mmio transport, version 2 (virtio 1.2, 4.2): registers at a 4 KiB window,
+ * device configuration from offset 0x100. A malformed queue or a driver breaking the
+ * protocol sets DEVICE_NEEDS_RESET and the device stops; the VM goes on.
+ */
+export class MmioTransport implements BusDevice {
+  readonly name: string;
+  private status = 0;
+  private deviceFeaturesSel = 0;
+  private driverFeaturesSel = 0;
+  private driverFeatures = 0n;
+  private queueSel = 0;
+  private interruptStatus = 0;
+  private configGeneration = 0;
+  private readonly queues: Virtqueue[];
+  private active = false;
+  /** Why the device needs a reset, when it does. */
+  broken: string | null = null;
+
+  constructor(
+    private readonly device: VirtioDevice,
+    private readonly memory: GuestMemory,
+    private readonly interrupt: () => void,
+    private readonly onError: (message: string) => void = () => {},
+  ) {
+    this.name = `virtio-mmio ${device.name}`;
+    this.queues = device.queueSizes.map((n) => new Virtqueue(n));
+  }
+
+  get offeredFeatures(): bigint {
+    return this.device.features | (1n << BigInt(VIRTIO_F_VERSION_1));
+  }
+
+  read(offset: number, data: Buffer): void {
+    if (offset >= VIRTIO_MMIO_CONFIG) {
+      this.device.readConfig(offset - VIRTIO_MMIO_CONFIG, data);
+      return;
+    }
+    data.fill(0);
+    if (data.length !== 4) return;
+    data.writeUInt32LE(this.register(offset) >>> 0, 0);
+  }
+
+  private register(offset: number): number {
+    const q = this.queues[this.queueSel];
+    switch (offset) {
+      case VIRTIO_MMIO_MAGIC_VALUE:
+        return VIRTIO_MMIO_MAGIC;
+      case VIRTIO_MMIO_VERSION:
+        return 2;
+      case VIRTIO_MMIO_DEVICE_ID:
+        return this.device.deviceId;
+      case VIRTIO_MMIO_VENDOR_ID:
+        return VENDOR_ID;
+      case VIRTIO_MMIO_DEVICE_FEATURES:
+        return this.deviceFeaturesSel > 1
+          ? 0
+          : Number((this.offeredFeatures >> BigInt(32 * this.deviceFeaturesSel)) & 0xffffffffn);
+      case VIRTIO_MMIO_QUEUE_NUM_MAX:
+        return q ? q.maxSize : 0;
+      case VIRTIO_MMIO_QUEUE_READY:
+        return q?.ready ? 1 : 0;
+      case VIRTIO_MMIO_INTERRUPT_STATUS:
+        return this.interruptStatus;
+      case VIRTIO_MMIO_STATUS:
+        return this.status;
+      case VIRTIO_MMIO_CONFIG_GENERATION:
+        return this.configGeneration;
+      default:
+        return 0;
+    }
+  }
+
+  write(offset: number, data: Buffer): void {
+    if (offset >= VIRTIO_MMIO_CONFIG) {
+      this.device.writeConfig(offset - VIRTIO_MMIO_CONFIG, data);
+      return;
+    }
+    if (data.length !== 4) return;
+    const value = data.readUInt32LE(0);
+    const q = this.queues[this.queueSel];
+    // Queue registers may only change while the queue is not live.
+    const setQueue = (apply: (queue: Virtqueue) => void) => {
+      if (q && !q.ready && !this.active) apply(q);
+    };
+    switch (offset) {
+      case VIRTIO_MMIO_DEVICE_FEATURES_SEL:
+        this.deviceFeaturesSel = value;
+        break;
+      case VIRTIO_MMIO_DRIVER_FEATURES_SEL:
+        this.driverFeaturesSel = value;
+        break;
+      case VIRTIO_MMIO_DRIVER_FEATURES:
+        if (this.driverFeaturesSel <= 1 && !(this.status & VIRTIO_CONFIG_S_FEATURES_OK)) {
+          const shift = BigInt(32 * this.driverFeaturesSel);
+          this.driverFeatures =
+            (this.driverFeatures & ~(0xffffffffn << shift)) | (BigInt(value) << shift);
+        }
+        break;
+      case VIRTIO_MMIO_QUEUE_SEL:
+        this.queueSel = value;
+        break;
+      case VIRTIO_MMIO_QUEUE_NUM:
+        setQueue((queue) => {
+          queue.size = value;
+        });
+        break;
+      case VIRTIO_MMIO_QUEUE_READY:
+        if (q) q.ready = value === 1;
+        break;
+      case VIRTIO_MMIO_QUEUE_DESC_LOW:
+        setQueue((queue) => {
+          queue.descTable = low(queue.descTable, value);
+        });
+        break;
+      case VIRTIO_MMIO_QUEUE_DESC_HIGH:
+        setQueue((queue) => {
+          queue.descTable = high(queue.descTable, value);
+        });
+        break;
+      case VIRTIO_MMIO_QUEUE_AVAIL_LOW:
+        setQueue((queue) => {
+          queue.availRing = low(queue.availRing, value);
+        });
+        break;
+      case VIRTIO_MMIO_QUEUE_AVAIL_HIGH:
+        setQueue((queue) => {
+          queue.availRing = high(queue.availRing, value);
+        });
+        break;
+      case VIRTIO_MMIO_QUEUE_USED_LOW:
+        setQueue((queue) => {
+          queue.usedRing = low(queue.usedRing, value);
+        });
+        break;
+      case VIRTIO_MMIO_QUEUE_USED_HIGH:
+        setQueue((queue) => {
+          queue.usedRing = high(queue.usedRing, value);
+        });
+        break;
+      case VIRTIO_MMIO_QUEUE_NOTIFY:
+        this.notify(value);
+        break;
+      case VIRTIO_MMIO_INTERRUPT_ACK:
+        this.interruptStatus &= ~value;
+        break;
+      case VIRTIO_MMIO_STATUS:
+        this.setStatus(value);
+        break;
+      default:
+        break;
+    }
+  }
+
+  private setStatus(value: number): void {
+    if (value === 0) {
+      this.reset();
+      return;
+    }
+    // The driver may only add bits (spec 3.1.1), except FAILED, which it may set at any time.
+    if ((value & this.status) !== this.status) return;
+    const added = value & ~this.status;
+    if (added & VIRTIO_CONFIG_S_FEATURES_OK) {
+      const unknown = this.driverFeatures & ~this.offeredFeatures;
+      if (unknown !== 0n || !(this.driverFeatures & (1n << BigInt(VIRTIO_F_VERSION_1)))) {
+        // Refused: the driver sees FEATURES_OK unset when it reads the status back.
+        this.status = value & ~VIRTIO_CONFIG_S_FEATURES_OK;
+        return;
+      }
+    }
+    this.status = value;
+    if (added & VIRTIO_CONFIG_S_DRIVER_OK && !(value & VIRTIO_CONFIG_S_FAILED)) this.activate();
+  }
+
+  private activate(): void {
+    try {
+      const live = this.queues.filter((q) => q.ready);
+      if (live.length === 0) throw new QueueError("no queue is ready");
+      for (const q of live) q.validate(this.memory);
+      this.device.activate({
+        memory: this.memory,
+        queues: this.queues,
+        driverFeatures: this.driverFeatures,
+        signalUsed: (index) => this.signalUsed(index),
+      });
+      this.active = true;
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private notify(index: number): void {
+    if (!this.active || this.broken) return;
+    const q = this.queues[index];
+    if (!q?.ready) return;
+    try {
+      this.device.notify(index);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  private signalUsed(index: number): void {
+    const q = this.queues[index];
+    if (q && !q.wantsInterrupt(this.memory)) return;
+    this.interruptStatus |= VIRTIO_MMIO_INT_VRING;
+    this.interrupt();
+  }
+
+  /** A guest-made fault: the device needs a reset; other faults are the VMM's and propagate. */
+  private fail(err: unknown): void {
+    if (!(err instanceof QueueError)) throw err;
+    this.broken = err.message;
+    this.active = false;
+    this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
+    this.interruptStatus |= VIRTIO_MMIO_INT_CONFIG;
+    this.onError(`${this.device.name}: ${err.message}; the device needs a reset`);
+    this.interrupt();
+  }
+
+  private reset(): void {
+    this.status = 0;
+    this.driverFeatures = 0n;
+    this.deviceFeaturesSel = this.driverFeaturesSel = this.queueSel = 0;
+    this.interruptStatus = 0;
+    this.active = false;
+    this.broken = null;
+    this.configGeneration++;
+    for (const q of this.queues) q.reset();
+    this.device.reset();
+  }
+
+  get isActive(): boolean {
+    return this.active;
+  }
+}
+
+function low(current: number, value: number): number {
+  return Math.floor(current / 2 ** 32) * 2 ** 32 + value;
+}
+
+function high(current: number, value: number): number {
+  return value * 2 ** 32 + (current % 2 ** 32);
+}

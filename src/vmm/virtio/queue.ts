@@ -1,0 +1,199 @@
+import {
+  VRING_AVAIL_F_NO_INTERRUPT,
+  VRING_DESC_F_INDIRECT,
+  VRING_DESC_F_NEXT,
+  VRING_DESC_F_WRITE,
+} from "../../kvm/index.js";
+import { type GuestMemory, GuestMemoryError } from "../guest-memory.js";
+
+/**
+ * A split virtqueue (virtio 1.2, 2.7), read from guest memory that the guest controls. It
+ * is all untrusted: every index, address, length and chain is checked, and anything wrong
+ * is a QueueError, after which the device stops using the queue (NEEDS_RESET). The VMM
+ * itself never fails because of it.
+ */
+
+export class QueueError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "QueueError";
+  }
+}
+
+export interface Descriptor {
+  address: number;
+  length: number;
+  writable: boolean;
+}
+
+export interface Chain {
+  /** Index of the head descriptor: what goes back in the used ring. */
+  head: number;
+  descriptors: Descriptor[];
+}
+
+const DESC_SIZE = 16;
+/** The largest indirect table we follow; Linux never builds one longer than the queue. */
+const MAX_INDIRECT = 1024;
+/** The most bytes one request may cover. */
+const MAX_CHAIN_BYTES = 256 * 1024 * 1024;
+
+export class Virtqueue {
+  size = 0;
+  ready = false;
+  descTable = 0;
+  availRing = 0;
+  usedRing = 0;
+  private lastAvail = 0;
+  private usedIdx = 0;
+
+  constructor(readonly maxSize: number) {
+    this.size = maxSize;
+  }
+
+  reset(): void {
+    this.size = this.maxSize;
+    this.ready = false;
+    this.descTable = this.availRing = this.usedRing = 0;
+    this.lastAvail = this.usedIdx = 0;
+  }
+
+  /** Checks what the driver set up, once, when the device is activated. */
+  validate(memory: GuestMemory): void {
+    const n = this.size;
+    if (n === 0 || n > this.maxSize || (n & (n - 1)) !== 0) {
+      throw new QueueError(`queue size ${n} is not a power of two up to ${this.maxSize}`);
+    }
+    if (this.descTable % 16 || this.availRing % 2 || this.usedRing % 4) {
+      throw new QueueError("queue areas are misaligned");
+    }
+    const areas: [string, number, number][] = [
+      ["descriptor table", this.descTable, DESC_SIZE * n],
+      ["available ring", this.availRing, 6 + 2 * n],
+      ["used ring", this.usedRing, 6 + 8 * n],
+    ];
+    for (const [name, address, length] of areas) {
+      if (!memory.contains(address, length)) {
+        throw new QueueError(`${name} at 0x${address.toString(16)}+${length} is outside guest RAM`);
+      }
+    }
+  }
+
+  /** The next available chain, or null when the driver has offered nothing new. */
+  pop(memory: GuestMemory, indirect: boolean): Chain | null {
+    const availIdx = this.read16(memory, this.availRing + 2);
+    const pending = (availIdx - this.lastAvail) & 0xffff;
+    if (pending === 0) return null;
+    if (pending > this.size) {
+      throw new QueueError(
+        `available index ${availIdx} is ${pending} ahead of the ${this.size}-entry ring`,
+      );
+    }
+    const head = this.read16(memory, this.availRing + 4 + 2 * (this.lastAvail % this.size));
+    this.lastAvail = (this.lastAvail + 1) & 0xffff;
+    return { head, descriptors: this.walk(memory, head, indirect) };
+  }
+
+  private walk(memory: GuestMemory, head: number, indirect: boolean): Descriptor[] {
+    const out: Descriptor[] = [];
+    let table = this.descTable;
+    let tableSize = this.size;
+    let index = head;
+    let budget = this.size;
+    let inIndirect = false;
+    let total = 0;
+    let seenWritable = false;
+    for (;;) {
+      if (index >= tableSize)
+        throw new QueueError(`descriptor index ${index} is beyond its table of ${tableSize}`);
+      if (budget-- <= 0) throw new QueueError(`descriptor chain from ${head} loops or is too long`);
+      const d = this.slice(memory, table + DESC_SIZE * index, DESC_SIZE);
+      const address = Number(d.readBigUInt64LE(0));
+      const length = d.readUInt32LE(8);
+      const flags = d.readUInt16LE(12);
+      const next = d.readUInt16LE(14);
+      if (flags & VRING_DESC_F_INDIRECT) {
+        if (!indirect) throw new QueueError("indirect descriptor without the feature");
+        if (inIndirect) throw new QueueError("indirect descriptor inside an indirect table");
+        if (flags & VRING_DESC_F_NEXT) throw new QueueError("indirect descriptor with NEXT set");
+        if (length === 0 || length % DESC_SIZE || length / DESC_SIZE > MAX_INDIRECT) {
+          throw new QueueError(`indirect table of ${length} bytes`);
+        }
+        if (!memory.contains(address, length))
+          throw new QueueError("indirect table is outside guest RAM");
+        table = address;
+        tableSize = length / DESC_SIZE;
+        budget = tableSize;
+        index = 0;
+        inIndirect = true;
+        continue;
+      }
+      const writable = (flags & VRING_DESC_F_WRITE) !== 0;
+      if (!writable && seenWritable)
+        throw new QueueError("a device-readable descriptor follows a writable one");
+      seenWritable ||= writable;
+      total += length;
+      if (total > MAX_CHAIN_BYTES)
+        throw new QueueError(`chain from ${head} covers more than ${MAX_CHAIN_BYTES} bytes`);
+      if (!memory.contains(address, length)) {
+        throw new QueueError(
+          `descriptor at 0x${address.toString(16)}+${length} is outside guest RAM`,
+        );
+      }
+      out.push({ address, length, writable });
+      if (!(flags & VRING_DESC_F_NEXT)) return out;
+      index = next;
+    }
+  }
+
+  /** Returns a chain to the driver with the number of bytes written into it. */
+  pushUsed(memory: GuestMemory, head: number, written: number): void {
+    const slot = this.usedRing + 4 + 8 * (this.usedIdx % this.size);
+    const entry = this.slice(memory, slot, 8);
+    entry.writeUInt32LE(head, 0);
+    entry.writeUInt32LE(written >>> 0, 4);
+    // x86 keeps stores in order, so the entry is visible before the index that publishes it.
+    this.usedIdx = (this.usedIdx + 1) & 0xffff;
+    this.slice(memory, this.usedRing + 2, 2).writeUInt16LE(this.usedIdx, 0);
+  }
+
+  /** Whether the driver wants an interrupt for used buffers. */
+  wantsInterrupt(memory: GuestMemory): boolean {
+    return (this.read16(memory, this.availRing) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+  }
+
+  private read16(memory: GuestMemory, address: number): number {
+    return this.slice(memory, address, 2).readUInt16LE(0);
+  }
+
+  private slice(memory: GuestMemory, address: number, length: number): Buffer {
+    try {
+      return memory.slice(address, length);
+    } catch (err) {
+      if (err instanceof GuestMemoryError) throw new QueueError(err.message);
+      throw err;
+    }
+  }
+}
+
+/** Copies the device-readable part of a chain, up to limit bytes. */
+export function gatherReadable(
+  memory: GuestMemory,
+  chain: Chain,
+  limit = Number.POSITIVE_INFINITY,
+): Buffer {
+  const parts: Buffer[] = [];
+  let size = 0;
+  for (const d of chain.descriptors) {
+    if (d.writable || size >= limit) break;
+    const take = Math.min(d.length, limit - size);
+    parts.push(memory.slice(d.address, take));
+    size += take;
+  }
+  return Buffer.concat(parts, size);
+}
+
+/** The device-writable buffers of a chain, as host slices of guest memory. */
+export function writableSlices(memory: GuestMemory, chain: Chain): Buffer[] {
+  return chain.descriptors.filter((d) => d.writable).map((d) => memory.slice(d.address, d.length));
+}

@@ -1,0 +1,184 @@
+// virtio-blk through the virtio-mmio transport, driven by a TypeScript driver over real
+// guest memory and a real (sparse) image file. No vCPU: these check the device model.
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import {
+  VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_FEATURES_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_MMIO_CONFIG,
+  VIRTIO_MMIO_DEVICE_ID,
+  VIRTIO_MMIO_INTERRUPT_STATUS,
+  VIRTIO_MMIO_MAGIC,
+  VIRTIO_MMIO_MAGIC_VALUE,
+  VIRTIO_MMIO_STATUS,
+  VIRTIO_MMIO_VERSION,
+} from "../../src/kvm/index.js";
+import { GuestMemory, MmioTransport, VirtioBlock } from "../../src/vmm/index.js";
+import { AVAIL, DATA, DESC, TestDriver } from "./virtio-driver.js";
+
+const dir = mkdtempSync(join(tmpdir(), "flatgrid-blk-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+const V1 = 1n << BigInt(VIRTIO_F_VERSION_1);
+
+function setup(options: { readOnly?: boolean; sizeMiB?: number } = {}) {
+  const path = join(dir, `disk-${Math.random().toString(36).slice(2)}.img`);
+  const image = Buffer.alloc((options.sizeMiB ?? 1) * 1024 * 1024);
+  image.write("flatgrid disk label\n", 0);
+  writeFileSync(path, image);
+  const memory = new GuestMemory(2 * 1024 * 1024);
+  const blk = new VirtioBlock({ path, readOnly: options.readOnly, id: "fg-test-disk" });
+  let interrupts = 0;
+  const errors: string[] = [];
+  const transport = new MmioTransport(
+    blk,
+    memory,
+    () => interrupts++,
+    (e) => errors.push(e),
+  );
+  return {
+    path,
+    memory,
+    blk,
+    transport,
+    driver: new TestDriver(transport, memory),
+    irqs: () => interrupts,
+    errors,
+  };
+}
+
+describe("virtio-blk over virtio-mmio", () => {
+  it("identifies itself as a version 2 virtio-mmio block device with its capacity", () => {
+    const { driver, blk } = setup({ sizeMiB: 2 });
+    assert.equal(driver.reg(VIRTIO_MMIO_MAGIC_VALUE), VIRTIO_MMIO_MAGIC);
+    assert.equal(driver.reg(VIRTIO_MMIO_VERSION), 2);
+    assert.equal(driver.reg(VIRTIO_MMIO_DEVICE_ID), 2);
+    assert.equal(driver.reg(VIRTIO_MMIO_CONFIG), 4096);
+    assert.equal(driver.reg(VIRTIO_MMIO_CONFIG + 4), 0);
+    assert.ok(driver.deviceFeatures() & V1);
+    assert.ok(driver.deviceFeatures() & (1n << BigInt(VIRTIO_BLK_F_FLUSH)));
+    blk.close();
+  });
+
+  it("reads, writes, flushes and reports its id, with an interrupt per request", () => {
+    const { driver, memory, path, blk, irqs } = setup();
+    assert.ok(driver.init(V1) & VIRTIO_CONFIG_S_DRIVER_OK);
+    const buf = DATA + 0x1000;
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 0n, [[buf, 512, true]]), VIRTIO_BLK_S_OK);
+    assert.equal(memory.slice(buf, 20).toString(), "flatgrid disk label\n");
+    assert.deepEqual(driver.used(), [0, 513]);
+    const pattern = Buffer.alloc(4096, 0).map((_, i) => (i * 7) & 0xff);
+    memory.write(buf, pattern);
+    assert.equal(driver.block(VIRTIO_BLK_T_OUT, 8n, [[buf, 4096, false]]), VIRTIO_BLK_S_OK);
+    assert.deepEqual(readFileSync(path).subarray(8 * 512, 8 * 512 + 4096), Buffer.from(pattern));
+    memory.slice(buf, 4096).fill(0);
+    // Read back split over two buffers.
+    assert.equal(
+      driver.block(VIRTIO_BLK_T_IN, 8n, [
+        [buf, 1024, true],
+        [buf + 1024, 3072, true],
+      ]),
+      VIRTIO_BLK_S_OK,
+    );
+    assert.deepEqual(memory.slice(buf, 4096), Buffer.from(pattern));
+    assert.equal(driver.block(VIRTIO_BLK_T_FLUSH, 0n), VIRTIO_BLK_S_OK);
+    assert.equal(driver.block(VIRTIO_BLK_T_GET_ID, 0n, [[buf, 20, true]]), VIRTIO_BLK_S_OK);
+    assert.equal(memory.slice(buf, 12).toString(), "fg-test-disk");
+    assert.equal(driver.block(99, 0n), VIRTIO_BLK_S_UNSUPP);
+    assert.ok(irqs() >= 6);
+    assert.equal(driver.reg(VIRTIO_MMIO_INTERRUPT_STATUS) & 1, 1);
+    assert.equal(blk.stats.writes, 1);
+    blk.close();
+  });
+
+  it("refuses I/O past the end, and writes to a read-only disk, with IOERR", () => {
+    const { driver, memory, blk } = setup();
+    driver.init(V1);
+    const buf = DATA + 0x1000;
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 2048n, [[buf, 512, true]]), VIRTIO_BLK_S_IOERR);
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 2047n, [[buf, 1024, true]]), VIRTIO_BLK_S_IOERR);
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 2n ** 63n, [[buf, 512, true]]), VIRTIO_BLK_S_IOERR);
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 2047n, [[buf, 512, true]]), VIRTIO_BLK_S_OK);
+    blk.close();
+    const ro = setup({ readOnly: true });
+    assert.ok(ro.driver.deviceFeatures() & (1n << BigInt(VIRTIO_BLK_F_RO)));
+    ro.driver.init(V1 | (1n << BigInt(VIRTIO_BLK_F_RO)));
+    memory.write(buf, Buffer.alloc(512, 1));
+    assert.equal(ro.driver.block(VIRTIO_BLK_T_OUT, 1n, [[buf, 512, false]]), VIRTIO_BLK_S_IOERR);
+    ro.blk.close();
+  });
+
+  it("refuses features it did not offer, and a driver without VERSION_1", () => {
+    const { driver, blk } = setup();
+    assert.equal(driver.init(V1 | (1n << 40n)) & VIRTIO_CONFIG_S_FEATURES_OK, 0);
+    assert.equal(driver.init(0n) & VIRTIO_CONFIG_S_FEATURES_OK, 0);
+    assert.ok(driver.init(V1) & VIRTIO_CONFIG_S_FEATURES_OK);
+    blk.close();
+  });
+
+  it("keeps the image sparse: a write at the end does not fill the file", () => {
+    const path = join(dir, "sparse.img");
+    writeFileSync(path, "");
+    truncateSync(path, 1024 * 1024 * 1024);
+    const memory = new GuestMemory(2 * 1024 * 1024);
+    const blk = new VirtioBlock({ path });
+    const driver = new TestDriver(new MmioTransport(blk, memory, () => {}), memory);
+    driver.init(V1);
+    memory.write(DATA + 0x1000, Buffer.alloc(512, 0x5a));
+    assert.equal(
+      driver.block(VIRTIO_BLK_T_OUT, 2n * 1024n * 1024n - 1n, [[DATA + 0x1000, 512, false]]),
+      VIRTIO_BLK_S_OK,
+    );
+    const st = statSync(path);
+    assert.equal(st.size, 1024 * 1024 * 1024);
+    assert.ok(st.blocks * 512 < 1024 * 1024, `${st.blocks} blocks allocated`);
+    blk.close();
+  });
+
+  it("puts itself in NEEDS_RESET on a looping chain, then works again after a reset", () => {
+    const { driver, memory, blk, errors } = setup();
+    driver.init(V1);
+    // desc 0 -> 1 -> 0: a loop.
+    memory.writeU64(DESC, DATA);
+    memory.writeU32(DESC + 8, 16);
+    memory.writeU16(DESC + 12, 1);
+    memory.writeU16(DESC + 14, 1);
+    memory.writeU64(DESC + 16, DATA + 16);
+    memory.writeU32(DESC + 24, 1);
+    memory.writeU16(DESC + 28, 1);
+    memory.writeU16(DESC + 30, 0);
+    memory.writeU16(AVAIL + 4, 0);
+    memory.writeU16(AVAIL + 2, 1);
+    driver.reg(0x50, 0);
+    assert.ok(driver.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET);
+    assert.match(errors[0] ?? "", /loops or is too long; the device needs a reset/);
+    // Further notifications are ignored until the driver resets the device.
+    driver.reg(0x50, 0);
+    assert.ok(driver.init(V1) & VIRTIO_CONFIG_S_DRIVER_OK);
+    assert.equal(driver.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET, 0);
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 0n, [[DATA + 0x1000, 512, true]]), VIRTIO_BLK_S_OK);
+    blk.close();
+  });
+
+  it("refuses queues outside guest RAM when the driver says DRIVER_OK", () => {
+    const { driver, blk, errors } = setup();
+    const status = driver.init(V1, { desc: 0x7fff_f000, avail: AVAIL, used: 0x12000, size: 16 });
+    assert.ok(status & VIRTIO_CONFIG_S_NEEDS_RESET);
+    assert.match(errors[0] ?? "", /descriptor table at 0x7ffff000\+256 is outside guest RAM/);
+    blk.close();
+  });
+});
