@@ -75,7 +75,9 @@ describe("virtqueue and virtio-blk under fuzzed guest input", () => {
           q.availRing = AVAIL;
           q.usedRing = USED;
           writeDescriptors(DESC, descs);
-          ring.forEach((head, i) => memory.writeU16(AVAIL + 4 + 2 * i, head));
+          ring.forEach((head, i) => {
+            memory.writeU16(AVAIL + 4 + 2 * i, head);
+          });
           memory.writeU16(AVAIL + 2, availIdx);
           for (let i = 0; i < 20; i++) {
             let chain: ReturnType<Virtqueue["pop"]>;

@@ -64,7 +64,9 @@ function gdtEntry(flags: number, base: number, limit: number): bigint {
 
 /** Writes the GDT, an empty IDT and the page tables into guest memory (once per VM). */
 export function writeBootTables(memory: GuestMemory): void {
-  GDT.forEach((entry, i) => memory.writeU64(GDT_ADDRESS + 8 * i, entry));
+  GDT.forEach((entry, i) => {
+    memory.writeU64(GDT_ADDRESS + 8 * i, entry);
+  });
   memory.writeU64(IDT_ADDRESS, 0n);
   memory.slice(PML4_ADDRESS, 0x3000).fill(0);
   memory.writeU64(PML4_ADDRESS, BigInt(PDPTE_ADDRESS | 0x03));

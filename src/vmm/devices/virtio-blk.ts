@@ -125,7 +125,7 @@ export class VirtioBlock implements VirtioDevice {
   private serve(ctx: DeviceContext, chain: Chain): number {
     const d = chain.descriptors;
     const statusDesc = d[d.length - 1];
-    if (!statusDesc || !statusDesc.writable || statusDesc.length < 1 || d.length < 2) {
+    if (!statusDesc?.writable || statusDesc.length < 1 || d.length < 2) {
       throw new QueueError("block request without a writable status byte at its end");
     }
     const header = Buffer.alloc(HEADER_BYTES);
