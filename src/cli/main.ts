@@ -155,6 +155,26 @@ export function buildProgram(): Command {
     });
   }
   program
+    .command("vmm")
+    .description("run one microVM in this process (the agent starts these; see docs in src/vmm)")
+    .requiredOption("--config <file>", "the VM's vm.json")
+    .option("--socket <path>", "control socket: state, stats, pause, resume, stop")
+    .option("--wait-start", "create the VM but start it only on POST /v1/vm/start")
+    .option("--no-console", "do not copy the guest console to stdout")
+    .action(
+      async (options: {
+        config: string;
+        socket?: string;
+        waitStart?: boolean;
+        console: boolean;
+      }) => {
+        // Loaded only here: the VMM brings koffi and /dev/kvm, which no other command needs.
+        const { runVmm } = await import("../vmm/index.js");
+        process.exitCode = await runVmm(options);
+      },
+    );
+
+  program
     .command("demo")
     .description(
       "boot what exists of a node (init, supervisor, services) in a private namespace and show it",

@@ -5,6 +5,7 @@ export { type Layout, Struct } from "./layouts.js";
 export {
   EFD_NONBLOCK,
   eventfd,
+  gettid,
   ioctlRaw,
   MADV_DONTFORK,
   MADV_HUGEPAGE,

@@ -25,6 +25,7 @@ const c = {
   pwrite: lib.func("intptr_t pwrite(int fd, const void *buf, size_t count, int64_t off)"),
   poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
   pthreadSelf: lib.func("unsigned long pthread_self()"),
+  gettid: lib.func("int gettid()"),
   pthreadKill: lib.func("int pthread_kill(unsigned long thread, int sig)"),
 };
 
@@ -178,6 +179,11 @@ export function poll(fds: Buffer, count: number, timeoutMs: number, what: string
 
 export function pthreadSelf(): bigint {
   return BigInt(c.pthreadSelf());
+}
+
+/** The kernel's id of the calling thread (for /proc/self/task). */
+export function gettid(): number {
+  return c.gettid() as number;
 }
 
 export function pthreadKill(thread: bigint, signal: number): number {

@@ -1,7 +1,9 @@
 export { ElfError } from "./boot/elf.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";
+export { loadVmConfig, VmConfigFileError } from "./config.js";
 export { type BlockOptions, DiskError, VirtioBlock } from "./devices/virtio-blk.js";
 export { GuestMemory, GuestMemoryError } from "./guest-memory.js";
+export { runVmm, type VmmOptions } from "./main.js";
 export { type DeviceContext, MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";
 export { type Chain, type Descriptor, QueueError, Virtqueue } from "./virtio/queue.js";
 export { Vm, type VmConfig, VmConfigError, type VmEnd, type VmStats } from "./vm.js";

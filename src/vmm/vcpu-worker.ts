@@ -1,5 +1,5 @@
 import { parentPort, workerData } from "node:worker_threads";
-import { ioctlRaw, KVM_RUN, pthreadSelf } from "../kvm/index.js";
+import { gettid, ioctlRaw, KVM_RUN, pthreadSelf } from "../kvm/index.js";
 import { CTL_RESULT, CTL_STATE, STATE_EXITED, STATE_RUNNING, STATE_STOP } from "./vcpu-control.js";
 
 /**
@@ -10,7 +10,7 @@ import { CTL_RESULT, CTL_STATE, STATE_EXITED, STATE_RUNNING, STATE_STOP } from "
 const { fd, control } = workerData as { fd: number; control: SharedArrayBuffer };
 const ctl = new Int32Array(control);
 
-parentPort?.postMessage({ thread: pthreadSelf() });
+parentPort?.postMessage({ thread: pthreadSelf(), tid: gettid() });
 
 for (;;) {
   if (Atomics.load(ctl, CTL_STATE) === STATE_STOP) break;

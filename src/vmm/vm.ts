@@ -82,6 +82,9 @@ export type VmEnd =
   | { reason: "error"; message: string; resultCode: number | null };
 
 export interface VmStats {
+  state: string;
+  /** CPU time each vCPU thread has used (user + system), in ms, as of the last refresh. */
+  vcpuTimeMs: number[];
   exits: Record<string, number>;
   unclaimedPio: number;
   unclaimedMmio: number;
@@ -100,7 +103,7 @@ interface VcpuThread {
   vcpu: VcpuFd;
   worker: Worker;
   ctl: Int32Array;
-  thread: Promise<bigint>;
+  thread: Promise<{ thread: bigint; tid: number }>;
 }
 
 /**
@@ -119,6 +122,12 @@ export class Vm extends EventEmitter {
   private readonly threads: VcpuThread[] = [];
   private readonly exits = new Map<string, number>();
   private stopping = false;
+  private paused = false;
+  private parked = 0;
+  private resumeGate: Promise<void> = Promise.resolve();
+  private openGate: () => void = () => {};
+  private parkedAll: (() => void) | null = null;
+  private started = false;
   private resultCode: number | null = null;
   private startedAt = 0;
   private bootMs: number | null = null;
@@ -218,6 +227,8 @@ export class Vm extends EventEmitter {
 
   /** Loads the kernel, sets up every vCPU and starts them. */
   start(): void {
+    if (this.started) return;
+    this.started = true;
     const image = readFileSync(this.config.kernel);
     const elf = loadElf(image, this.config.kernel, this.memory);
     writeBootTables(this.memory);
@@ -243,8 +254,8 @@ export class Vm extends EventEmitter {
       workerData: { fd, control: ctl.buffer },
       name: `vcpu${id}`,
     });
-    const thread = new Promise<bigint>((resolve, reject) => {
-      worker.once("message", (m: { thread: bigint }) => resolve(m.thread));
+    const thread = new Promise<{ thread: bigint; tid: number }>((resolve, reject) => {
+      worker.once("message", (m: { thread: bigint; tid: number }) => resolve(m));
       worker.once("error", reject);
     });
     worker.on("error", (err) =>
@@ -271,6 +282,10 @@ export class Vm extends EventEmitter {
         });
       }
       if (this.stopping) keepRunning = false;
+      if (keepRunning && this.paused) {
+        await this.park();
+        if (this.stopping) keepRunning = false;
+      }
       Atomics.store(t.ctl, CTL_STATE, keepRunning ? STATE_RUNNING : STATE_STOP);
       Atomics.notify(t.ctl, CTL_STATE);
       if (!keepRunning) break;
@@ -349,6 +364,51 @@ export class Vm extends EventEmitter {
     }
   }
 
+  get state(): "created" | "running" | "paused" | "stopping" | "stopped" {
+    if (this.closed) return "stopped";
+    if (this.stopping) return "stopping";
+    if (!this.started) return "created";
+    return this.paused ? "paused" : "running";
+  }
+
+  /** Holds a vCPU out of KVM_RUN until resume() (or stop()). */
+  private async park(): Promise<void> {
+    this.parked++;
+    if (this.parked === this.threads.length) this.parkedAll?.();
+    await this.resumeGate;
+    this.parked--;
+  }
+
+  /** Kicks every vCPU out of the guest and keeps it out; resolves once all are parked. */
+  pause(): Promise<void> {
+    if (this.paused || this.stopping || !this.started) return Promise.resolve();
+    this.paused = true;
+    this.resumeGate = new Promise((resolve) => {
+      this.openGate = resolve;
+    });
+    const allParked = new Promise<void>((resolve) => {
+      this.parkedAll = resolve;
+    });
+    this.kickAll();
+    return allParked;
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.parkedAll = null;
+    this.openGate();
+  }
+
+  private kickAll(): void {
+    for (const t of this.threads) {
+      // Out of KVM_RUN now, or at its next entry: immediate_exit covers a kick that lands
+      // between two runs.
+      t.vcpu.run[layouts.kvm_run.fields.immediate_exit[0]] = 1;
+      void t.thread.then(({ thread }) => pthreadKill(thread, KICK_SIGNAL));
+    }
+  }
+
   /** Stops every vCPU: the first reason given is the one reported. */
   requestStop(end: VmEnd): void {
     if (!this.endReason) this.endReason = end;
@@ -359,17 +419,27 @@ export class Vm extends EventEmitter {
       this.threadDone();
       return;
     }
-    for (const t of this.threads) {
-      // Out of KVM_RUN now, or at its next entry: immediate_exit covers a kick that lands
-      // between two runs.
-      t.vcpu.run[layouts.kvm_run.fields.immediate_exit[0]] = 1;
-      void t.thread.then((thread) => pthreadKill(thread, KICK_SIGNAL));
-    }
+    this.kickAll();
+    // Parked vCPUs leave through the gate and see that the VM is stopping.
+    this.openGate();
   }
 
   stop(): Promise<VmEnd> {
     this.requestStop({ reason: "stopped", resultCode: null });
     return this.ended;
+  }
+
+  private vcpuTimes: number[] = [];
+
+  /** Reads each vCPU thread's CPU time from /proc (call before stats()). */
+  async refreshCpuTimes(): Promise<void> {
+    const ticks = await Promise.all(
+      this.threads.map(async (t) => {
+        const { tid } = await t.thread;
+        return threadCpuMs(tid);
+      }),
+    );
+    this.vcpuTimes = ticks;
   }
 
   private finished = 0;
@@ -391,11 +461,24 @@ export class Vm extends EventEmitter {
 
   stats(): VmStats {
     return {
+      state: this.state,
+      vcpuTimeMs: this.vcpuTimes,
       exits: Object.fromEntries(this.exits),
       unclaimedPio: this.pio.unclaimedReads + this.pio.unclaimedWrites,
       unclaimedMmio: this.mmio.unclaimedReads + this.mmio.unclaimedWrites,
       bootMs: this.bootMs,
     };
+  }
+}
+
+/** utime + stime of a thread of this process, in ms (the kernel counts in USER_HZ = 100). */
+function threadCpuMs(tid: number): number {
+  try {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
   }
 }
 

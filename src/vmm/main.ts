@@ -1,0 +1,117 @@
+import { chmodSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { dirname } from "node:path";
+import { loadVmConfig } from "./config.js";
+import { Vm, type VmEnd } from "./vm.js";
+
+/**
+ * `flatgrid vmm --config vm.json --socket PATH`: one VM in this process. The guest console
+ * goes to stdout; the control socket (HTTP over a Unix socket, mode 0600) takes:
+ *   GET  /v1/vm                       state and stats (exits by reason, vCPU time, RSS)
+ *   POST /v1/vm/{start,pause,resume,stop}
+ *   GET  /v1/console                  the console kept so far
+ * The process exits when the VM ends: 0 for a guest reset, power-off or a requested stop,
+ * 1 for an error.
+ */
+
+export interface VmmOptions {
+  config: string;
+  socket?: string;
+  /** Create the VM but wait for POST /v1/vm/start. */
+  waitStart?: boolean;
+  /** Copy the guest console to stdout. */
+  console?: boolean;
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+/** Resident memory of the VMM process, and the part of it that is guest RAM. */
+function memoryUse(vm: Vm): { rssMiB: number; guestRssMiB: number; vmmRssMiB: number } {
+  let rssKiB = 0;
+  let guestKiB = 0;
+  try {
+    rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1] ?? 0);
+    const starts = new Set(vm.memory.regions.map((r) => r.hostAddress.toString(16)));
+    let inGuest = false;
+    for (const line of readFileSync("/proc/self/smaps", "utf8").split("\n")) {
+      const range = /^([0-9a-f]+)-[0-9a-f]+ /.exec(line);
+      if (range) inGuest = starts.has(range[1] ?? "");
+      else if (inGuest && line.startsWith("Rss:")) guestKiB += Number(/(\d+)/.exec(line)?.[1] ?? 0);
+    }
+  } catch {
+    // Not on Linux /proc: leave zeros.
+  }
+  const mib = (kib: number) => Math.round((kib / 1024) * 10) / 10;
+  return { rssMiB: mib(rssKiB), guestRssMiB: mib(guestKiB), vmmRssMiB: mib(rssKiB - guestKiB) };
+}
+
+export async function runVmm(options: VmmOptions): Promise<number> {
+  const config = loadVmConfig(options.config);
+  const vm = new Vm(config);
+  if (options.console !== false) vm.on("console", (bytes: Buffer) => process.stdout.write(bytes));
+  vm.on("device-error", (message: string) => process.stderr.write(`flatgrid vmm: ${message}\n`));
+  let server: Server | null = null;
+  if (options.socket) {
+    const path = options.socket;
+    mkdirSync(dirname(path), { recursive: true });
+    rmSync(path, { force: true });
+    server = createServer((req: IncomingMessage, res: ServerResponse) => {
+      void handle(req, res).catch((err: Error) =>
+        send(res, 500, { error: { code: "internal", message: err.message } }),
+      );
+    });
+    const handle = async (req: IncomingMessage, res: ServerResponse) => {
+      const route = `${req.method} ${new URL(req.url ?? "/", "http://vmm").pathname}`;
+      switch (route) {
+        case "GET /v1/vm":
+          await vm.refreshCpuTimes();
+          return send(res, 200, { state: vm.state, stats: vm.stats(), memory: memoryUse(vm) });
+        case "POST /v1/vm/start":
+          vm.start();
+          return send(res, 200, { state: vm.state });
+        case "POST /v1/vm/pause":
+          await vm.pause();
+          return send(res, 200, { state: vm.state });
+        case "POST /v1/vm/resume":
+          vm.resume();
+          return send(res, 200, { state: vm.state });
+        case "POST /v1/vm/stop": {
+          send(res, 202, { state: "stopping" });
+          await vm.stop();
+          return;
+        }
+        case "GET /v1/console":
+          res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
+          res.end(vm.console.text());
+          return;
+        default:
+          return send(res, 404, {
+            error: { code: "not-found", message: `no such endpoint: ${route}` },
+          });
+      }
+    };
+    const mask = process.umask(0o177);
+    await new Promise<void>((resolve, reject) => {
+      server?.once("error", reject);
+      server?.listen(path, resolve);
+    }).finally(() => process.umask(mask));
+    chmodSync(path, 0o600);
+  }
+  process.once("SIGTERM", () => void vm.stop());
+  process.once("SIGINT", () => void vm.stop());
+  if (!options.waitStart) vm.start();
+  const end: VmEnd = await vm.ended;
+  server?.close();
+  if (options.socket) rmSync(options.socket, { force: true });
+  process.stderr.write(
+    `flatgrid vmm: VM ended: ${end.reason}${end.reason === "error" ? `: ${end.message}` : ""}\n`,
+  );
+  return end.reason === "error" ? 1 : 0;
+}

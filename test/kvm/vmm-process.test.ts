@@ -1,0 +1,112 @@
+// `flatgrid vmm`: one VM per process, driven through its control socket.
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import { ControlClient } from "../../src/os/index.js";
+
+const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const CLI = join(ROOT, "dist/src/cli/main.js");
+const dir = mkdtempSync(join(tmpdir(), "flatgrid-vmm-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+interface VmStatus {
+  state: string;
+  stats: { exits: Record<string, number>; vcpuTimeMs: number[]; bootMs: number | null };
+  memory: { rssMiB: number; guestRssMiB: number; vmmRssMiB: number };
+}
+
+async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe().catch(() => undefined);
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe("flatgrid vmm process", { timeout: 90_000 }, () => {
+  it("runs a VM that can be paused, resumed and stopped through its socket", async () => {
+    const config = join(dir, "vm.json");
+    // memcheck with 64 MiB keeps the vCPU busy for minutes on this machine.
+    writeFileSync(
+      config,
+      JSON.stringify({
+        memoryMiB: 64,
+        vcpus: 1,
+        kernel: join(ROOT, "native/out/testguest-memcheck.elf"),
+      }),
+    );
+    const socket = join(dir, "vmm.sock");
+    const child = spawn(
+      process.execPath,
+      [CLI, "vmm", "--config", config, "--socket", socket, "--wait-start"],
+      {
+        stdio: ["ignore", "pipe", "pipe"],
+      },
+    );
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const exited = new Promise<number | null>((resolve) =>
+      child.once("exit", (code) => resolve(code)),
+    );
+    try {
+      const client = new ControlClient(socket);
+      const created = await waitFor("the control socket", () => client.get<VmStatus>("/v1/vm"));
+      assert.equal(created.state, "created");
+      assert.equal(statSync(socket).mode & 0o777, 0o600);
+      await client.post("/v1/vm/start");
+      const running = await waitFor("vCPU time", async () => {
+        const s = await client.get<VmStatus>("/v1/vm");
+        return (s.stats.vcpuTimeMs[0] ?? 0) > 0 && s.stats.bootMs !== null ? s : undefined;
+      });
+      assert.equal(running.state, "running");
+      assert.ok(running.memory.vmmRssMiB > 0 && running.memory.vmmRssMiB < running.memory.rssMiB);
+
+      assert.deepEqual(await client.post("/v1/vm/pause"), { state: "paused" });
+      const pausedAt = (await client.get<VmStatus>("/v1/vm")).stats.vcpuTimeMs[0] ?? 0;
+      await new Promise((r) => setTimeout(r, 500));
+      const stillAt = (await client.get<VmStatus>("/v1/vm")).stats.vcpuTimeMs[0] ?? 0;
+      // A paused vCPU uses no CPU (one clock tick of slack).
+      assert.ok(
+        stillAt - pausedAt <= 10,
+        `vCPU time went from ${pausedAt} to ${stillAt} ms while paused`,
+      );
+      assert.deepEqual(await client.post("/v1/vm/resume"), { state: "running" });
+      await waitFor("the vCPU to run again", async () => {
+        const s = await client.get<VmStatus>("/v1/vm");
+        return (s.stats.vcpuTimeMs[0] ?? 0) > stillAt + 10 ? true : undefined;
+      });
+      await client.post("/v1/vm/stop");
+      assert.equal(await exited, 0);
+      assert.match(stderr, /VM ended: stopped/);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  it("refuses a bad vm.json with the file and field", async () => {
+    const config = join(dir, "bad.json");
+    writeFileSync(config, JSON.stringify({ memoryMiB: 64, vcpus: 0, kernel: "x" }));
+    const child = spawn(process.execPath, [CLI, "vmm", "--config", config], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    assert.equal(code, 1);
+    assert.match(stderr, /bad\.json: field vcpus: Too small/);
+  });
+});
