@@ -25,6 +25,7 @@ export const vmConfigSchema = z
       .max(8)
       .default([]),
     debugExit: z.boolean().default(false),
+    rng: z.boolean().default(true),
     hugepages: z.boolean().default(false),
   })
   .strict();

@@ -2,6 +2,7 @@ export { ElfError } from "./boot/elf.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";
 export { loadVmConfig, VmConfigFileError } from "./config.js";
 export { type BlockOptions, DiskError, VirtioBlock } from "./devices/virtio-blk.js";
+export { VirtioRng } from "./devices/virtio-rng.js";
 export { GuestMemory, GuestMemoryError } from "./guest-memory.js";
 export { runVmm, type VmmOptions } from "./main.js";
 export { type DeviceContext, MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";

@@ -26,6 +26,7 @@ import { DebugExit } from "./devices/debug-exit.js";
 import { I8042 } from "./devices/i8042.js";
 import { Serial } from "./devices/serial.js";
 import { type BlockOptions, VirtioBlock } from "./devices/virtio-blk.js";
+import { VirtioRng } from "./devices/virtio-rng.js";
 import { GuestMemory } from "./guest-memory.js";
 import { RingText } from "./ring-text.js";
 import {
@@ -68,6 +69,8 @@ export interface VmConfig {
   debugExit?: boolean;
   /** virtio-blk disks, in order: the first is /dev/vda in a Linux guest. */
   disks?: BlockOptions[];
+  /** A virtio-rng device (on by default: guests need entropy early). */
+  rng?: boolean;
   hugepages?: boolean;
 }
 
@@ -189,6 +192,7 @@ export class Vm extends EventEmitter {
     }
     this.serial = serial;
     for (const disk of config.disks ?? []) this.addVirtio(new VirtioBlock(disk));
+    if (config.rng !== false) this.addVirtio(new VirtioRng());
   }
 
   /** The virtio-mmio devices, with where they are, for the kernel command line. */
