@@ -1,4 +1,5 @@
 export * from "./abi.js";
+export * from "./bootparam.js";
 export { type CpuidEntry, Kvm, KvmUnavailableError, VcpuFd, VmFd } from "./kvm.js";
 export * as layouts from "./layouts.js";
 export { type Layout, Struct } from "./layouts.js";

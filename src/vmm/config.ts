@@ -12,6 +12,8 @@ export const vmConfigSchema = z
       .max(1024 * 1024),
     vcpus: z.number().int().min(1).max(64).default(1),
     kernel: z.string().min(1),
+    cmdline: z.string().max(4096).optional(),
+    initrd: z.string().min(1).optional(),
     disks: z
       .array(
         z

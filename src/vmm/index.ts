@@ -1,4 +1,11 @@
 export { ElfError } from "./boot/elf.js";
+export {
+  e820Map,
+  isBzImage,
+  KernelImageError,
+  type LoadedLinux,
+  loadBzImage,
+} from "./boot/linux.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";
 export { loadVmConfig, VmConfigFileError } from "./config.js";
 export { type BlockOptions, DiskError, VirtioBlock } from "./devices/virtio-blk.js";

@@ -18,6 +18,7 @@ import {
   type VmFd,
 } from "../kvm/index.js";
 import { loadElf } from "./boot/elf.js";
+import { isBzImage, loadBzImage } from "./boot/linux.js";
 import { enterLongMode, setupLapic, writeBootTables, ZERO_PAGE_ADDRESS } from "./boot/long-mode.js";
 import { Bus } from "./bus.js";
 import { normaliseCpuid } from "./cpuid.js";
@@ -63,8 +64,11 @@ const KICK_SIGNAL = 12;
 export interface VmConfig {
   memoryMiB: number;
   vcpus: number;
-  /** A static ELF64 image entered in long mode (test guests; vmlinux comes later). */
+  /** A bzImage (Linux 64-bit boot protocol) or a static ELF64 image entered in long mode. */
   kernel: string;
+  /** Extra kernel command line, after the console and device options the VMM sets. */
+  cmdline?: string;
+  initrd?: string;
   /** Attach the test guests' result port. */
   debugExit?: boolean;
   /** virtio-blk disks, in order: the first is /dev/vda in a Linux guest. */
@@ -222,6 +226,20 @@ export class Vm extends EventEmitter {
     this.virtio.push({ transport, address, irq, device });
   }
 
+  /**
+   * The whole kernel command line: the serial console, reset through the i8042 (there is no
+   * ACPI to power off with), no PCI to probe, the virtio-mmio devices, then the config's.
+   */
+  kernelCmdline(): string {
+    return [
+      "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd",
+      this.virtioCmdline(),
+      this.config.cmdline ?? "",
+    ]
+      .filter(Boolean)
+      .join(" ");
+  }
+
   /** What a Linux guest needs on its command line to find the virtio-mmio devices. */
   virtioCmdline(): string {
     return this.virtio
@@ -234,8 +252,13 @@ export class Vm extends EventEmitter {
     if (this.started) return;
     this.started = true;
     const image = readFileSync(this.config.kernel);
-    const elf = loadElf(image, this.config.kernel, this.memory);
     writeBootTables(this.memory);
+    const entry = isBzImage(image)
+      ? loadBzImage(image, this.config.kernel, this.memory, {
+          cmdline: this.kernelCmdline(),
+          ...(this.config.initrd ? { initrd: readFileSync(this.config.initrd) } : {}),
+        }).entry
+      : loadElf(image, this.config.kernel, this.memory).entry;
     this.memory.writeU64(TESTGUEST_RAM_SIZE_ADDRESS, this.memory.size);
     this.memory.writeU32(TESTGUEST_CPU_COUNT_ADDRESS, this.config.vcpus);
     const supported = this.kvm.supportedCpuid();
@@ -246,7 +269,7 @@ export class Vm extends EventEmitter {
       vcpu.setCpuid(normaliseCpuid(supported, id, this.config.vcpus));
       setupLapic(vcpu);
       // Secondary vCPUs wait for the boot CPU's INIT/SIPI; only vCPU 0 starts at the entry.
-      if (id === 0) enterLongMode(vcpu, { rip: elf.entry, rsi: ZERO_PAGE_ADDRESS });
+      if (id === 0) enterLongMode(vcpu, { rip: entry, rsi: ZERO_PAGE_ADDRESS });
       this.threads.push(this.spawnThread(id, fd, vcpu));
     }
     for (const t of this.threads) void this.serve(t);

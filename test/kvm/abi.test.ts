@@ -7,11 +7,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { ABI_CONSTANTS, ABI_HEADERS } from "../../src/kvm/abi.js";
+import {
+  BOOTPARAM_CONSTANTS,
+  BOOTPARAM_HEADERS,
+  boot_e820_entry,
+  boot_params,
+} from "../../src/kvm/bootparam.js";
 import { LAYOUTS } from "../../src/kvm/layouts.js";
 import { LIBC_CONSTANTS } from "../../src/kvm/libc.js";
 import { VIRTIO_CONSTANTS, VIRTIO_HEADERS } from "../../src/kvm/virtio-abi.js";
 
 let fromC = new Map<string, number>();
+const ALL_LAYOUTS = [...LAYOUTS, boot_params, boot_e820_entry];
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-abi-"));
 
 before(() => {
@@ -22,7 +29,8 @@ before(() => {
   for (const name of Object.keys(LIBC_CONSTANTS)) print(name, name);
   // VIRTIO_MMIO_MAGIC is the spec's value, not a header macro.
   for (const name of Object.keys(VIRTIO_CONSTANTS)) print(name, name);
-  for (const layout of LAYOUTS) {
+  for (const name of Object.keys(BOOTPARAM_CONSTANTS)) print(name, name);
+  for (const layout of ALL_LAYOUTS) {
     print(`sizeof ${layout.c}`, `sizeof(${layout.c})`);
     for (const [field, [, size]] of Object.entries(layout.fields)) {
       print(`offsetof ${layout.c} ${field}`, `offsetof(${layout.c}, ${field})`);
@@ -33,6 +41,7 @@ before(() => {
   const headers = [
     ...ABI_HEADERS,
     ...VIRTIO_HEADERS,
+    ...BOOTPARAM_HEADERS,
     ...new Set(Object.values(LIBC_CONSTANTS).map((c) => c.header)),
     "stddef.h",
     "stdio.h",
@@ -63,7 +72,7 @@ describe("KVM ABI against the kernel headers", () => {
         `${name}: ours 0x${value.toString(16)}, header 0x${fromC.get(name)?.toString(16)}`,
       );
     }
-    for (const [name, value] of Object.entries(VIRTIO_CONSTANTS)) {
+    for (const [name, value] of Object.entries({ ...VIRTIO_CONSTANTS, ...BOOTPARAM_CONSTANTS })) {
       assert.equal(value, fromC.get(name), name);
     }
     for (const [name, { value }] of Object.entries(LIBC_CONSTANTS)) {
@@ -73,7 +82,7 @@ describe("KVM ABI against the kernel headers", () => {
 
   it("has every struct size, field offset and field size right", () => {
     let checked = 0;
-    for (const layout of LAYOUTS) {
+    for (const layout of ALL_LAYOUTS) {
       assert.equal(layout.size, fromC.get(`sizeof ${layout.c}`), `sizeof(${layout.c})`);
       for (const [field, [offset, size]] of Object.entries(layout.fields)) {
         assert.equal(

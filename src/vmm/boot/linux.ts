@@ -1,0 +1,156 @@
+import {
+  boot_e820_entry,
+  boot_params,
+  CAN_USE_HEAP,
+  E820_MAX_ENTRIES_ZEROPAGE,
+  E820_RAM,
+  E820_RESERVED,
+  LOADED_HIGH,
+  SETUP_BOOT_FLAG,
+  SETUP_HEADER_MAGIC,
+  Struct,
+  XLF_KERNEL_64,
+} from "../../kvm/index.js";
+import { type GuestMemory, MMIO_HOLE_END } from "../guest-memory.js";
+import { ZERO_PAGE_ADDRESS } from "./long-mode.js";
+
+/**
+ * The Linux x86 64-bit boot protocol for a bzImage (Documentation/arch/x86/boot.rst): the
+ * protected-mode kernel at 1 MiB, a zero page with the setup header, the e820 memory map,
+ * the command line and the initrd at the top of low memory; the vCPU enters at load + 0x200
+ * in long mode with RSI pointing at the zero page.
+ */
+
+export class KernelImageError extends Error {
+  constructor(file: string, message: string) {
+    super(`${file}: ${message}`);
+    this.name = "KernelImageError";
+  }
+}
+
+/** Where things go in guest RAM (below 1 MiB, clear of the boot tables in long-mode.ts). */
+const KERNEL_LOAD_ADDRESS = 0x100000;
+const CMDLINE_ADDRESS = 0x20000;
+const CMDLINE_MAX = 0x10000;
+/** The extended BIOS data area and the legacy BIOS/VGA hole: reserved on a PC. */
+const EBDA_START = 0x9fc00;
+const HIGH_MEMORY = 0x100000;
+const MIN_VERSION = 0x20c;
+
+export interface LinuxBootOptions {
+  cmdline: string;
+  initrd?: Buffer;
+}
+
+export interface LoadedLinux {
+  entry: number;
+  zeroPage: number;
+  kernelEnd: number;
+  initrd: { address: number; size: number } | null;
+}
+
+export function isBzImage(image: Buffer): boolean {
+  return image.length > 0x206 && image.readUInt32LE(0x202) === SETUP_HEADER_MAGIC;
+}
+
+export function loadBzImage(
+  image: Buffer,
+  file: string,
+  memory: GuestMemory,
+  options: LinuxBootOptions,
+): LoadedLinux {
+  const fail = (msg: string): never => {
+    throw new KernelImageError(file, msg);
+  };
+  if (image.length < 0x1000) fail("too short to be a bzImage");
+  const header = new Struct(boot_params, image.subarray(0, 0x1000));
+  if (header.get("hdr.boot_flag") !== SETUP_BOOT_FLAG) fail("no boot flag 0xAA55: not a bzImage");
+  if (header.get("hdr.header") !== SETUP_HEADER_MAGIC)
+    fail('no "HdrS" setup header: not a bzImage');
+  const version = header.get("hdr.version");
+  if (version < MIN_VERSION) {
+    fail(
+      `boot protocol ${version >> 8}.${version & 0xff} is older than 2.12: no 64-bit entry point`,
+    );
+  }
+  if (!(header.get("hdr.xloadflags") & XLF_KERNEL_64)) fail("the kernel has no 64-bit entry point");
+  if (!(header.get("hdr.loadflags") & LOADED_HIGH))
+    fail("not a bzImage (zImage kernels are not supported)");
+
+  const setupSects = header.get("hdr.setup_sects") || 4;
+  const protectedOffset = (setupSects + 1) * 512;
+  if (protectedOffset >= image.length) fail("setup code runs past the end of the file");
+  const kernel = image.subarray(protectedOffset);
+  // The kernel decompresses itself in place and needs init_size bytes from where it sits.
+  const needed = Math.max(kernel.length, header.get("hdr.init_size"));
+  const kernelEnd = KERNEL_LOAD_ADDRESS + needed;
+  if (!memory.contains(KERNEL_LOAD_ADDRESS, needed)) {
+    fail(
+      `needs ${Math.ceil(kernelEnd / 2 ** 20)} MiB of RAM to decompress; the VM has ${Math.floor(memory.size / 2 ** 20)} MiB`,
+    );
+  }
+  memory.write(KERNEL_LOAD_ADDRESS, kernel);
+
+  const zero = memory.slice(ZERO_PAGE_ADDRESS, boot_params.size);
+  zero.fill(0);
+  // The setup header as the kernel wrote it: its length is at offset 0x201 (+ 0x202).
+  const headerEnd = Math.min(0x202 + (image[0x201] ?? 0), 0x1f1 + 123);
+  image.copy(zero, 0x1f1, 0x1f1, headerEnd);
+  const params = new Struct(boot_params, zero);
+  params
+    .set("hdr.type_of_loader", 0xff)
+    .set("hdr.vid_mode", 0xffff)
+    .set("hdr.loadflags", params.get("hdr.loadflags") | CAN_USE_HEAP)
+    .set("hdr.heap_end_ptr", 0xfe00);
+
+  const cmdline = Buffer.from(`${options.cmdline}\0`, "latin1");
+  const cmdlineMax = Math.min(params.get("hdr.cmdline_size") + 1 || 256, CMDLINE_MAX);
+  if (cmdline.length > cmdlineMax) {
+    fail(
+      `command line of ${cmdline.length - 1} bytes is longer than the kernel's ${cmdlineMax - 1}`,
+    );
+  }
+  memory.write(CMDLINE_ADDRESS, cmdline);
+  params.set("hdr.cmd_line_ptr", CMDLINE_ADDRESS);
+
+  let initrd: LoadedLinux["initrd"] = null;
+  if (options.initrd && options.initrd.length > 0) {
+    const size = options.initrd.length;
+    const top = Math.min(memory.lowEnd, params.get("hdr.initrd_addr_max") + 1 || 0x3800_0000);
+    const address = Math.floor((top - size) / 4096) * 4096;
+    if (address < kernelEnd) {
+      fail(
+        `an initrd of ${Math.ceil(size / 2 ** 20)} MiB does not fit above the kernel in ${Math.floor(memory.size / 2 ** 20)} MiB of RAM`,
+      );
+    }
+    memory.write(address, options.initrd);
+    params.set("hdr.ramdisk_image", address).set("hdr.ramdisk_size", size);
+    initrd = { address, size };
+  }
+
+  const map = e820Map(memory);
+  if (map.length > E820_MAX_ENTRIES_ZEROPAGE) fail("too many memory regions for the zero page");
+  const table = params.offset("e820_table");
+  map.forEach(([addr, size, type], i) => {
+    new Struct(boot_e820_entry, zero, table + i * boot_e820_entry.size)
+      .set("addr", addr)
+      .set("size", size)
+      .set("type", type);
+  });
+  params.set("e820_entries", map.length);
+  return { entry: KERNEL_LOAD_ADDRESS + 0x200, zeroPage: ZERO_PAGE_ADDRESS, kernelEnd, initrd };
+}
+
+/** A PC's memory map: low RAM, the BIOS hole, RAM up to the MMIO hole, RAM above 4 GiB. */
+export function e820Map(memory: GuestMemory): [number, number, number][] {
+  const map: [number, number, number][] = [
+    [0, EBDA_START, E820_RAM],
+    [EBDA_START, HIGH_MEMORY - EBDA_START, E820_RESERVED],
+  ];
+  if (memory.lowEnd > HIGH_MEMORY) map.push([HIGH_MEMORY, memory.lowEnd - HIGH_MEMORY, E820_RAM]);
+  for (const region of memory.regions) {
+    if (region.guestAddress >= MMIO_HOLE_END)
+      map.push([region.guestAddress, region.size, E820_RAM]);
+  }
+  return map;
+}
