@@ -1,37 +1,9 @@
 /*
- * testguest-bad: a misbehaving guest. It maps 0-4 GiB itself, then pokes
- * MMIO outside RAM and unassigned I/O ports with every access size. The VMM
- * must survive all of it; the guest then reports 0 and resets.
+ * testguest-bad: a misbehaving guest. It maps 0-4 GiB itself (map_4gib),
+ * then pokes MMIO outside RAM and unassigned I/O ports with every access
+ * size. The VMM must survive all of it; the guest then reports 0 and resets.
  */
 #include "testguest.h"
-
-#define PTE_P   0x001UL
-#define PTE_RW  0x002UL
-#define PTE_PWT 0x008UL
-#define PTE_PCD 0x010UL
-#define PTE_PS  0x080UL   /* 2 MiB page in a page directory entry */
-
-/* Identity map of 0-4 GiB with 2 MiB pages: 1 PML4, 1 PDPT, 4 PDs. */
-static uint64_t pml4[512] __attribute__((aligned(4096)));
-static uint64_t pdpt[512] __attribute__((aligned(4096)));
-static uint64_t pd[4][512] __attribute__((aligned(4096)));
-
-static void map_4gib(void)
-{
-	for (uint64_t g = 0; g < 4; g++) {
-		for (uint64_t i = 0; i < 512; i++) {
-			uint64_t addr = (g << 30) | (i << 21);
-			uint64_t flags = PTE_P | PTE_RW | PTE_PS;
-			if (g == 3)   /* 3-4 GiB: MMIO hole, uncached */
-				flags |= PTE_PCD | PTE_PWT;
-			pd[g][i] = addr | flags;
-		}
-		pdpt[g] = (uint64_t)(uintptr_t)pd[g] | PTE_P | PTE_RW;
-	}
-	pml4[0] = (uint64_t)(uintptr_t)pdpt | PTE_P | PTE_RW;
-	__asm__ volatile("mov %0, %%cr3" : : "r"((uint64_t)(uintptr_t)pml4)
-			 : "memory");
-}
 
 static void poke_mmio(uint64_t base)
 {

@@ -1,6 +1,8 @@
 /* Shared code of the flatgrid test guests. */
 #include "testguest.h"
 
+#include <linux/virtio_blk.h>
+
 /* Give up waiting for THRE after this many LSR reads and write anyway. */
 #define SERIAL_POLL_LIMIT 1000000
 
@@ -71,6 +73,243 @@ void finish(uint32_t code)
 {
 	report_result(code);
 	reset_vm();
+}
+
+#define PTE_P   0x001UL
+#define PTE_RW  0x002UL
+#define PTE_PWT 0x008UL
+#define PTE_PCD 0x010UL
+#define PTE_PS  0x080UL   /* 2 MiB page in a page directory entry */
+
+/* Identity map of 0-4 GiB with 2 MiB pages: 1 PML4, 1 PDPT, 4 PDs. */
+static uint64_t pml4[512] __attribute__((aligned(4096)));
+static uint64_t pdpt[512] __attribute__((aligned(4096)));
+static uint64_t pd[4][512] __attribute__((aligned(4096)));
+
+void map_4gib(void)
+{
+	for (uint64_t g = 0; g < 4; g++) {
+		for (uint64_t i = 0; i < 512; i++) {
+			uint64_t addr = (g << 30) | (i << 21);
+			uint64_t flags = PTE_P | PTE_RW | PTE_PS;
+			if (g == 3)   /* 3-4 GiB: MMIO hole, uncached */
+				flags |= PTE_PCD | PTE_PWT;
+			pd[g][i] = addr | flags;
+		}
+		pdpt[g] = (uint64_t)(uintptr_t)pd[g] | PTE_P | PTE_RW;
+	}
+	pml4[0] = (uint64_t)(uintptr_t)pdpt | PTE_P | PTE_RW;
+	__asm__ volatile("mov %0, %%cr3" : : "r"((uint64_t)(uintptr_t)pml4)
+			 : "memory");
+}
+
+/* virtio-mmio: see testguest.h. */
+
+/* Reads of Status while waiting for a reset to complete. */
+#define VIRTIO_RESET_POLL_LIMIT 1000
+
+uint32_t virtio_read(const struct virtio_dev *d, uint32_t reg)
+{
+	return mmio_read32(d->base + reg);
+}
+
+void virtio_write(const struct virtio_dev *d, uint32_t reg, uint32_t v)
+{
+	mmio_write32(d->base + reg, v);
+}
+
+uint64_t virtio_find(uint32_t device_id)
+{
+	for (uint64_t i = 0; i < VIRTIO_MMIO_SLOTS; i++) {
+		uint64_t base = VIRTIO_MMIO_BASE + i * VIRTIO_MMIO_STRIDE;
+		/* An empty slot reads 0 or all ones. */
+		if (mmio_read32(base + VIRTIO_MMIO_MAGIC_VALUE) != VIRTIO_MMIO_MAGIC)
+			continue;
+		if (mmio_read32(base + VIRTIO_MMIO_VERSION) != 2)
+			continue;
+		if (mmio_read32(base + VIRTIO_MMIO_DEVICE_ID) == device_id)
+			return base;
+	}
+	return 0;
+}
+
+int virtio_reset(struct virtio_dev *d)
+{
+	virtio_write(d, VIRTIO_MMIO_STATUS, 0);
+	for (int i = 0; i < VIRTIO_RESET_POLL_LIMIT; i++)
+		if (virtio_read(d, VIRTIO_MMIO_STATUS) == 0)
+			return 0;
+	return -1;
+}
+
+static const char *virtio_fail(struct virtio_dev *d, const char *why)
+{
+	virtio_write(d, VIRTIO_MMIO_STATUS,
+		     virtio_read(d, VIRTIO_MMIO_STATUS) | VIRTIO_CONFIG_S_FAILED);
+	return why;
+}
+
+static void zero(volatile void *p, size_t n)
+{
+	volatile uint8_t *b = p;
+	while (n--)
+		*b++ = 0;
+}
+
+const char *virtio_setup(struct virtio_dev *d, uint64_t base, uint64_t accept,
+			 struct virtq_mem *mem)
+{
+	struct virtq *q = &d->vq;
+	uint32_t status;
+
+	d->base = base;
+	if (virtio_reset(d))
+		return "reset did not complete";
+	status = VIRTIO_CONFIG_S_ACKNOWLEDGE;
+	virtio_write(d, VIRTIO_MMIO_STATUS, status);
+	status |= VIRTIO_CONFIG_S_DRIVER;
+	virtio_write(d, VIRTIO_MMIO_STATUS, status);
+
+	virtio_write(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+	d->offered = virtio_read(d, VIRTIO_MMIO_DEVICE_FEATURES);
+	virtio_write(d, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+	d->offered |= (uint64_t)virtio_read(d, VIRTIO_MMIO_DEVICE_FEATURES) << 32;
+	if (!(d->offered & (1ULL << VIRTIO_F_VERSION_1)))
+		return virtio_fail(d, "VIRTIO_F_VERSION_1 not offered");
+	d->features = d->offered & (accept | 1ULL << VIRTIO_F_VERSION_1);
+	virtio_write(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+	virtio_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)d->features);
+	virtio_write(d, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+	virtio_write(d, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(d->features >> 32));
+	status |= VIRTIO_CONFIG_S_FEATURES_OK;
+	virtio_write(d, VIRTIO_MMIO_STATUS, status);
+	if (!(virtio_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK))
+		return virtio_fail(d, "FEATURES_OK not accepted");
+
+	/* Queue 0 (4.2.3.2). */
+	virtio_write(d, VIRTIO_MMIO_QUEUE_SEL, 0);
+	if (virtio_read(d, VIRTIO_MMIO_QUEUE_READY) != 0)
+		return virtio_fail(d, "queue 0 already ready");
+	uint32_t max = virtio_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX);
+	if (max == 0)
+		return virtio_fail(d, "queue 0 not available");
+	uint16_t size = VQ_MAX_SIZE;
+	while (size > max)
+		size >>= 1;
+
+	q->notify = base + VIRTIO_MMIO_QUEUE_NOTIFY;
+	q->index = 0;
+	q->size = size;
+	q->avail_idx = 0;
+	q->used_idx = 0;
+	q->desc = (struct vring_desc *)mem->desc;
+	q->avail = (struct vring_avail *)mem->avail;
+	q->used = (struct vring_used *)mem->used;
+	zero(mem->desc, sizeof(struct vring_desc) * size);
+	zero(mem->avail, 6 + 2 * size);   /* flags, idx, ring[size], used_event */
+	zero(mem->used, 6 + 8 * size);    /* flags, idx, ring[size], avail_event */
+	/* We poll: no interrupts, please (2.7.7). */
+	q->avail->flags = VRING_AVAIL_F_NO_INTERRUPT;
+
+	uint64_t desc = (uintptr_t)mem->desc;
+	uint64_t avail = (uintptr_t)mem->avail;
+	uint64_t used = (uintptr_t)mem->used;
+	virtio_write(d, VIRTIO_MMIO_QUEUE_NUM, size);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_DESC_LOW, (uint32_t)desc);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_DESC_HIGH, (uint32_t)(desc >> 32));
+	virtio_write(d, VIRTIO_MMIO_QUEUE_AVAIL_LOW, (uint32_t)avail);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_AVAIL_HIGH, (uint32_t)(avail >> 32));
+	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)used);
+	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_HIGH, (uint32_t)(used >> 32));
+	virtio_write(d, VIRTIO_MMIO_QUEUE_READY, 1);
+
+	status |= VIRTIO_CONFIG_S_DRIVER_OK;
+	virtio_write(d, VIRTIO_MMIO_STATUS, status);
+	status = virtio_read(d, VIRTIO_MMIO_STATUS);
+	if (status & VIRTIO_CONFIG_S_NEEDS_RESET)
+		return virtio_fail(d, "device needs reset after DRIVER_OK");
+	if (!(status & VIRTIO_CONFIG_S_DRIVER_OK))
+		return virtio_fail(d, "DRIVER_OK did not stick");
+	return NULL;
+}
+
+uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t offset)
+{
+	uint32_t gen, lo, hi;
+	int tries = 0;
+
+	do {
+		gen = virtio_read(d, VIRTIO_MMIO_CONFIG_GENERATION);
+		lo = virtio_read(d, VIRTIO_MMIO_CONFIG + offset);
+		hi = virtio_read(d, VIRTIO_MMIO_CONFIG + offset + 4);
+	} while (gen != virtio_read(d, VIRTIO_MMIO_CONFIG_GENERATION) && ++tries < 100);
+	return (uint64_t)hi << 32 | lo;
+}
+
+void virtq_publish(struct virtq *q, uint16_t head)
+{
+	q->avail->ring[q->avail_idx % q->size] = head;
+	/* The ring entry (and the descriptors) before the index that publishes them. */
+	barrier();
+	q->avail_idx++;
+	*(volatile uint16_t *)&q->avail->idx = q->avail_idx;
+	mmio_write32(q->notify, q->index);
+}
+
+int virtq_wait(struct virtq *q, uint16_t head, uint32_t *len)
+{
+	uint64_t start = rdtsc();
+
+	while (*(volatile uint16_t *)&q->used->idx == q->used_idx) {
+		if (rdtsc() - start > TIMEOUT_TSC)
+			return VQ_TIMEOUT;
+		cpu_relax();
+	}
+	/* The index before the entry it publishes. */
+	barrier();
+	volatile struct vring_used_elem *e = &q->used->ring[q->used_idx % q->size];
+	uint32_t id = e->id;
+	if (len)
+		*len = e->len;
+	q->used_idx++;
+	return id == head ? 0 : VQ_BAD_USED;
+}
+
+int virtq_submit(struct virtq *q, const struct vq_buf *bufs, unsigned n)
+{
+	if (n == 0 || n > q->size)
+		return VQ_TOO_LONG;
+	for (unsigned i = 0; i < n; i++) {
+		int more = i + 1 < n;
+		q->desc[i].addr = (uint64_t)(uintptr_t)bufs[i].addr;
+		q->desc[i].len = bufs[i].len;
+		q->desc[i].flags = bufs[i].flags | (more ? VRING_DESC_F_NEXT : 0);
+		q->desc[i].next = more ? (uint16_t)(i + 1) : 0;
+	}
+	virtq_publish(q, 0);
+	return virtq_wait(q, 0, NULL);
+}
+
+static struct virtio_blk_outhdr blk_header __attribute__((aligned(16)));
+static volatile uint8_t blk_status;
+
+int virtio_blk_request(struct virtio_dev *d, uint32_t type, uint64_t sector,
+		       const struct vq_buf *data, unsigned n)
+{
+	struct vq_buf bufs[VQ_MAX_SIZE];
+
+	if (n + 2 > VQ_MAX_SIZE)
+		return VQ_TOO_LONG;
+	blk_header.type = type;
+	blk_header.ioprio = 0;   /* "reserved" in virtio 1.2 */
+	blk_header.sector = sector;
+	blk_status = 0xff;
+	bufs[0] = (struct vq_buf){ &blk_header, sizeof(blk_header), 0 };
+	for (unsigned i = 0; i < n; i++)
+		bufs[1 + i] = data[i];
+	bufs[n + 1] = (struct vq_buf){ &blk_status, 1, VRING_DESC_F_WRITE };
+	int r = virtq_submit(&d->vq, bufs, n + 2);
+	return r < 0 ? r : blk_status;
 }
 
 void *memset(void *d, int c, size_t n)

@@ -1,11 +1,11 @@
 /*
  * testguest-memcheck: fill guest RAM from 4 MiB up to min(RAM size, 1 GiB)
  * with an address-dependent pattern, then read it all back.
- * The VMM stores the RAM size in bytes as a little-endian u64 at 0x6ff8.
+ * The VMM stores the RAM size in bytes as a little-endian u64 at 0x6ff8
+ * (RAM_SIZE_ADDR).
  */
 #include "testguest.h"
 
-#define RAM_SIZE_ADDR  0x6ff8UL
 #define CHECK_START    (4UL << 20)
 #define IDENTITY_LIMIT (1UL << 30)
 

@@ -19,7 +19,13 @@ import {
 } from "../kvm/index.js";
 import { loadElf } from "./boot/elf.js";
 import { isBzImage, loadBzImage } from "./boot/linux.js";
-import { enterLongMode, setupLapic, writeBootTables, ZERO_PAGE_ADDRESS } from "./boot/long-mode.js";
+import {
+  enterLongMode,
+  setupBootState,
+  setupLapic,
+  writeBootTables,
+  ZERO_PAGE_ADDRESS,
+} from "./boot/long-mode.js";
 import { Bus } from "./bus.js";
 import { normaliseCpuid } from "./cpuid.js";
 import { BootTimer } from "./devices/boot-timer.js";
@@ -268,6 +274,7 @@ export class Vm extends EventEmitter {
       const vcpu = new VcpuFd(fd, this.vmFd.vcpuMmapSize);
       vcpu.setCpuid(normaliseCpuid(supported, id, this.config.vcpus));
       setupLapic(vcpu);
+      setupBootState(vcpu);
       // Secondary vCPUs wait for the boot CPU's INIT/SIPI; only vCPU 0 starts at the entry.
       if (id === 0) enterLongMode(vcpu, { rip: entry, rsi: ZERO_PAGE_ADDRESS });
       this.threads.push(this.spawnThread(id, fd, vcpu));

@@ -53,6 +53,67 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     assert.ok(r.stats.unclaimedPio > 0);
   });
 
+  it("runs a guest's virtio-blk driver against an image, and the data outlives the VM", async () => {
+    const disk = join(ROOT, "dist", "testguest-disk.img");
+    const image = Buffer.alloc(1024 * 1024);
+    image.write("flatgrid test disk\n", 0);
+    writeFileSync(disk, image);
+    const first = await run({ kernel: guest("blk"), disks: [{ path: disk, id: "t" }] }, 60_000);
+    assert.equal(
+      first.console,
+      "blk: capacity 2048 sectors\nblk: label flatgrid test disk\nblk: rw ok\nblk: flush ok\nblk: range ok\nblk: boot count 1\n",
+    );
+    assert.equal(first.end.resultCode, 0);
+    // What the guest wrote is on the host's disk, where a second VM finds it.
+    const written = readFileSync(disk);
+    assert.equal(written.readUInt32LE(9 * 512), 1);
+    assert.equal(written.readUInt32LE(512), (512 * 0x9e3779b1 + 0x5a5a5a5a) >>> 0);
+    const second = await run({ kernel: guest("blk"), disks: [{ path: disk }] }, 60_000);
+    assert.match(second.console, /blk: boot count 2\n$/);
+    const readOnly = await run(
+      { kernel: guest("blk"), disks: [{ path: disk, readOnly: true }] },
+      60_000,
+    );
+    assert.match(readOnly.console, /blk: read-only ok\nblk: boot count 2\n$/);
+    assert.equal(readOnly.end.resultCode, 0);
+  });
+
+  it("puts a device whose queue the guest breaks into NEEDS_RESET, and the guest recovers it", async () => {
+    const disk = join(ROOT, "dist", "testguest-disk2.img");
+    writeFileSync(disk, Buffer.alloc(64 * 1024));
+    const vm = new Vm({
+      memoryMiB: 16,
+      vcpus: 1,
+      kernel: guest("virtio-bad"),
+      debugExit: true,
+      disks: [{ path: disk }],
+    });
+    const deviceErrors: string[] = [];
+    vm.on("device-error", (m: string) => deviceErrors.push(m));
+    vm.start();
+    const end = await vm.ended;
+    assert.equal(
+      vm.console.text(),
+      "virtio-bad: needs reset ok\nvirtio-bad: recovered ok\nvirtio-bad: bad index ok\n",
+    );
+    assert.deepEqual(end, { reason: "reset", resultCode: 0 });
+    assert.equal(deviceErrors.length, 2);
+    assert.match(deviceErrors[0] ?? "", /loops or is too long; the device needs a reset/);
+    assert.match(deviceErrors[1] ?? "", /available index \d+ is \d+ ahead/);
+  });
+
+  it("brings up secondary vCPUs with INIT-SIPI-SIPI (SMP)", async () => {
+    const r = await run({ kernel: guest("smp"), vcpus: 4 }, 60_000);
+    const lines = r.console.trim().split("\n");
+    assert.equal(lines.at(-1), "smp: 4 cpus up");
+    assert.deepEqual(lines.slice(0, -1).sort(), [
+      "smp: cpu 1 up",
+      "smp: cpu 2 up",
+      "smp: cpu 3 up",
+    ]);
+    assert.deepEqual(r.end, { reason: "reset", resultCode: 0 });
+  });
+
   it("stops a busy guest at once: stop() kicks the vCPU out of KVM_RUN", async () => {
     const vm = new Vm({ memoryMiB: 64, vcpus: 1, kernel: guest("memcheck"), debugExit: true });
     vm.start();

@@ -135,7 +135,10 @@ export function enterLongMode(vcpu: VcpuFd, entry: LongModeEntry): void {
     .set("rsi", entry.rsi ?? 0)
     .set("rsp", entry.rsp ?? 0);
   vcpu.setRegs(regs);
+}
 
+/** FPU defaults and boot MSRs, for every vCPU (secondary ones get them before their SIPI). */
+export function setupBootState(vcpu: VcpuFd): void {
   const fpu = vcpu.getFpu();
   fpu.set("fcw", 0x37f).set("mxcsr", 0x1f80);
   vcpu.setFpu(fpu);
