@@ -4,10 +4,13 @@ export { type CpuidEntry, Kvm, KvmUnavailableError, VcpuFd, VmFd } from "./kvm.j
 export * as layouts from "./layouts.js";
 export { type Layout, Struct } from "./layouts.js";
 export {
+  close,
   EFD_NONBLOCK,
   eventfd,
   gettid,
+  ioctl,
   ioctlRaw,
+  ioctlValue,
   MADV_DONTFORK,
   MADV_HUGEPAGE,
   MAP_ANONYMOUS,
@@ -18,13 +21,21 @@ export {
   madvise,
   mmap,
   munmap,
+  O_NONBLOCK,
+  O_RDWR,
+  open,
+  POLLIN,
   PROT_READ,
   PROT_WRITE,
+  pollAsync,
   pthreadKill,
   pthreadSelf,
   read,
+  readRaw,
   SyscallError,
   view,
   write,
+  writeRaw,
 } from "./libc.js";
+export * from "./tun-abi.js";
 export * from "./virtio-abi.js";

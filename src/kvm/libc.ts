@@ -32,6 +32,7 @@ const c = {
 /** <fcntl.h>, <sys/mman.h>, <sys/eventfd.h>, <poll.h> for x86-64 Linux. */
 export const O_RDWR = 0o2;
 export const O_CLOEXEC = 0o2000000;
+export const O_NONBLOCK = 0o4000;
 export const PROT_READ = 0x1;
 export const PROT_WRITE = 0x2;
 export const MAP_SHARED = 0x01;
@@ -49,6 +50,7 @@ export const POLLIN = 0x1;
 export const LIBC_CONSTANTS: Record<string, { value: number; header: string }> = {
   O_RDWR: { value: O_RDWR, header: "fcntl.h" },
   O_CLOEXEC: { value: O_CLOEXEC, header: "fcntl.h" },
+  O_NONBLOCK: { value: O_NONBLOCK, header: "fcntl.h" },
   PROT_READ: { value: PROT_READ, header: "sys/mman.h" },
   PROT_WRITE: { value: PROT_WRITE, header: "sys/mman.h" },
   MAP_SHARED: { value: MAP_SHARED, header: "sys/mman.h" },
@@ -156,6 +158,18 @@ export function eventfd(flags: number, what: string): number {
   return check(c.eventfd(0, flags | EFD_CLOEXEC), "eventfd", what);
 }
 
+/** read(2) that reports EAGAIN as -EAGAIN instead of throwing (non-blocking fds). */
+export function readRaw(fd: number, buf: Buffer, length = buf.length): number {
+  const r = Number(c.read(fd, buf, length));
+  return r < 0 ? -koffi.errno() : r;
+}
+
+/** write(2) that reports errors as -errno instead of throwing. */
+export function writeRaw(fd: number, buf: Buffer, length = buf.length): number {
+  const r = Number(c.write(fd, buf, length));
+  return r < 0 ? -koffi.errno() : r;
+}
+
 export function read(fd: number, buf: Buffer, what: string): number {
   return check(c.read(fd, buf, buf.length), "read", what);
 }
@@ -170,6 +184,19 @@ export function pread(fd: number, buf: Buffer, offset: number, what: string): nu
 
 export function pwrite(fd: number, buf: Buffer, offset: number, what: string): number {
   return check(c.pwrite(fd, buf, buf.length, offset), "pwrite", what);
+}
+
+/**
+ * poll(2) on one of koffi's worker threads: the event loop stays free while it waits.
+ * fds must stay referenced until the promise settles (the kernel writes revents into it).
+ */
+export function pollAsync(fds: Buffer, count: number, timeoutMs: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    c.poll.async(fds, count, timeoutMs, (err: unknown, result: number) => {
+      if (err) reject(err);
+      else resolve(result < 0 ? -koffi.errno() : result);
+    });
+  });
 }
 
 /** poll(2) on struct pollfd { int fd; short events; short revents; } entries. */

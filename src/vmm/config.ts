@@ -26,6 +26,23 @@ export const vmConfigSchema = z
       )
       .max(8)
       .default([]),
+    nics: z
+      .array(
+        z
+          .object({
+            tap: z.string().max(15),
+            mac: z
+              .string()
+              .regex(
+                /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/,
+                "must be a MAC address like 02:00:00:00:00:01",
+              )
+              .optional(),
+          })
+          .strict(),
+      )
+      .max(4)
+      .default([]),
     debugExit: z.boolean().default(false),
     rng: z.boolean().default(true),
     hugepages: z.boolean().default(false),

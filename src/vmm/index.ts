@@ -8,8 +8,11 @@ export {
 } from "./boot/linux.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";
 export { loadVmConfig, VmConfigFileError } from "./config.js";
+export { Tap, TapError } from "./devices/tap.js";
 export { type BlockOptions, DiskError, VirtioBlock } from "./devices/virtio-blk.js";
+export { NicConfigError, type NicOptions, VirtioNet } from "./devices/virtio-net.js";
 export { VirtioRng } from "./devices/virtio-rng.js";
+export { FdWatcher } from "./fd-watcher.js";
 export { GuestMemory, GuestMemoryError } from "./guest-memory.js";
 export { runVmm, type VmmOptions } from "./main.js";
 export { type DeviceContext, MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";

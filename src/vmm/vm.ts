@@ -33,7 +33,9 @@ import { DebugExit } from "./devices/debug-exit.js";
 import { I8042 } from "./devices/i8042.js";
 import { Serial } from "./devices/serial.js";
 import { type BlockOptions, VirtioBlock } from "./devices/virtio-blk.js";
+import { type NicOptions, VirtioNet } from "./devices/virtio-net.js";
 import { VirtioRng } from "./devices/virtio-rng.js";
+import { FdWatcher } from "./fd-watcher.js";
 import { GuestMemory } from "./guest-memory.js";
 import { RingText } from "./ring-text.js";
 import {
@@ -79,6 +81,8 @@ export interface VmConfig {
   debugExit?: boolean;
   /** virtio-blk disks, in order: the first is /dev/vda in a Linux guest. */
   disks?: BlockOptions[];
+  /** virtio-net devices, each on a host tap. */
+  nics?: NicOptions[];
   /** A virtio-rng device (on by default: guests need entropy early). */
   rng?: boolean;
   hugepages?: boolean;
@@ -132,6 +136,8 @@ export class Vm extends EventEmitter {
   private readonly vmFd: VmFd;
   readonly memory: GuestMemory;
   readonly serial: Serial;
+  /** Host input for devices (taps): watched off the event loop, handled on it. */
+  private readonly watcher = new FdWatcher();
   private readonly threads: VcpuThread[] = [];
   private readonly exits = new Map<string, number>();
   private stopping = false;
@@ -202,6 +208,7 @@ export class Vm extends EventEmitter {
     }
     this.serial = serial;
     for (const disk of config.disks ?? []) this.addVirtio(new VirtioBlock(disk));
+    for (const nic of config.nics ?? []) this.addVirtio(new VirtioNet(nic, this.watcher));
     if (config.rng !== false) this.addVirtio(new VirtioRng());
   }
 
@@ -259,6 +266,7 @@ export class Vm extends EventEmitter {
     this.started = true;
     const image = readFileSync(this.config.kernel);
     writeBootTables(this.memory);
+    this.watcher.start();
     const entry = isBzImage(image)
       ? loadBzImage(image, this.config.kernel, this.memory, {
           cmdline: this.kernelCmdline(),
@@ -486,6 +494,7 @@ export class Vm extends EventEmitter {
     const end = this.endReason ?? { reason: "stopped", resultCode: null };
     // Nothing touches guest memory or kvm_run once every vCPU thread is gone.
     for (const t of this.threads) t.vcpu.close();
+    this.watcher.stop();
     for (const v of this.virtio) v.device.close?.();
     this.memory.close();
     this.vmFd.close();

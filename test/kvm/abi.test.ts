@@ -15,10 +15,11 @@ import {
 } from "../../src/kvm/bootparam.js";
 import { LAYOUTS } from "../../src/kvm/layouts.js";
 import { LIBC_CONSTANTS } from "../../src/kvm/libc.js";
+import { TUN_CONSTANTS, TUN_HEADERS, TUN_LAYOUTS } from "../../src/kvm/tun-abi.js";
 import { VIRTIO_CONSTANTS, VIRTIO_HEADERS } from "../../src/kvm/virtio-abi.js";
 
 let fromC = new Map<string, number>();
-const ALL_LAYOUTS = [...LAYOUTS, boot_params, boot_e820_entry];
+const ALL_LAYOUTS = [...LAYOUTS, boot_params, boot_e820_entry, ...TUN_LAYOUTS];
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-abi-"));
 
 before(() => {
@@ -30,6 +31,7 @@ before(() => {
   // VIRTIO_MMIO_MAGIC is the spec's value, not a header macro.
   for (const name of Object.keys(VIRTIO_CONSTANTS)) print(name, name);
   for (const name of Object.keys(BOOTPARAM_CONSTANTS)) print(name, name);
+  for (const name of Object.keys(TUN_CONSTANTS)) print(name, name);
   for (const layout of ALL_LAYOUTS) {
     print(`sizeof ${layout.c}`, `sizeof(${layout.c})`);
     for (const [field, [, size]] of Object.entries(layout.fields)) {
@@ -42,6 +44,7 @@ before(() => {
     ...ABI_HEADERS,
     ...VIRTIO_HEADERS,
     ...BOOTPARAM_HEADERS,
+    ...TUN_HEADERS,
     ...new Set(Object.values(LIBC_CONSTANTS).map((c) => c.header)),
     "stddef.h",
     "stdio.h",
@@ -72,7 +75,11 @@ describe("KVM ABI against the kernel headers", () => {
         `${name}: ours 0x${value.toString(16)}, header 0x${fromC.get(name)?.toString(16)}`,
       );
     }
-    for (const [name, value] of Object.entries({ ...VIRTIO_CONSTANTS, ...BOOTPARAM_CONSTANTS })) {
+    for (const [name, value] of Object.entries({
+      ...VIRTIO_CONSTANTS,
+      ...BOOTPARAM_CONSTANTS,
+      ...TUN_CONSTANTS,
+    })) {
       assert.equal(value, fromC.get(name), name);
     }
     for (const [name, { value }] of Object.entries(LIBC_CONSTANTS)) {

@@ -30,10 +30,12 @@ export const DESC = 0x10000;
 export const AVAIL = 0x11000;
 export const USED = 0x12000;
 export const DATA = 0x20000;
+/** Queue q's areas are those of queue 0 moved up by q * QUEUE_STRIDE. */
+export const QUEUE_STRIDE = 0x4000;
 
 export class TestDriver {
-  private availIdx = 0;
-  private usedSeen = 0;
+  private availIdx: number[] = [0, 0, 0, 0];
+  private usedSeen: number[] = [0, 0, 0, 0];
 
   constructor(
     readonly transport: MmioTransport,
@@ -59,10 +61,14 @@ export class TestDriver {
     return (BigInt(this.reg(VIRTIO_MMIO_DEVICE_FEATURES)) << 32n) | BigInt(lo);
   }
 
-  /** Negotiates `features` and brings queue 0 up at the fixed addresses above; returns the status. */
+  /**
+   * Negotiates `features` and brings `queues` queues up (queue 0 at the fixed addresses
+   * above, or at `layout`, the others QUEUE_STRIDE apart); returns the status.
+   */
   init(
     features: bigint,
     layout = { desc: DESC, avail: AVAIL, used: USED, size: this.queueSize },
+    queues = 1,
   ): number {
     this.reg(VIRTIO_MMIO_STATUS, 0);
     this.reg(VIRTIO_MMIO_STATUS, VIRTIO_CONFIG_S_ACKNOWLEDGE);
@@ -75,46 +81,52 @@ export class TestDriver {
     this.reg(VIRTIO_MMIO_STATUS, s);
     if (!(this.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK))
       return this.reg(VIRTIO_MMIO_STATUS);
-    this.reg(VIRTIO_MMIO_QUEUE_SEL, 0);
-    this.reg(VIRTIO_MMIO_QUEUE_NUM, layout.size);
-    this.reg(VIRTIO_MMIO_QUEUE_DESC_LOW, layout.desc % 2 ** 32);
-    this.reg(VIRTIO_MMIO_QUEUE_DESC_HIGH, Math.floor(layout.desc / 2 ** 32));
-    this.reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, layout.avail % 2 ** 32);
-    this.reg(VIRTIO_MMIO_QUEUE_AVAIL_HIGH, Math.floor(layout.avail / 2 ** 32));
-    this.reg(VIRTIO_MMIO_QUEUE_USED_LOW, layout.used % 2 ** 32);
-    this.reg(VIRTIO_MMIO_QUEUE_USED_HIGH, Math.floor(layout.used / 2 ** 32));
-    this.reg(VIRTIO_MMIO_QUEUE_READY, 1);
-    this.availIdx = 0;
-    this.usedSeen = 0;
+    for (let q = 0; q < queues; q++) {
+      const shift = q * QUEUE_STRIDE;
+      this.memory.slice(DESC + shift, 0x3000).fill(0);
+      this.reg(VIRTIO_MMIO_QUEUE_SEL, q);
+      this.reg(VIRTIO_MMIO_QUEUE_NUM, layout.size);
+      this.reg(VIRTIO_MMIO_QUEUE_DESC_LOW, (layout.desc + shift) % 2 ** 32);
+      this.reg(VIRTIO_MMIO_QUEUE_DESC_HIGH, Math.floor(layout.desc / 2 ** 32));
+      this.reg(VIRTIO_MMIO_QUEUE_AVAIL_LOW, (layout.avail + shift) % 2 ** 32);
+      this.reg(VIRTIO_MMIO_QUEUE_AVAIL_HIGH, Math.floor(layout.avail / 2 ** 32));
+      this.reg(VIRTIO_MMIO_QUEUE_USED_LOW, (layout.used + shift) % 2 ** 32);
+      this.reg(VIRTIO_MMIO_QUEUE_USED_HIGH, Math.floor(layout.used / 2 ** 32));
+      this.reg(VIRTIO_MMIO_QUEUE_READY, 1);
+      this.availIdx[q] = 0;
+      this.usedSeen[q] = 0;
+    }
     this.reg(VIRTIO_MMIO_STATUS, s | VIRTIO_CONFIG_S_DRIVER_OK);
     return this.reg(VIRTIO_MMIO_STATUS);
   }
 
-  /** Posts one chain of [address, length, writable] buffers and notifies. */
-  submit(buffers: [number, number, boolean][]): void {
+  /** Posts one chain of [address, length, writable] buffers from descriptor `first`, and notifies. */
+  submit(buffers: [number, number, boolean][], queue = 0, first = 0, notify = true): void {
+    const shift = queue * QUEUE_STRIDE;
     buffers.forEach(([address, length, writable], i) => {
-      const d = DESC + 16 * i;
+      const d = DESC + shift + 16 * (first + i);
       this.memory.writeU64(d, address);
       this.memory.writeU32(d + 8, length);
       const next = i + 1 < buffers.length;
-      this.memory.writeU16(
-        d + 12,
-        (next ? VRING_DESC_F_NEXT : 0) | (writable ? VRING_DESC_F_WRITE : 0),
-      );
-      this.memory.writeU16(d + 14, next ? i + 1 : 0);
+      const flags = (next ? VRING_DESC_F_NEXT : 0) | (writable ? VRING_DESC_F_WRITE : 0);
+      this.memory.writeU16(d + 12, flags);
+      this.memory.writeU16(d + 14, next ? first + i + 1 : 0);
     });
-    this.memory.writeU16(AVAIL + 4 + 2 * (this.availIdx % this.queueSize), 0);
-    this.availIdx = (this.availIdx + 1) & 0xffff;
-    this.memory.writeU16(AVAIL + 2, this.availIdx);
-    this.reg(VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    const idx = this.availIdx[queue] ?? 0;
+    this.memory.writeU16(AVAIL + shift + 4 + 2 * (idx % this.queueSize), first);
+    this.availIdx[queue] = (idx + 1) & 0xffff;
+    this.memory.writeU16(AVAIL + shift + 2, this.availIdx[queue] ?? 0);
+    if (notify) this.reg(VIRTIO_MMIO_QUEUE_NOTIFY, queue);
   }
 
-  /** The used entry for the last request: [head, written], or null if none came back. */
-  used(): [number, number] | null {
-    const idx = this.memory.readU16(USED + 2);
-    if (idx === this.usedSeen) return null;
-    const slot = USED + 4 + 8 * (this.usedSeen % this.queueSize);
-    this.usedSeen = (this.usedSeen + 1) & 0xffff;
+  /** The next used entry of a queue: [head, written], or null if none came back. */
+  used(queue = 0): [number, number] | null {
+    const shift = queue * QUEUE_STRIDE;
+    const seen = this.usedSeen[queue] ?? 0;
+    const idx = this.memory.readU16(USED + shift + 2);
+    if (idx === seen) return null;
+    const slot = USED + shift + 4 + 8 * (seen % this.queueSize);
+    this.usedSeen[queue] = (seen + 1) & 0xffff;
     return [this.memory.readU32(slot), this.memory.readU32(slot + 4)];
   }
 

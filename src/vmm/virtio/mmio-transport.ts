@@ -60,6 +60,9 @@ export interface DeviceContext {
   driverFeatures: bigint;
   /** Tells the driver a queue has used buffers (interrupt unless suppressed). */
   signalUsed(queue: number): void;
+  /** For work the device does outside notify() (input from the host): a QueueError found
+   * there puts the device into NEEDS_RESET like one found in notify(). */
+  fail(err: unknown): void;
 }
 
 /** "FLGD": the vendor id our devices report. */
@@ -249,6 +252,7 @@ export class MmioTransport implements BusDevice {
         queues: this.queues,
         driverFeatures: this.driverFeatures,
         signalUsed: (index) => this.signalUsed(index),
+        fail: (err) => this.fail(err),
       });
       this.active = true;
     } catch (err) {

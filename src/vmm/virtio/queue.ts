@@ -79,6 +79,11 @@ export class Virtqueue {
     }
   }
 
+  /** Whether the driver has offered chains not yet taken (without taking one). */
+  hasAvailable(memory: GuestMemory): boolean {
+    return this.read16(memory, this.availRing + 2) !== this.lastAvail;
+  }
+
   /** The next available chain, or null when the driver has offered nothing new. */
   pop(memory: GuestMemory, indirect: boolean): Chain | null {
     const availIdx = this.read16(memory, this.availRing + 2);
