@@ -24,6 +24,7 @@ import {
   type LogFn,
   MDNS_PORT,
   Transport,
+  type TransportLike,
 } from "./transport.js";
 
 /** Discovery was misconfigured or used out of order. */
@@ -67,6 +68,8 @@ export interface DiscoveryOptions {
   random?: () => number;
   /** Where interfaces come from (tests). */
   system?: () => SystemInterfaces;
+  /** Another transport, e.g. a simulated network (tests). */
+  transport?: TransportLike;
 }
 
 export interface DiscoveryStats {
@@ -106,7 +109,7 @@ export interface DiscoveryEvents {
 export type DiscoveryState = "new" | "running" | "stopped";
 
 export class Discovery extends EventEmitter<DiscoveryEvents> {
-  private readonly transport: Transport;
+  private readonly transport: TransportLike;
   private readonly responder: Responder | undefined;
   private readonly browser: Browser | undefined;
   private readonly cache: RecordCache;
@@ -150,14 +153,16 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
     this.port = options.port ?? MDNS_PORT;
     const clock = options.clock ?? systemClock;
     const random = options.random ?? Math.random;
-    this.transport = new Transport({
-      names: options.interfaces,
-      ipv6: options.ipv6,
-      port: this.port,
-      rescanMs: options.rescanMs,
-      log: this.log,
-      system: options.system,
-    });
+    this.transport =
+      options.transport ??
+      new Transport({
+        names: options.interfaces,
+        ipv6: options.ipv6,
+        port: this.port,
+        rescanMs: options.rescanMs,
+        log: this.log,
+        system: options.system,
+      });
     this.cache = new RecordCache({ maxEntries: options.maxCacheEntries, random });
     const deps = { transport: this.transport, clock, random, log: this.log };
     if (options.announce !== false) {
@@ -168,6 +173,7 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
           hostname,
           ttl,
           hostTtl,
+          port: this.port,
           probe: options.probe,
           announceIntervalMs: options.announceIntervalMs,
         },

@@ -49,6 +49,8 @@ export interface ResponderOptions {
   ttl: number;
   /** Seconds for A, AAAA. */
   hostTtl: number;
+  /** The mDNS port; queries from other ports are legacy unicast queries. Default 5353. */
+  port?: number;
   announceCount?: number;
   announceIntervalMs?: number;
   probe?: Partial<ProbeTimings>;
@@ -177,7 +179,7 @@ export class Responder extends EventEmitter<ResponderEvents> {
       return;
     }
     if (this.state !== "announced") return;
-    const legacy = from.port !== MDNS_PORT;
+    const legacy = from.port !== (this.options.port ?? MDNS_PORT);
     const source = `${iface.name}|${from.address}|${from.port}`;
     const held = this.truncated.get(source);
     if (held && !legacy) {

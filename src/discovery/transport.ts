@@ -59,6 +59,12 @@ export interface PacketTransport {
   send(iface: string, packet: Packet, dest?: Destination): Promise<boolean>;
 }
 
+/** What Discovery needs of a transport: the real one, or a simulated network in tests. */
+export type TransportLike = Pick<
+  Transport,
+  "interfaces" | "send" | "start" | "close" | "rescan" | "on" | "packetsSent" | "sendErrors"
+>;
+
 export interface TransportEvents {
   datagram: [Datagram];
   interfaces: [InterfaceChanges];

@@ -94,6 +94,11 @@ export const KVM_CAP_PIT2 = 33;
 export const KVM_CAP_IOEVENTFD = 36;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 
+/** kvm_ioeventfd.flags. <linux/kvm.h> */
+export const KVM_IOEVENTFD_FLAG_DATAMATCH = 1 << 0;
+export const KVM_IOEVENTFD_FLAG_PIO = 1 << 1;
+export const KVM_IOEVENTFD_FLAG_DEASSIGN = 1 << 2;
+
 /** kvm_pit_config.flags. <linux/kvm.h> */
 export const KVM_PIT_SPEAKER_DUMMY = 1;
 
@@ -180,6 +185,9 @@ export const ABI_CONSTANTS: Record<string, number> = {
   KVM_CAP_IOEVENTFD,
   KVM_CAP_IMMEDIATE_EXIT,
   KVM_PIT_SPEAKER_DUMMY,
+  KVM_IOEVENTFD_FLAG_DATAMATCH,
+  KVM_IOEVENTFD_FLAG_PIO,
+  KVM_IOEVENTFD_FLAG_DEASSIGN,
 };
 
 /** The headers ABI_CONSTANTS and the layouts come from. */

@@ -2,6 +2,9 @@ import { EventEmitter } from "node:events";
 import { readFileSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import {
+  close,
+  EFD_NONBLOCK,
+  eventfd,
   KVM_EXIT_FAIL_ENTRY,
   KVM_EXIT_HLT,
   KVM_EXIT_INTERNAL_ERROR,
@@ -10,12 +13,16 @@ import {
   KVM_EXIT_MMIO,
   KVM_EXIT_SHUTDOWN,
   KVM_EXIT_SYSTEM_EVENT,
+  KVM_IOEVENTFD_FLAG_DATAMATCH,
   Kvm,
   layouts,
   pthreadKill,
+  readRaw,
   Struct,
   VcpuFd,
+  VIRTIO_MMIO_QUEUE_NOTIFY,
   type VmFd,
+  writeRaw,
 } from "../kvm/index.js";
 import { loadElf } from "./boot/elf.js";
 import { isBzImage, loadBzImage } from "./boot/linux.js";
@@ -136,8 +143,9 @@ export class Vm extends EventEmitter {
   private readonly vmFd: VmFd;
   readonly memory: GuestMemory;
   readonly serial: Serial;
-  /** Host input for devices (taps): watched off the event loop, handled on it. */
+  /** Host input for devices (taps, ioeventfds): watched off the event loop, handled on it. */
   private readonly watcher = new FdWatcher();
+  private readonly eventFds: number[] = [];
   private readonly threads: VcpuThread[] = [];
   private readonly exits = new Map<string, number>();
   private stopping = false;
@@ -226,16 +234,38 @@ export class Vm extends EventEmitter {
       throw new VmConfigError("disks", `at most ${MAX_VIRTIO_DEVICES} virtio devices`);
     const address = VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE;
     const irq = VIRTIO_IRQ_BASE + n;
+    // irqfd: a write to this eventfd makes the kernel raise the line (an edge), from any thread.
+    const irqEvent = eventfd(0, `irqfd for ${device.name}`);
+    this.vmFd.irqfd(irqEvent, irq);
+    this.eventFds.push(irqEvent);
+    const one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
     const transport = new MmioTransport(
       device,
       this.memory,
       () => {
-        this.vmFd.irqLine(irq, 1);
-        this.vmFd.irqLine(irq, 0);
+        writeRaw(irqEvent, one);
       },
       (message) => this.emit("device-error", message),
     );
     this.mmio.insert(transport, address, VIRTIO_MMIO_SIZE);
+    // ioeventfd: the guest's QueueNotify write for queue q signals an eventfd in the kernel
+    // instead of stopping the vCPU; the device does the work on the main thread meanwhile.
+    for (let q = 0; q < transport.queueCount; q++) {
+      const kick = eventfd(EFD_NONBLOCK, `ioeventfd for ${device.name} queue ${q}`);
+      this.vmFd.ioeventfd(
+        address + VIRTIO_MMIO_QUEUE_NOTIFY,
+        4,
+        kick,
+        KVM_IOEVENTFD_FLAG_DATAMATCH,
+        q,
+      );
+      this.eventFds.push(kick);
+      const scratch = Buffer.alloc(8);
+      this.watcher.watch(kick, () => {
+        readRaw(kick, scratch);
+        transport.notifyQueue(q);
+      });
+    }
     this.virtio.push({ transport, address, irq, device });
   }
 
@@ -496,6 +526,7 @@ export class Vm extends EventEmitter {
     for (const t of this.threads) t.vcpu.close();
     this.watcher.stop();
     for (const v of this.virtio) v.device.close?.();
+    for (const fd of this.eventFds) close(fd);
     this.memory.close();
     this.vmFd.close();
     this.kvm.close();

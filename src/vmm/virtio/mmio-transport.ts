@@ -260,6 +260,15 @@ export class MmioTransport implements BusDevice {
     }
   }
 
+  /** A queue notification that arrived through an ioeventfd rather than an MMIO exit. */
+  notifyQueue(index: number): void {
+    this.notify(index);
+  }
+
+  get queueCount(): number {
+    return this.queues.length;
+  }
+
   private notify(index: number): void {
     if (!this.active || this.broken) return;
     const q = this.queues[index];
