@@ -215,9 +215,15 @@ export class Vm extends EventEmitter {
       );
     }
     this.serial = serial;
-    for (const disk of config.disks ?? []) this.addVirtio(new VirtioBlock(disk));
-    for (const nic of config.nics ?? []) this.addVirtio(new VirtioNet(nic, this.watcher));
-    if (config.rng !== false) this.addVirtio(new VirtioRng());
+    try {
+      for (const disk of config.disks ?? []) this.addVirtio(new VirtioBlock(disk));
+      for (const nic of config.nics ?? []) this.addVirtio(new VirtioNet(nic, this.watcher));
+      if (config.rng !== false) this.addVirtio(new VirtioRng());
+    } catch (err) {
+      // A missing disk or a busy tap: release what was already set up before saying so.
+      this.release();
+      throw err;
+    }
   }
 
   /** The virtio-mmio devices, with where they are, for the kernel command line. */
@@ -524,13 +530,17 @@ export class Vm extends EventEmitter {
     const end = this.endReason ?? { reason: "stopped", resultCode: null };
     // Nothing touches guest memory or kvm_run once every vCPU thread is gone.
     for (const t of this.threads) t.vcpu.close();
+    this.release();
+    this.endResolve({ ...end, resultCode: this.resultCode });
+  }
+
+  private release(): void {
     this.watcher.stop();
     for (const v of this.virtio) v.device.close?.();
     for (const fd of this.eventFds) close(fd);
     this.memory.close();
     this.vmFd.close();
     this.kvm.close();
-    this.endResolve({ ...end, resultCode: this.resultCode });
   }
 
   stats(): VmStats {

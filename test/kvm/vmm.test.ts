@@ -5,7 +5,8 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { ElfError, Vm, type VmConfig, VmConfigError } from "../../src/vmm/index.js";
+import { Kvm, KvmUnavailableError } from "../../src/kvm/index.js";
+import { DiskError, ElfError, Vm, type VmConfig, VmConfigError } from "../../src/vmm/index.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const guest = (name: string) => join(ROOT, "native/out", `testguest-${name}.elf`);
@@ -132,6 +133,14 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
         /field memoryMiB: must be a whole number from 8/.test(e.message),
     );
     assert.throws(() => new Vm({ memoryMiB: 16, vcpus: 0, kernel: guest("hello") }), /field vcpus/);
+    assert.throws(
+      () => new Vm({ memoryMiB: 16, vcpus: 1, kernel: guest("hello"), disks: [{ path: "/nonexistent/disk.img" }] }),
+      (e: unknown) => e instanceof DiskError && e.message === "disk /nonexistent/disk.img: no such file",
+    );
+    assert.throws(
+      () => Kvm.open("/nonexistent/kvm"),
+      (e: unknown) => e instanceof KvmUnavailableError && /cannot use \/nonexistent\/kvm: no such device: load kvm_intel or kvm_amd/.test(e.message),
+    );
     const garbage = join(ROOT, "dist", "garbage.elf");
     writeFileSync(garbage, Buffer.alloc(200, 0x41));
     const vm = new Vm({ memoryMiB: 16, vcpus: 1, kernel: garbage });
