@@ -156,10 +156,12 @@ static void zero(volatile void *p, size_t n)
 		*b++ = 0;
 }
 
-const char *virtio_setup(struct virtio_dev *d, uint64_t base, uint64_t accept,
-			 struct virtq_mem *mem)
+/* Status bits of a driver that has negotiated features (3.1.1 steps 1-6). */
+#define VIRTIO_STATUS_NEGOTIATED \
+	(VIRTIO_CONFIG_S_ACKNOWLEDGE | VIRTIO_CONFIG_S_DRIVER | VIRTIO_CONFIG_S_FEATURES_OK)
+
+const char *virtio_negotiate(struct virtio_dev *d, uint64_t base, uint64_t accept)
 {
-	struct virtq *q = &d->vq;
 	uint32_t status;
 
 	d->base = base;
@@ -185,20 +187,25 @@ const char *virtio_setup(struct virtio_dev *d, uint64_t base, uint64_t accept,
 	virtio_write(d, VIRTIO_MMIO_STATUS, status);
 	if (!(virtio_read(d, VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_FEATURES_OK))
 		return virtio_fail(d, "FEATURES_OK not accepted");
+	return NULL;
+}
 
-	/* Queue 0 (4.2.3.2). */
-	virtio_write(d, VIRTIO_MMIO_QUEUE_SEL, 0);
+const char *virtq_setup(struct virtio_dev *d, struct virtq *q, uint16_t index,
+			struct virtq_mem *mem)
+{
+	/* 4.2.3.2; our guests use queues 0 and 1 only, as the messages say. */
+	virtio_write(d, VIRTIO_MMIO_QUEUE_SEL, index);
 	if (virtio_read(d, VIRTIO_MMIO_QUEUE_READY) != 0)
-		return virtio_fail(d, "queue 0 already ready");
+		return virtio_fail(d, index ? "queue 1 already ready" : "queue 0 already ready");
 	uint32_t max = virtio_read(d, VIRTIO_MMIO_QUEUE_NUM_MAX);
 	if (max == 0)
-		return virtio_fail(d, "queue 0 not available");
+		return virtio_fail(d, index ? "queue 1 not available" : "queue 0 not available");
 	uint16_t size = VQ_MAX_SIZE;
 	while (size > max)
 		size >>= 1;
 
-	q->notify = base + VIRTIO_MMIO_QUEUE_NOTIFY;
-	q->index = 0;
+	q->notify = d->base + VIRTIO_MMIO_QUEUE_NOTIFY;
+	q->index = index;
 	q->size = size;
 	q->avail_idx = 0;
 	q->used_idx = 0;
@@ -222,15 +229,30 @@ const char *virtio_setup(struct virtio_dev *d, uint64_t base, uint64_t accept,
 	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_LOW, (uint32_t)used);
 	virtio_write(d, VIRTIO_MMIO_QUEUE_USED_HIGH, (uint32_t)(used >> 32));
 	virtio_write(d, VIRTIO_MMIO_QUEUE_READY, 1);
+	return NULL;
+}
 
-	status |= VIRTIO_CONFIG_S_DRIVER_OK;
-	virtio_write(d, VIRTIO_MMIO_STATUS, status);
-	status = virtio_read(d, VIRTIO_MMIO_STATUS);
+const char *virtio_driver_ok(struct virtio_dev *d)
+{
+	virtio_write(d, VIRTIO_MMIO_STATUS,
+		     VIRTIO_STATUS_NEGOTIATED | VIRTIO_CONFIG_S_DRIVER_OK);
+	uint32_t status = virtio_read(d, VIRTIO_MMIO_STATUS);
 	if (status & VIRTIO_CONFIG_S_NEEDS_RESET)
 		return virtio_fail(d, "device needs reset after DRIVER_OK");
 	if (!(status & VIRTIO_CONFIG_S_DRIVER_OK))
 		return virtio_fail(d, "DRIVER_OK did not stick");
 	return NULL;
+}
+
+const char *virtio_setup(struct virtio_dev *d, uint64_t base, uint64_t accept,
+			 struct virtq_mem *mem)
+{
+	const char *why = virtio_negotiate(d, base, accept);
+	if (!why)
+		why = virtq_setup(d, &d->vq, 0, mem);
+	if (!why)
+		why = virtio_driver_ok(d);
+	return why;
 }
 
 uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t offset)
@@ -246,14 +268,24 @@ uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t offset)
 	return (uint64_t)hi << 32 | lo;
 }
 
-void virtq_publish(struct virtq *q, uint16_t head)
+void virtq_make_available(struct virtq *q, uint16_t head)
 {
 	q->avail->ring[q->avail_idx % q->size] = head;
 	/* The ring entry (and the descriptors) before the index that publishes them. */
 	barrier();
 	q->avail_idx++;
 	*(volatile uint16_t *)&q->avail->idx = q->avail_idx;
+}
+
+void virtq_notify(struct virtq *q)
+{
 	mmio_write32(q->notify, q->index);
+}
+
+void virtq_publish(struct virtq *q, uint16_t head)
+{
+	virtq_make_available(q, head);
+	virtq_notify(q);
 }
 
 int virtq_wait(struct virtq *q, uint16_t head, uint32_t *len)

@@ -172,15 +172,27 @@ int virtio_reset(struct virtio_dev *d);
  * (VIRTIO_F_VERSION_1 plus those in accept that the device offers),
  * FEATURES_OK, queue 0 (size min(QueueNumMax, VQ_MAX_SIZE) rounded down to a
  * power of two), DRIVER_OK. NULL on success, else why it failed (FAILED is
- * then set in Status).
+ * then set in Status). It is the three steps below in order; a device with
+ * more queues calls them itself, with virtq_setup once per queue.
  */
 const char *virtio_setup(struct virtio_dev *d, uint64_t base, uint64_t accept,
 			 struct virtq_mem *mem);
+/* Reset up to FEATURES_OK (checked); sets d->base, d->offered, d->features. */
+const char *virtio_negotiate(struct virtio_dev *d, uint64_t base, uint64_t accept);
+/* Queue index (0 or 1) in mem, as for queue 0 above, ending with QueueReady 1. */
+const char *virtq_setup(struct virtio_dev *d, struct virtq *q, uint16_t index,
+			struct virtq_mem *mem);
+/* Sets DRIVER_OK and checks it stuck without DEVICE_NEEDS_RESET. */
+const char *virtio_driver_ok(struct virtio_dev *d);
 uint32_t virtio_read(const struct virtio_dev *d, uint32_t reg);
 void virtio_write(const struct virtio_dev *d, uint32_t reg, uint32_t v);
 /* A 64-bit config field (offset from 0x100) as two 32-bit reads, generation-checked. */
 uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t offset);
-/* Puts head in the available ring, publishes avail->idx, notifies. */
+/* Puts head in the available ring and publishes avail->idx (no notify). */
+void virtq_make_available(struct virtq *q, uint16_t head);
+/* Writes the queue's index to QueueNotify. */
+void virtq_notify(struct virtq *q);
+/* virtq_make_available, then virtq_notify. */
 void virtq_publish(struct virtq *q, uint16_t head);
 /* Polls for the next used entry (TIMEOUT_TSC); 0 and its len, or VQ_TIMEOUT/VQ_BAD_USED. */
 int virtq_wait(struct virtq *q, uint16_t head, uint32_t *len);
