@@ -65,7 +65,7 @@ export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise
   return report;
 }
 
-type Note = (msg: string, level?: number) => void;
+export type Note = (msg: string, level?: number) => void;
 
 async function loadModules(modules: string[], note: Note): Promise<void> {
   const missing: string[] = [];
@@ -100,7 +100,7 @@ function defaultHostname(): string {
   return `flatgrid-${mac.split(":").slice(3).join("")}`;
 }
 
-function ethernetLinks(): string[] {
+export function ethernetLinks(): string[] {
   try {
     return readdirSync("/sys/class/net")
       .filter((name) => name !== "lo")
@@ -121,7 +121,12 @@ function ethernetLinks(): string[] {
   }
 }
 
-async function bringUpNetwork(config: NodeConfig, note: Note, services: ServiceSpecInput[]) {
+/** Brings up lo and the node's interface: static addresses now, or a DHCP client service. */
+export async function bringUpNetwork(
+  config: NodeConfig,
+  note: Note,
+  services: ServiceSpecInput[],
+): Promise<void> {
   await run("ip", ["link", "set", "lo", "up"]).catch(() => note("network: lo did not come up", 50));
   const iface = config.iface ?? ethernetLinks()[0];
   if (!iface) {
