@@ -117,9 +117,9 @@ void map_4gib(void);
 #define TIMEOUT_TSC 10000000000ULL
 
 /*
- * virtio-mmio version 2 (virtio 1.2, 4.2), polled: a minimal driver for one
- * split virtqueue (queue 0) and virtio-blk requests on it. Only 32-bit
- * accesses to the registers; see README.md.
+ * virtio-mmio version 2 (virtio 1.2, 4.2), polled: a minimal driver for split
+ * virtqueues (queue 0; net also sets up queue 1) and virtio-blk requests on
+ * queue 0. Only 32-bit accesses to the registers; see README.md.
  */
 #define VIRTIO_MMIO_BASE   0xd0000000UL
 #define VIRTIO_MMIO_STRIDE 0x1000UL
