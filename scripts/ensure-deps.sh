@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 # gcc, make, libc6-dev: native/ (init is linked statically against libc.a).
 # linux-libc-dev: the kernel UAPI headers that test/kvm checks src/kvm against.
 # util-linux: unshare, for init as PID 1 of a namespace. procps, iproute2: the node's tools.
-debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod)
+# iputils-ping: the kvm tests ping a guest through its virtio-net device.
+debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-ping)
 case "$purpose" in
   test | demo) ;;
   *) echo "ensure-deps.sh: unknown purpose '$purpose' (test or demo)" >&2; exit 2 ;;

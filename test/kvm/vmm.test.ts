@@ -1,6 +1,8 @@
 // The VMM on this machine's /dev/kvm, running the freestanding guests of native/testguest:
 // real KVM VMs, real vCPU threads, real port I/O and MMIO exits.
 import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
@@ -103,6 +105,58 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     assert.match(deviceErrors[1] ?? "", /available index \d+ is \d+ ahead/);
   });
 
+  it("lets a network namespace ping a guest through virtio-net on a tap", async () => {
+    const id = randomBytes(3).toString("hex");
+    const ns = `fg-vm-${id}`;
+    const tap = `fgp${id}`;
+    const ip = (...args: string[]) =>
+      execFileSync("ip", args, { stdio: ["ignore", "pipe", "pipe"] });
+    ip("netns", "add", ns);
+    try {
+      const vm = new Vm({
+        memoryMiB: 16,
+        vcpus: 1,
+        kernel: guest("net"),
+        debugExit: true,
+        nics: [{ tap, mac: "02:00:00:00:00:07" }],
+      });
+      ip("link", "set", tap, "netns", ns);
+      ip("-n", ns, "addr", "add", "10.214.0.1/24", "dev", tap);
+      ip("-n", ns, "link", "set", tap, "up");
+      vm.start();
+      const ping = await new Promise<{ code: number | null; out: string }>((resolve) => {
+        const p = spawn("ip", [
+          "netns",
+          "exec",
+          ns,
+          "ping",
+          "-c",
+          "3",
+          "-i",
+          "0.5",
+          "-W",
+          "10",
+          "10.214.0.2",
+        ]);
+        let out = "";
+        p.stdout.on("data", (d) => {
+          out += d;
+        });
+        p.on("exit", (code) => resolve({ code, out }));
+      });
+      const end = await vm.ended;
+      assert.equal(ping.code, 0, ping.out);
+      assert.match(ping.out, /3 packets transmitted, 3 received/);
+      assert.match(
+        vm.console.text(),
+        /^net: mac 02:00:00:00:00:07\n[\s\S]*net: arp reply sent\n[\s\S]*net: answered 3 pings\n$/,
+      );
+      assert.deepEqual(end, { reason: "reset", resultCode: 0 });
+    } finally {
+      ip("netns", "del", ns);
+    }
+  });
+
   it("brings up secondary vCPUs with INIT-SIPI-SIPI (SMP)", async () => {
     const r = await run({ kernel: guest("smp"), vcpus: 4 }, 60_000);
     const lines = r.console.trim().split("\n");
@@ -134,12 +188,21 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     );
     assert.throws(() => new Vm({ memoryMiB: 16, vcpus: 0, kernel: guest("hello") }), /field vcpus/);
     assert.throws(
-      () => new Vm({ memoryMiB: 16, vcpus: 1, kernel: guest("hello"), disks: [{ path: "/nonexistent/disk.img" }] }),
-      (e: unknown) => e instanceof DiskError && e.message === "disk /nonexistent/disk.img: no such file",
+      () =>
+        new Vm({
+          memoryMiB: 16,
+          vcpus: 1,
+          kernel: guest("hello"),
+          disks: [{ path: "/nonexistent/disk.img" }],
+        }),
+      (e: unknown) =>
+        e instanceof DiskError && e.message === "disk /nonexistent/disk.img: no such file",
     );
     assert.throws(
       () => Kvm.open("/nonexistent/kvm"),
-      (e: unknown) => e instanceof KvmUnavailableError && /cannot use \/nonexistent\/kvm: no such device: load kvm_intel or kvm_amd/.test(e.message),
+      (e: unknown) =>
+        e instanceof KvmUnavailableError &&
+        /cannot use \/nonexistent\/kvm: no such device: load kvm_intel or kvm_amd/.test(e.message),
     );
     const garbage = join(ROOT, "dist", "garbage.elf");
     writeFileSync(garbage, Buffer.alloc(200, 0x41));
