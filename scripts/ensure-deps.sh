@@ -15,8 +15,10 @@ cd "$(dirname "$0")/.."
 # iputils-ping: the kvm tests ping a guest through its virtio-net device.
 debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-ping)
 case "$purpose" in
-  test | demo) ;;
-  *) echo "ensure-deps.sh: unknown purpose '$purpose' (test or demo)" >&2; exit 2 ;;
+  demo) ;;
+  # mmdebstrap, cpio: the node image; qemu-system-x86: booting it (the e2e suite does both).
+  test | image) debs+=(mmdebstrap cpio gzip qemu-system-x86) ;;
+  *) echo "ensure-deps.sh: unknown purpose '$purpose' (test, demo or image)" >&2; exit 2 ;;
 esac
 
 missing=()

@@ -12,6 +12,12 @@ const SUITES = {
   os: "the supervisor and the CLI with real processes",
   native: "native/init as PID 1 of PID namespaces, with the real supervisor",
   kvm: "the VMM on this machine's /dev/kvm with freestanding test guests",
+  e2e: "the node image built from Debian packages and booted in QEMU",
+};
+
+/** Work a suite needs before its tests, e.g. building the image that e2e boots. */
+const PREPARE = {
+  e2e: [process.execPath, ["dist/image/build.js"]],
 };
 
 const asked = process.argv.slice(2);
@@ -34,6 +40,15 @@ for (const [i, suite] of suites.entries()) {
     process.exit(2);
   }
   console.log(`\n=== suite ${suite} (${i + 1}/${suites.length}): ${SUITES[suite]}`);
+  if (PREPARE[suite]) {
+    const [cmd, args] = PREPARE[suite];
+    const prep = spawnSync(cmd, args, { stdio: "inherit" });
+    if (prep.status !== 0) {
+      console.log(`=== suite ${suite}: preparation failed`);
+      failed += 1;
+      continue;
+    }
+  }
   const tap = join(scratch, `${suite}.tap`);
   const t0 = Date.now();
   const r = spawnSync(

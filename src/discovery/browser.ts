@@ -36,6 +36,11 @@ export interface Peer {
   addresses: PeerAddress[];
   /** When any of the peer's records was last received (ms since the epoch). */
   lastSeen: number;
+  /**
+   * When the peer goes down unless its records are received again: the first expiry among
+   * its PTR, SRV and TXT and the last among its addresses (ms since the epoch).
+   */
+  expiresAt: number;
 }
 
 export type PeerDownReason = "goodbye" | "expired";
@@ -363,6 +368,12 @@ export class Browser extends EventEmitter<BrowserEvents> {
       txtEntry.receivedAt,
       ...addressEntries.map((e) => e.receivedAt),
     );
+    const expiresAt = Math.min(
+      ptr.expiresAt,
+      srvEntry.expiresAt,
+      txtEntry.expiresAt,
+      Math.max(...addressEntries.map((e) => e.expiresAt)),
+    );
     return {
       nodeId,
       instance: ptr.record.data,
@@ -370,6 +381,7 @@ export class Browser extends EventEmitter<BrowserEvents> {
       advert,
       addresses,
       lastSeen,
+      expiresAt,
     };
   }
 }

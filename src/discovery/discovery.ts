@@ -57,6 +57,11 @@ export interface DiscoveryOptions {
   port?: number;
   /** Longest interval of the browse query, ms. Default one hour. */
   maxQueryIntervalMs?: number;
+  /**
+   * Longest interval between queries for the missing records of a half-known peer (e.g. its
+   * addresses expired while the link was cut), ms. Default 60 s.
+   */
+  maxResolveIntervalMs?: number;
   /** Probe timings (tests). */
   probe?: Partial<ProbeTimings>;
   /** Announcement spacing, ms. Default 1000. */
@@ -190,6 +195,7 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
         {
           self: options.announce !== false ? instanceName(this.advertValue.nodeId) : undefined,
           maxQueryIntervalMs: options.maxQueryIntervalMs,
+          maxResolveIntervalMs: options.maxResolveIntervalMs,
         },
       );
       this.browser.on("peer-up", (p) => this.emit("peer-up", p));
@@ -324,11 +330,12 @@ export class Discovery extends EventEmitter<DiscoveryEvents> {
   }
 
   private interfacesChanged(changes: InterfaceChanges) {
+    // A changed interface is the same link with other addresses: what was learnt there
+    // stays; we probe and announce again, and browse from the start of the backoff.
     const added = [...changes.added, ...changes.changed];
-    const removed = [...changes.removed, ...changes.changed];
     try {
-      this.responder?.interfacesChanged(added, removed);
-      this.browser?.interfacesChanged(added, removed);
+      this.responder?.interfacesChanged(added, changes.removed);
+      this.browser?.interfacesChanged(added, changes.removed);
     } catch (err) {
       this.counters.internalErrors++;
       this.log("warn", "error handling interface changes", { error: String(err) });

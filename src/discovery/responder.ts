@@ -86,6 +86,10 @@ export class Responder extends EventEmitter<ResponderEvents> {
   private readonly prober: Prober;
   private readonly limiter = new RateLimiter();
   private readonly announceTimers = new Set<Timer>();
+  /** The second announcement of the latest advert update. */
+  private updateTimer: Timer | undefined;
+  /** PTR, SRV and TXT as last announced: what a goodbye must name while re-probing. */
+  private lastAnnounced: OwnRecords | undefined;
   private readonly pending = new Map<string, PendingAnswer>();
   private readonly truncated = new Map<string, TruncatedQuery>();
   private defendTimer: Timer | undefined;
@@ -146,7 +150,10 @@ export class Responder extends EventEmitter<ResponderEvents> {
     return this.deps.transport.interfaces().flatMap((i) => this.hostRecordsFor(i));
   }
 
-  /** Changes the advert; once announced, the records that changed are announced again. */
+  /**
+   * Changes the advert; once announced, the TXT (and the SRV when the port changed) are
+   * announced again, twice, 1 s apart. A newer update replaces the rest of an older one.
+   */
   update(advert: Advert): void {
     const next = checkAdvert(advert);
     if (next.nodeId !== this.advertValue.nodeId) throw new Error("the node id cannot change");
@@ -154,10 +161,21 @@ export class Responder extends EventEmitter<ResponderEvents> {
     this.advertValue = next;
     this.service = serviceRecords(next, this.hostname, this.options.ttl);
     if (this.state !== "announced") return;
-    const changed: MdnsRecord[] = [];
-    if (recordKey(before.srv) !== recordKey(this.service.srv)) changed.push(this.service.srv);
-    if (recordKey(before.txt) !== recordKey(this.service.txt)) changed.push(this.service.txt);
-    if (changed.length > 0) this.announce(() => changed);
+    const srvChanged = recordKey(before.srv) !== recordKey(this.service.srv);
+    if (!srvChanged && recordKey(before.txt) === recordKey(this.service.txt)) return;
+    this.lastAnnounced = this.service;
+    this.updateTimer?.cancel();
+    const send = (left: number) => {
+      this.updateTimer = undefined;
+      if (this.state !== "announced") return;
+      const current = srvChanged ? [this.service.srv, this.service.txt] : [this.service.txt];
+      this.sendAll(() => current);
+      if (left > 1) {
+        const interval = this.options.announceIntervalMs ?? 1000;
+        this.updateTimer = this.deps.clock.after(interval, () => send(left - 1));
+      }
+    };
+    send(this.options.announceCount ?? 2);
   }
 
   /** Interfaces came or changed: probe again and announce there (RFC 6762 8.3, 13). */
@@ -333,22 +351,28 @@ export class Responder extends EventEmitter<ResponderEvents> {
   private won(label: string) {
     this.state = "announced";
     this.service = serviceRecords(this.advertValue, label, this.options.ttl);
-    this.announce((iface) => this.announcedRecords(iface));
+    this.lastAnnounced = this.service;
+    this.announce();
     this.emit("announced", label);
   }
 
-  /** Sends records on every interface now and again (RFC 6762 8.3: twice, 1 s apart). */
-  private announce(records: (iface: NetInterface) => MdnsRecord[]) {
+  /** Multicasts records (taken at send time) on every interface. */
+  private sendAll(records: (iface: NetInterface) => MdnsRecord[]) {
+    const now = this.deps.clock.now();
+    for (const iface of this.deps.transport.interfaces()) {
+      const list = records(iface);
+      this.limiter.sent(iface.name, list, now);
+      this.sendResponse(iface, list, []);
+    }
+  }
+
+  /** Announces all our records now and again (RFC 6762 8.3: twice, 1 s apart). */
+  private announce() {
     const count = this.options.announceCount ?? 2;
     const interval = this.options.announceIntervalMs ?? 1000;
     const once = (left: number) => {
       if (this.state !== "announced") return;
-      const now = this.deps.clock.now();
-      for (const iface of this.deps.transport.interfaces()) {
-        const list = records(iface);
-        this.limiter.sent(iface.name, list, now);
-        this.sendResponse(iface, list, []);
-      }
+      this.sendAll((iface) => this.announcedRecords(iface));
       if (left > 1) {
         const t = this.deps.clock.after(interval, () => {
           this.announceTimers.delete(t);
@@ -363,6 +387,8 @@ export class Responder extends EventEmitter<ResponderEvents> {
   private cancelAnnouncements() {
     for (const t of this.announceTimers) t.cancel();
     this.announceTimers.clear();
+    this.updateTimer?.cancel();
+    this.updateTimer = undefined;
     this.defendTimer?.cancel();
     this.defendTimer = undefined;
     for (const p of this.pending.values()) p.timer.cancel();
@@ -371,16 +397,25 @@ export class Responder extends EventEmitter<ResponderEvents> {
     this.truncated.clear();
   }
 
-  /** Stops; once announced, sends goodbyes (TTL 0) for every record on every interface. */
+  /**
+   * Stops and sends goodbyes (TTL 0) on every interface: for every record when announced;
+   * while probing again (after a conflict or a new interface), for the PTR, SRV and TXT
+   * announced before, not for a host name that is not ours yet.
+   */
   async stop(): Promise<void> {
     const wasAnnounced = this.state === "announced";
     this.state = "stopped";
     this.prober.stop();
     this.cancelAnnouncements();
-    if (!wasAnnounced) return;
+    const before = this.lastAnnounced;
+    if (!wasAnnounced && !before) return;
     const sends: Promise<boolean>[] = [];
     for (const iface of this.deps.transport.interfaces()) {
-      const bye = this.announcedRecords(iface).map((r) => withTtl(r, 0));
+      const records =
+        wasAnnounced || !before
+          ? this.announcedRecords(iface)
+          : [before.ptr, before.srv, before.txt];
+      const bye = records.map((r) => withTtl(r, 0));
       for (const p of responsePackets(bye)) sends.push(this.deps.transport.send(iface.name, p));
     }
     await Promise.all(sends);

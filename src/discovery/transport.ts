@@ -60,10 +60,17 @@ export interface PacketTransport {
 }
 
 /** What Discovery needs of a transport: the real one, or a simulated network in tests. */
-export type TransportLike = Pick<
-  Transport,
-  "interfaces" | "send" | "start" | "close" | "rescan" | "on" | "packetsSent" | "sendErrors"
->;
+export interface TransportLike extends PacketTransport {
+  readonly packetsSent: number;
+  readonly sendErrors: number;
+  start(): Promise<void>;
+  close(): Promise<void>;
+  rescan(): Promise<InterfaceChanges>;
+  on<K extends keyof TransportEvents>(
+    event: K,
+    listener: (...args: TransportEvents[K]) => void,
+  ): unknown;
+}
 
 export interface TransportEvents {
   datagram: [Datagram];

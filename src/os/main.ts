@@ -209,6 +209,8 @@ async function main(): Promise<void> {
   supervisor.startAll();
   supervisor.note(`started ${specs.filter((s) => s.enabled).length} of ${specs.length} services`);
   say(`supervising ${specs.length} services; see \`flatgrid services\` and \`flatgrid logs NAME\``);
+  // The line the simulator and boot benchmarks wait for.
+  say(`ready in ${Date.now() - started} ms (kvm: ${existsSync("/dev/kvm") ? "yes" : "no"})`);
 }
 
 process.on("uncaughtException", (err) => {

@@ -1,0 +1,232 @@
+#!/usr/bin/env node
+import { execFileSync, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { dirname, join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/**
+ * `npm run image`: the flatgrid node image, from Debian packages and our bundle.
+ *
+ *   build/image/vmlinuz       the kernel
+ *   build/image/initrd.img    the whole OS, run from RAM: native/init as /init, busybox,
+ *                             kmod, iproute2, nftables, e2fsprogs, etcd, Node.js, flatgrid
+ *   build/image/manifest.json sha256 and size of each output, the package versions
+ *
+ * Packages come through mmdebstrap (extract only: no maintainer scripts run) and apt-get,
+ * cached in /var/cache/flatgrid. Times and file order are fixed (SOURCE_DATE_EPOCH), so
+ * two builds of the same inputs give the same initrd.
+ *
+ * Not built yet (issue: node image): the hybrid ISO, the PXE set, the curated module set of
+ * linux-image-amd64 for real servers (this uses the cloud kernel, which boots fast in the
+ * simulator), and an esbuild bundle (this copies dist/ and the production node_modules).
+ */
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+const OUT = join(ROOT, "build/image");
+const CACHE = "/var/cache/flatgrid";
+const STAGE = join(CACHE, "stage");
+const EPOCH = Number(process.env.SOURCE_DATE_EPOCH ?? 1_767_225_600); // 2026-01-01
+
+/** Debian packages in the image; their dependencies come along. */
+const PACKAGES = [
+  "busybox",
+  "kmod",
+  "iproute2",
+  "nftables",
+  "e2fsprogs",
+  "etcd-server",
+  "ca-certificates",
+  "libstdc++6",
+];
+
+function step(msg: string): void {
+  process.stdout.write(`image: ${msg}\n`);
+}
+
+function run(cmd: string, args: string[], options: { cwd?: string; input?: Buffer } = {}): Buffer {
+  const r = spawnSync(cmd, args, { cwd: options.cwd, input: options.input, maxBuffer: 1 << 30 });
+  if (r.status !== 0) {
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed (${r.status ?? r.signal}): ${r.stderr?.toString().slice(-2000)}`,
+    );
+  }
+  return r.stdout;
+}
+
+function kernelPackage(): string {
+  const deps = run("apt-cache", ["depends", "linux-image-cloud-amd64"]).toString();
+  const name = /Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\b/.exec(deps)?.[1];
+  if (!name)
+    throw new Error("apt-cache knows no linux-image-*-cloud-amd64 package (run apt-get update)");
+  return name;
+}
+
+function download(pkg: string): string {
+  const debs = join(CACHE, "debs");
+  mkdirSync(debs, { recursive: true });
+  const find = () => readdirSync(debs).find((f) => f.startsWith(`${pkg}_`) && f.endsWith(".deb"));
+  if (!find()) run("apt-get", ["download", "-qq", pkg], { cwd: debs });
+  const deb = find();
+  if (!deb) throw new Error(`apt-get download ${pkg} left no .deb`);
+  return join(debs, deb);
+}
+
+/** The root file system of Debian packages, extracted (mmdebstrap --variant=extract). */
+function debianRoot(root: string): void {
+  const tar = join(CACHE, "rootfs.tar");
+  const stamp = join(CACHE, "rootfs.packages");
+  const want = PACKAGES.join(",");
+  if (!existsSync(tar) || !existsSync(stamp) || readFileSync(stamp, "utf8") !== want) {
+    step(`mmdebstrap: ${PACKAGES.join(" ")} and their dependencies`);
+    run("mmdebstrap", ["--quiet", "--variant=extract", `--include=${want}`, "bookworm", tar]);
+    writeFileSync(stamp, want);
+  } else {
+    step("Debian packages: cached");
+  }
+  run("tar", ["-xf", tar, "-C", root]);
+}
+
+function installKernel(root: string, out: string): string {
+  const pkg = kernelPackage();
+  step(`kernel: ${pkg}`);
+  const deb = download(pkg);
+  const tmp = join(STAGE, "kernel");
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  run("dpkg-deb", ["-x", deb, tmp]);
+  const boot = join(tmp, "boot");
+  const vmlinuz = readdirSync(boot).find((f) => f.startsWith("vmlinuz-"));
+  if (!vmlinuz) throw new Error(`${pkg} has no vmlinuz`);
+  copyFileSync(join(boot, vmlinuz), join(out, "vmlinuz"));
+  const version = vmlinuz.slice("vmlinuz-".length);
+  cpSync(join(tmp, "lib/modules"), join(root, "lib/modules"), { recursive: true });
+  run("depmod", ["-b", root, version]);
+  return version;
+}
+
+/** Node.js 20 from the machine's nodejs package (Debian 12 itself ships 18). */
+function installNode(root: string): string {
+  const version = run("dpkg-query", ["-W", "-f=${Version}", "nodejs"]).toString();
+  copyFileSync("/usr/bin/node", join(root, "usr/bin/node"));
+  chmodSync(join(root, "usr/bin/node"), 0o755);
+  return version;
+}
+
+/** Our code: compiled dist/, production node_modules, package.json, rootfs/ files, init. */
+function installFlatgrid(root: string): void {
+  const lib = join(root, "usr/lib/flatgrid");
+  mkdirSync(lib, { recursive: true });
+  copyFileSync(join(ROOT, "package.json"), join(lib, "package.json"));
+  cpSync(join(ROOT, "dist/src"), join(lib, "dist/src"), {
+    recursive: true,
+    filter: (src) => !src.endsWith(".map"),
+  });
+  const prod = run("npm", ["ls", "--omit=dev", "--all", "--parseable"], { cwd: ROOT })
+    .toString()
+    .trim()
+    .split("\n")
+    .filter((p) => p.includes("node_modules"));
+  for (const dir of prod) cpSync(dir, join(lib, relative(ROOT, dir)), { recursive: true });
+  cpSync(join(ROOT, "rootfs"), root, { recursive: true });
+  copyFileSync(join(ROOT, "native/out/init"), join(root, "init"));
+  chmodSync(join(root, "init"), 0o755);
+  // busybox provides the small tools (sh, udhcpc, mount...) through its applet links.
+  const busybox = join(root, "bin/busybox");
+  for (const applet of [
+    "sh",
+    "udhcpc",
+    "ps",
+    "ls",
+    "cat",
+    "mount",
+    "umount",
+    "dmesg",
+    "vi",
+    "ping",
+    "hostname",
+  ]) {
+    const link = join(root, "bin", applet);
+    if (!existsSync(link)) symlinkSync("busybox", link);
+  }
+  if (!existsSync(busybox)) throw new Error("busybox is missing from the root file system");
+}
+
+/** A newc cpio of the tree in sorted order with fixed times, gzip-compressed. */
+function cpioImage(root: string, file: string): void {
+  run("find", [root, "-exec", "touch", "-h", "-d", `@${EPOCH}`, "{}", "+"]);
+  const list = run("find", [".", "-print0"], { cwd: root })
+    .toString()
+    .split("\0")
+    .filter(Boolean)
+    .sort();
+  const cpio = run("cpio", ["--quiet", "-o", "-H", "newc", "--reproducible", "--null"], {
+    cwd: root,
+    input: Buffer.from(`${list.join("\0")}\0`),
+  });
+  writeFileSync(file, run("gzip", ["-n", "-6"], { input: cpio }));
+}
+
+function sha256(file: string): string {
+  return createHash("sha256").update(readFileSync(file)).digest("hex");
+}
+
+function main(): void {
+  if (
+    !existsSync(join(ROOT, "native/out/init")) ||
+    !existsSync(join(ROOT, "dist/src/os/main.js"))
+  ) {
+    throw new Error("run npm run build first");
+  }
+  const started = Date.now();
+  mkdirSync(OUT, { recursive: true });
+  const root = join(STAGE, "root");
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  debianRoot(root);
+  const kernel = installKernel(root, OUT);
+  const node = installNode(root);
+  step("flatgrid: dist, node_modules (production), rootfs, init");
+  installFlatgrid(root);
+  step("initrd: cpio + gzip");
+  cpioImage(root, join(OUT, "initrd.img"));
+  const outputs = Object.fromEntries(
+    ["vmlinuz", "initrd.img"].map((f) => [
+      f,
+      { sha256: sha256(join(OUT, f)), bytes: statSync(join(OUT, f)).size },
+    ]),
+  );
+  const packages = run("tar", ["-tf", join(CACHE, "rootfs.tar"), "./var/lib/dpkg/status"], {})
+    .length
+    ? execFileSync("sh", [
+        "-c",
+        `tar -xOf ${join(CACHE, "rootfs.tar")} ./var/lib/dpkg/status | awk '/^Package:/{p=$2} /^Version:/{print p" "$2}'`,
+      ])
+        .toString()
+        .trim()
+        .split("\n")
+    : [];
+  writeFileSync(
+    join(OUT, "manifest.json"),
+    `${JSON.stringify({ kernel, node, outputs, packages, sourceDateEpoch: EPOCH }, null, 2)}\n`,
+  );
+  const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+  step(
+    `done in ${((Date.now() - started) / 1000).toFixed(0)} s: vmlinuz ${mib(outputs.vmlinuz?.bytes ?? 0)} MiB, initrd ${mib(outputs["initrd.img"]?.bytes ?? 0)} MiB in ${relative(process.cwd(), OUT) || OUT}`,
+  );
+  void dirname;
+}
+
+main();
