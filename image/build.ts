@@ -119,6 +119,7 @@ function installKernel(root: string, out: string): string {
 
 /** Node.js 20 from the machine's nodejs package (Debian 12 itself ships 18). */
 function installNode(root: string): string {
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's format syntax, not JS.
   const version = run("dpkg-query", ["-W", "-f=${Version}", "nodejs"]).toString();
   copyFileSync("/usr/bin/node", join(root, "usr/bin/node"));
   chmodSync(join(root, "usr/bin/node"), 0o755);
