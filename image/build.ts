@@ -144,25 +144,15 @@ function installFlatgrid(root: string): void {
   cpSync(join(ROOT, "rootfs"), root, { recursive: true });
   copyFileSync(join(ROOT, "native/out/init"), join(root, "init"));
   chmodSync(join(root, "init"), 0o755);
-  // busybox provides the small tools (sh, udhcpc, mount...) through its applet links.
+  // busybox provides every small tool the packages above do not (sh, udhcpc, setsid...).
   const busybox = join(root, "bin/busybox");
-  for (const applet of [
-    "sh",
-    "udhcpc",
-    "ps",
-    "ls",
-    "cat",
-    "mount",
-    "umount",
-    "dmesg",
-    "vi",
-    "ping",
-    "hostname",
-  ]) {
-    const link = join(root, "bin", applet);
-    if (!existsSync(link)) symlinkSync("busybox", link);
-  }
   if (!existsSync(busybox)) throw new Error("busybox is missing from the root file system");
+  const applets = run(busybox, ["--list"]).toString().trim().split("\n");
+  const dirs = ["bin", "sbin", "usr/bin", "usr/sbin"];
+  for (const applet of applets) {
+    if (dirs.some((d) => existsSync(join(root, d, applet)))) continue;
+    symlinkSync("busybox", join(root, "bin", applet));
+  }
 }
 
 /** A newc cpio of the tree in sorted order with fixed times, gzip-compressed. */

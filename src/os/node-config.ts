@@ -27,6 +27,12 @@ export interface NodeConfig {
   /** Extra kernel modules to load at boot. */
   modules: string[];
   debug: boolean;
+  /**
+   * A serial port (ttyS1...) that gets a root shell, for debugging and the simulator's
+   * tests; null (the default) gives none. Only someone who controls the kernel command
+   * line can set it, and that person owns the machine anyway.
+   */
+  debugShell: string | null;
 }
 
 export const DEFAULT_CONFIG: NodeConfig = {
@@ -41,6 +47,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   format: "never",
   modules: [],
   debug: false,
+  debugShell: null,
 };
 
 export interface ConfigError {
@@ -167,6 +174,14 @@ export const CONFIG_KEYS: Record<string, KeySpec> = {
         if (!MODULE.test(m)) throw new BadValue(`has "${m}", which is not a module name`);
         return m;
       }),
+  },
+  "flatgrid.debugshell": {
+    field: "debugShell",
+    help: "serial port for a root shell, like ttyS1",
+    parse: (v) => {
+      if (!/^ttyS[0-9]{1,2}$/.test(v)) throw new BadValue("is not a serial port like ttyS1");
+      return v;
+    },
   },
   "flatgrid.debug": {
     field: "debug",

@@ -62,6 +62,17 @@ export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise
   await loadModules([...BASE_MODULES, ...config.modules], note);
   setHostname(config.hostname ?? defaultHostname(), note);
   await bringUpNetwork(config, note, report.services);
+  if (config.debugShell) {
+    note(`debug shell on /dev/${config.debugShell} (flatgrid.debugshell)`, 40);
+    report.services.push({
+      name: "debug-shell",
+      description: `root shell on /dev/${config.debugShell}`,
+      // The supervisor starts it in a new session, so opening the port makes it the shell's
+      // controlling terminal (job control, ^C).
+      command: ["/bin/sh", "-c", `exec /bin/sh -i </dev/${config.debugShell} >/dev/${config.debugShell} 2>&1`],
+      restart: { initialDelayMs: 500, maxFailures: 1000 },
+    });
+  }
   return report;
 }
 
