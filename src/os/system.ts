@@ -69,7 +69,11 @@ export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise
       description: `root shell on /dev/${config.debugShell}`,
       // The supervisor starts it in a new session, so opening the port makes it the shell's
       // controlling terminal (job control, ^C).
-      command: ["/bin/sh", "-c", `exec /bin/sh -i </dev/${config.debugShell} >/dev/${config.debugShell} 2>&1`],
+      command: [
+        "/bin/sh",
+        "-c",
+        `exec /bin/sh -i </dev/${config.debugShell} >/dev/${config.debugShell} 2>&1`,
+      ],
       restart: { initialDelayMs: 500, maxFailures: 1000 },
     });
   }
