@@ -106,19 +106,7 @@ export class VirtioBlock implements VirtioDevice {
 
   notify(queue: number): void {
     const ctx = this.context;
-    const q = ctx?.queues[queue];
-    if (!ctx || !q) return;
-    let served = 0;
-    for (
-      let chain = q.pop(ctx.memory, this.indirect);
-      chain;
-      chain = q.pop(ctx.memory, this.indirect)
-    ) {
-      const written = this.serve(ctx, chain);
-      q.pushUsed(ctx.memory, chain.head, written);
-      served++;
-    }
-    if (served > 0) ctx.signalUsed(queue);
+    ctx?.serveQueue(queue, this.indirect, (chain) => this.serve(ctx, chain));
   }
 
   /** One request; returns how many bytes were written into the guest's buffers. */

@@ -127,27 +127,17 @@ export class VirtioNet implements VirtioDevice {
 
   private transmit(): void {
     const ctx = this.context;
-    const q = ctx?.queues[TX];
-    if (!ctx || !q) return;
-    let served = 0;
-    for (
-      let chain = q.pop(ctx.memory, this.indirect);
-      chain;
-      chain = q.pop(ctx.memory, this.indirect)
-    ) {
+    ctx?.serveQueue(TX, this.indirect, (chain) => {
       const packet = gatherReadable(ctx.memory, chain, MAX_FRAME);
       if (packet.length > virtio_net_hdr_v1.size) {
-        const n = writeRaw(this.tap.fd, packet);
-        if (n < 0) this.stats.txDropped++;
+        if (writeRaw(this.tap.fd, packet) < 0) this.stats.txDropped++;
         else {
           this.stats.txFrames++;
           this.stats.txBytes += packet.length - virtio_net_hdr_v1.size;
         }
       }
-      q.pushUsed(ctx.memory, chain.head, 0);
-      served++;
-    }
-    if (served) ctx.signalUsed(TX);
+      return 0;
+    });
   }
 
   /** Moves frames from the tap into receive buffers while the guest has some. */

@@ -36,14 +36,7 @@ export class VirtioRng implements VirtioDevice {
 
   notify(queue: number): void {
     const ctx = this.context;
-    const q = ctx?.queues[queue];
-    if (!ctx || !q) return;
-    let served = 0;
-    for (
-      let chain = q.pop(ctx.memory, this.indirect);
-      chain;
-      chain = q.pop(ctx.memory, this.indirect)
-    ) {
+    ctx?.serveQueue(queue, this.indirect, (chain) => {
       let written = 0;
       for (const d of chain.descriptors) {
         if (!d.writable || written >= MAX_REQUEST) continue;
@@ -52,9 +45,7 @@ export class VirtioRng implements VirtioDevice {
         written += n;
       }
       this.bytesServed += written;
-      q.pushUsed(ctx.memory, chain.head, written);
-      served++;
-    }
-    if (served > 0) ctx.signalUsed(queue);
+      return written;
+    });
   }
 }

@@ -34,7 +34,7 @@ import {
 } from "../../kvm/index.js";
 import type { BusDevice } from "../bus.js";
 import type { GuestMemory } from "../guest-memory.js";
-import { QueueError, Virtqueue } from "./queue.js";
+import { type Chain, QueueError, Virtqueue } from "./queue.js";
 
 /** What a virtio device (blk, net, rng, ...) gives the transport. */
 export interface VirtioDevice {
@@ -60,6 +60,11 @@ export interface DeviceContext {
   driverFeatures: bigint;
   /** Tells the driver a queue has used buffers (interrupt unless suppressed). */
   signalUsed(queue: number): void;
+  /**
+   * Serves every chain the driver has made available on a queue: `serve` returns the bytes
+   * it wrote into the chain; the driver gets one interrupt for the batch.
+   */
+  serveQueue(queue: number, indirect: boolean, serve: (chain: Chain) => number): void;
   /** For work the device does outside notify() (input from the host): a QueueError found
    * there puts the device into NEEDS_RESET like one found in notify(). */
   fail(err: unknown): void;
@@ -252,6 +257,7 @@ export class MmioTransport implements BusDevice {
         queues: this.queues,
         driverFeatures: this.driverFeatures,
         signalUsed: (index) => this.signalUsed(index),
+        serveQueue: (index, indirect, serve) => this.serveQueue(index, indirect, serve),
         fail: (err) => this.fail(err),
       });
       this.active = true;
@@ -278,6 +284,17 @@ export class MmioTransport implements BusDevice {
     } catch (err) {
       this.fail(err);
     }
+  }
+
+  private serveQueue(index: number, indirect: boolean, serve: (chain: Chain) => number): void {
+    const q = this.queues[index];
+    if (!q) return;
+    let served = 0;
+    for (let chain = q.pop(this.memory, indirect); chain; chain = q.pop(this.memory, indirect)) {
+      q.pushUsed(this.memory, chain.head, serve(chain));
+      served++;
+    }
+    if (served > 0) this.signalUsed(index);
   }
 
   private signalUsed(index: number): void {
