@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { execFileSync, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   chmodSync,
@@ -7,15 +7,15 @@ import {
   cpSync,
   existsSync,
   mkdirSync,
-  readdirSync,
   readFileSync,
   rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { dirname, join, relative } from "node:path";
+import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { CACHE, debianCloudKernel } from "./debian.js";
 
 /**
  * `npm run image`: the flatgrid node image, from Debian packages and our bundle.
@@ -36,7 +36,6 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const OUT = join(ROOT, "build/image");
-const CACHE = "/var/cache/flatgrid";
 const STAGE = join(CACHE, "stage");
 const EPOCH = Number(process.env.SOURCE_DATE_EPOCH ?? 1_767_225_600); // 2026-01-01
 
@@ -66,33 +65,27 @@ function run(cmd: string, args: string[], options: { cwd?: string; input?: Buffe
   return r.stdout;
 }
 
-function kernelPackage(): string {
-  const deps = run("apt-cache", ["depends", "linux-image-cloud-amd64"]).toString();
-  const name = /Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\b/.exec(deps)?.[1];
-  if (!name)
-    throw new Error("apt-cache knows no linux-image-*-cloud-amd64 package (run apt-get update)");
-  return name;
-}
-
-function download(pkg: string): string {
-  const debs = join(CACHE, "debs");
-  mkdirSync(debs, { recursive: true });
-  const find = () => readdirSync(debs).find((f) => f.startsWith(`${pkg}_`) && f.endsWith(".deb"));
-  if (!find()) run("apt-get", ["download", "-qq", pkg], { cwd: debs });
-  const deb = find();
-  if (!deb) throw new Error(`apt-get download ${pkg} left no .deb`);
-  return join(debs, deb);
-}
-
 /** The root file system of Debian packages, extracted (mmdebstrap --variant=extract). */
 function debianRoot(root: string): void {
   const tar = join(CACHE, "rootfs.tar");
   const stamp = join(CACHE, "rootfs.packages");
   const want = PACKAGES.join(",");
-  if (!existsSync(tar) || !existsSync(stamp) || readFileSync(stamp, "utf8") !== want) {
+  // Bump when the way the tar is made changes, so that a cached one is rebuilt.
+  const recipe = `v2 ${want}`;
+  if (!existsSync(tar) || !existsSync(stamp) || readFileSync(stamp, "utf8") !== recipe) {
     step(`mmdebstrap: ${PACKAGES.join(" ")} and their dependencies`);
-    run("mmdebstrap", ["--quiet", "--variant=extract", `--include=${want}`, "bookworm", tar]);
-    writeFileSync(stamp, want);
+    // The extract variant leaves dpkg's status empty: record each package's version from
+    // its .deb while the downloads are still there.
+    const record = `mkdir -p "$1/usr/share/flatgrid" && for f in "$1"/var/cache/apt/archives/*.deb; do dpkg-deb -f "$f" Package Version; done > "$1/usr/share/flatgrid/packages.txt"`;
+    run("mmdebstrap", [
+      "--quiet",
+      "--variant=extract",
+      `--include=${want}`,
+      `--extract-hook=${record}`,
+      "bookworm",
+      tar,
+    ]);
+    writeFileSync(stamp, recipe);
   } else {
     step("Debian packages: cached");
   }
@@ -100,21 +93,12 @@ function debianRoot(root: string): void {
 }
 
 function installKernel(root: string, out: string): string {
-  const pkg = kernelPackage();
-  step(`kernel: ${pkg}`);
-  const deb = download(pkg);
-  const tmp = join(STAGE, "kernel");
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  run("dpkg-deb", ["-x", deb, tmp]);
-  const boot = join(tmp, "boot");
-  const vmlinuz = readdirSync(boot).find((f) => f.startsWith("vmlinuz-"));
-  if (!vmlinuz) throw new Error(`${pkg} has no vmlinuz`);
-  copyFileSync(join(boot, vmlinuz), join(out, "vmlinuz"));
-  const version = vmlinuz.slice("vmlinuz-".length);
-  cpSync(join(tmp, "lib/modules"), join(root, "lib/modules"), { recursive: true });
-  run("depmod", ["-b", root, version]);
-  return version;
+  const kernel = debianCloudKernel();
+  step(`kernel: ${kernel.version}`);
+  copyFileSync(kernel.path, join(out, "vmlinuz"));
+  cpSync(join(kernel.tree, "lib/modules"), join(root, "lib/modules"), { recursive: true });
+  run("depmod", ["-b", root, kernel.version]);
+  return kernel.version;
 }
 
 /** Node.js 20 from the machine's nodejs package (Debian 12 itself ships 18). */
@@ -199,16 +183,11 @@ function main(): void {
       { sha256: sha256(join(OUT, f)), bytes: statSync(join(OUT, f)).size },
     ]),
   );
-  const packages = run("tar", ["-tf", join(CACHE, "rootfs.tar"), "./var/lib/dpkg/status"], {})
-    .length
-    ? execFileSync("sh", [
-        "-c",
-        `tar -xOf ${join(CACHE, "rootfs.tar")} ./var/lib/dpkg/status | awk '/^Package:/{p=$2} /^Version:/{print p" "$2}'`,
-      ])
-        .toString()
-        .trim()
-        .split("\n")
-    : [];
+  // Package versions, as the extract hook recorded them ("Package: x" / "Version: y").
+  const recorded = readFileSync(join(root, "usr/share/flatgrid/packages.txt"), "utf8");
+  const packages = [...recorded.matchAll(/^Package: (.+)\nVersion: (.+)$/gm)].map(
+    (m) => `${m[1]} ${m[2]}`,
+  );
   writeFileSync(
     join(OUT, "manifest.json"),
     `${JSON.stringify({ kernel, node, outputs, packages, sourceDateEpoch: EPOCH }, null, 2)}\n`,
@@ -217,7 +196,6 @@ function main(): void {
   step(
     `done in ${((Date.now() - started) / 1000).toFixed(0)} s: vmlinuz ${mib(outputs.vmlinuz?.bytes ?? 0)} MiB, initrd ${mib(outputs["initrd.img"]?.bytes ?? 0)} MiB in ${relative(process.cwd(), OUT) || OUT}`,
   );
-  void dirname;
 }
 
 main();

@@ -108,6 +108,15 @@ describe("the node image in QEMU", { timeout: 900_000 }, () => {
     const assets = buildGuestAssets(WORK, debianCloudKernel());
     const manifest = JSON.parse(readFileSync(join(IMAGE, "manifest.json"), "utf8"));
     assert.match(manifest.outputs["initrd.img"].sha256, /^[0-9a-f]{64}$/);
+    // The manifest names the Debian package versions the image was built from.
+    assert.ok(
+      manifest.packages.some((p: string) => /^etcd-server \S+$/.test(p)),
+      "etcd-server version",
+    );
+    assert.ok(
+      manifest.packages.some((p: string) => /^busybox \S+$/.test(p)),
+      "busybox version",
+    );
     const started = Date.now();
     qemu = spawn(
       "qemu-system-x86_64",

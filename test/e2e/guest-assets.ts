@@ -2,37 +2,16 @@
 // initrd whose /init reports and reboots, a data disk, and a vm.json, all on one ext4
 // image (made with mke2fs -d, no loop mounts) that the node gets as its virtio disk.
 import { execFileSync } from "node:child_process";
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  rmSync,
-  symlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-
-const CACHE = "/var/cache/flatgrid";
+import { debianExtract } from "../../image/debian.js";
 
 function sh(cmd: string, args: string[], cwd?: string): Buffer {
   return execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 28 });
 }
 
 function debianFile(pkg: string, inside: string, to: string): void {
-  const debs = join(CACHE, "debs");
-  mkdirSync(debs, { recursive: true });
-  const find = () => readdirSync(debs).find((f) => f.startsWith(`${pkg}_`) && f.endsWith(".deb"));
-  if (!find()) sh("apt-get", ["download", "-qq", pkg], debs);
-  const deb = find();
-  if (!deb) throw new Error(`apt-get download ${pkg} left no .deb`);
-  const x = join(CACHE, "extract", pkg);
-  if (!existsSync(x)) {
-    mkdirSync(x, { recursive: true });
-    sh("dpkg-deb", ["-x", join(debs, deb), x]);
-  }
-  copyFileSync(join(x, inside), to);
+  copyFileSync(join(debianExtract(pkg), inside), to);
 }
 
 /** The guest's /init: mounts, reports CPUs, counts boots on /dev/vda, then reboots. */

@@ -1,0 +1,63 @@
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+
+/**
+ * Debian packages for the image and the tests: fetched once with apt-get into
+ * /var/cache/flatgrid (outside the repository) and extracted with dpkg-deb.
+ */
+export const CACHE = "/var/cache/flatgrid";
+
+function run(cmd: string, args: string[], cwd?: string): string {
+  return execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+}
+
+/** The versioned kernel the metapackage points at, e.g. linux-image-6.1.0-56-cloud-amd64. */
+export function cloudKernelPackage(): string {
+  const find = () => {
+    try {
+      const deps = run("apt-cache", ["depends", "linux-image-cloud-amd64"]);
+      return /Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\b/.exec(deps)?.[1];
+    } catch {
+      return undefined;
+    }
+  };
+  let name = find();
+  if (!name) {
+    // A machine whose package lists were never fetched knows no kernels yet.
+    run("apt-get", ["update", "-qq"]);
+    name = find();
+  }
+  if (!name) throw new Error("apt-cache knows no linux-image-*-cloud-amd64 package");
+  return name;
+}
+
+/** Path of the package's .deb in the cache, downloading it the first time. */
+export function debianDeb(pkg: string): string {
+  const debs = join(CACHE, "debs");
+  mkdirSync(debs, { recursive: true });
+  const find = () => readdirSync(debs).find((f) => f.startsWith(`${pkg}_`) && f.endsWith(".deb"));
+  if (!find()) run("apt-get", ["download", "-qq", pkg], debs);
+  const deb = find();
+  if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${debs}`);
+  return join(debs, deb);
+}
+
+/** Directory holding the package's files, extracted once. */
+export function debianExtract(pkg: string): string {
+  const dir = join(CACHE, "extract", pkg);
+  if (!existsSync(dir)) {
+    const deb = debianDeb(pkg);
+    mkdirSync(dir, { recursive: true });
+    run("dpkg-deb", ["-x", deb, dir]);
+  }
+  return dir;
+}
+
+/** Path of the Debian cloud kernel's vmlinuz (a bzImage). */
+export function debianCloudKernel(): { path: string; version: string; tree: string } {
+  const tree = debianExtract(cloudKernelPackage());
+  const vmlinuz = readdirSync(join(tree, "boot")).find((f) => f.startsWith("vmlinuz-"));
+  if (!vmlinuz) throw new Error(`${tree} has no boot/vmlinuz-*`);
+  return { path: join(tree, "boot", vmlinuz), version: vmlinuz.slice("vmlinuz-".length), tree };
+}
