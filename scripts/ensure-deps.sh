@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 # linux-libc-dev: the kernel UAPI headers that test/kvm checks src/kvm against.
 # util-linux: unshare, for init as PID 1 of a namespace. procps, iproute2: the node's tools.
 # iputils-ping: the kvm tests ping a guest through its virtio-net device.
-debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-ping)
+# etcd-server: the grid's state store, run by the grid service (cluster tests, demo).
+debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-ping etcd-server)
 case "$purpose" in
   demo) ;;
   # mmdebstrap, cpio: the node image; qemu-system-x86: booting it (the e2e suite does both).

@@ -1,6 +1,7 @@
 /**
  * The advertisement a node publishes, and its TXT record form (RFC 6763 6):
- * `v=1 id=<node id> grid=<grid id or empty> state=<state> api=<port> ca=<sha256 hex or empty>`.
+ * `v=1 id=<node id> grid=<grid id or empty> state=<state> api=<port> ca=<sha256 hex or empty>`
+ * and `name=<grid name>` when the node is configured with one.
  * Pure. What a peer advertises is a hint: it is checked for shape here, and trusted by no one
  * (the TLS join checks the CA).
  */
@@ -17,6 +18,11 @@ export interface Advert {
   apiPort: number;
   /** SHA-256 fingerprint of the grid CA, 64 lower-case hex digits, or "" when none. */
   caFingerprint: string;
+  /**
+   * The grid name the node is configured to create or join ("" or absent: none yet). Nodes
+   * with the same name form one grid; it is not a secret (the join token is).
+   */
+  gridName?: string;
 }
 
 /** The parts of an advert that can change while discovery runs. */
@@ -35,6 +41,7 @@ export class AdvertError extends Error {
 const STATE = /^[a-z][a-z0-9-]{0,31}$/;
 const FINGERPRINT = /^[0-9a-f]{64}$/;
 const PORT = /^[1-9][0-9]{0,4}$/;
+const GRID_NAME = /^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)?$/;
 /** RFC 6763 6.1: keep the whole TXT record small; ours is far below this. */
 const MAX_TXT_BYTES = 1300;
 
@@ -53,6 +60,8 @@ export function advertProblem(a: Advert): string | undefined {
     (a.caFingerprint !== "" && !FINGERPRINT.test(a.caFingerprint))
   )
     return "CA fingerprint is not empty or 64 lower-case hex digits";
+  if (a.gridName !== undefined && (typeof a.gridName !== "string" || !GRID_NAME.test(a.gridName)))
+    return `grid name "${String(a.gridName)}" is not a grid name (a-z, 0-9 and -, up to 63)`;
   return undefined;
 }
 
@@ -65,6 +74,7 @@ export function checkAdvert(a: Advert): Advert {
     state: a.state,
     apiPort: a.apiPort,
     caFingerprint: a.caFingerprint,
+    ...(a.gridName ? { gridName: a.gridName } : {}),
   };
 }
 
@@ -78,6 +88,7 @@ export function encodeTxt(a: Advert): Buffer[] {
     `state=${advert.state}`,
     `api=${advert.apiPort}`,
     `ca=${advert.caFingerprint}`,
+    ...(advert.gridName ? [`name=${advert.gridName}`] : []),
   ].map((s) => Buffer.from(s, "utf8"));
 }
 
@@ -136,6 +147,8 @@ export function decodeTxt(strings: readonly Buffer[]): Advert {
     apiPort: Number(api),
     caFingerprint: get("ca").toLowerCase(),
   };
+  const name = pairs.get("name");
+  if (name) advert.gridName = name;
   return checkAdvert(advert);
 }
 
@@ -145,6 +158,7 @@ export function sameAdvert(a: Advert, b: Advert): boolean {
     a.gridId === b.gridId &&
     a.state === b.state &&
     a.apiPort === b.apiPort &&
-    a.caFingerprint === b.caFingerprint
+    a.caFingerprint === b.caFingerprint &&
+    (a.gridName ?? "") === (b.gridName ?? "")
   );
 }

@@ -31,9 +31,21 @@ export class ControlClient {
     return this.call<T>("POST", urlPath);
   }
 
-  private call<T>(method: string, urlPath: string): Promise<T> {
+  async put<T>(urlPath: string, body: unknown): Promise<T> {
+    return this.call<T>("PUT", urlPath, body);
+  }
+
+  async delete<T>(urlPath: string): Promise<T> {
+    return this.call<T>("DELETE", urlPath);
+  }
+
+  private call<T>(method: string, urlPath: string, body?: unknown): Promise<T> {
+    const payload = body === undefined ? undefined : JSON.stringify(body);
     return new Promise((resolve, reject) => {
-      const req = request({ socketPath: this.path, path: urlPath, method }, (res) => {
+      const headers = payload
+        ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) }
+        : undefined;
+      const req = request({ socketPath: this.path, path: urlPath, method, headers }, (res) => {
         let body = "";
         res.setEncoding("utf8");
         res.on("data", (chunk: string) => {
@@ -63,7 +75,7 @@ export class ControlClient {
         });
       });
       req.on("error", (err) => reject(this.unreachable(err)));
-      req.end();
+      req.end(payload);
     });
   }
 

@@ -3,7 +3,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from "node:net";
 import { dirname } from "node:path";
 import type { LogEntry } from "./log-buffer.js";
-import { type Supervisor, UnknownServiceError } from "./supervisor.js";
+import { ServiceTableError, serviceSpecSchema } from "./service-spec.js";
+import { ServiceInUseError, type Supervisor, UnknownServiceError } from "./supervisor.js";
 
 /**
  * The supervisor's local API: HTTP over a Unix socket (mode 0600, so root only). Everything
@@ -11,6 +12,8 @@ import { type Supervisor, UnknownServiceError } from "./supervisor.js";
  *
  *   GET  /v1/services                      all services and their state
  *   GET  /v1/services/NAME                 one service
+ *   PUT  /v1/services/NAME                 define (or redefine) a service: body is its spec
+ *   DELETE /v1/services/NAME               stop and forget a service
  *   POST /v1/services/NAME/{start,stop,restart}
  *   GET  /v1/logs/NAME?lines=N&follow=1    log entries as NDJSON; follow keeps streaming
  *   GET  /v1/node                          boot mode, configuration and its errors
@@ -53,7 +56,11 @@ export async function listenControlSocket(
           ? err
           : err instanceof UnknownServiceError
             ? new ApiError(404, err.code, err.message)
-            : new ApiError(500, "internal", err instanceof Error ? err.message : String(err));
+            : err instanceof ServiceInUseError
+              ? new ApiError(409, err.code, err.message)
+              : err instanceof ServiceTableError
+                ? new ApiError(400, "bad-service", err.message)
+                : new ApiError(500, "internal", err instanceof Error ? err.message : String(err));
       if (!res.headersSent)
         sendJson(res, apiError.status, {
           error: { code: apiError.code, message: apiError.message },
@@ -96,6 +103,24 @@ async function removeStaleSocket(path: string): Promise<void> {
   }
 }
 
+const MAX_BODY = 256 * 1024;
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY)
+      throw new ApiError(413, "too-large", `request body over ${MAX_BODY} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString("utf8"));
+  } catch (err) {
+    throw new ApiError(400, "bad-json", `request body is not JSON: ${(err as Error).message}`);
+  }
+}
+
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;
   res.writeHead(status, {
@@ -122,6 +147,25 @@ async function handle(
       return sendJson(res, 200, { services: supervisor.statuses() });
     case "GET /v1/services/:":
       return sendJson(res, 200, { service: supervisor.get(name).status() });
+    case "PUT /v1/services/:": {
+      const body = await readJson(req);
+      const parsed = serviceSpecSchema.safeParse(body);
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new ApiError(
+          400,
+          "bad-service",
+          `service ${name}: field ${issue?.path.join(".") || "(spec)"}: ${issue?.message}`,
+        );
+      }
+      if (parsed.data.name !== name)
+        throw new ApiError(400, "bad-service", `spec names "${parsed.data.name}", not "${name}"`);
+      await supervisor.define(parsed.data);
+      return sendJson(res, 200, { service: supervisor.get(name).status() });
+    }
+    case "DELETE /v1/services/:":
+      await supervisor.remove(name);
+      return sendJson(res, 200, { removed: name });
     case "POST /v1/services/:/:": {
       const action = parts[3];
       if (action === "start") await supervisor.start(name);

@@ -1,7 +1,10 @@
 export { ControlClient, ControlError, DEFAULT_SOCKET, socketPath } from "./control-client.js";
 export { runDemo } from "./demo.js";
+export { type Inventory, readInventory } from "./inventory.js";
 export { LEVELS, type LogEntry } from "./log-buffer.js";
 export type { NodeConfig } from "./node-config.js";
+export { formatConfigError } from "./node-config.js";
+export { readNodeConfig } from "./read-config.js";
 export type { ServiceState, ServiceStatus } from "./service.js";
 export type { ServiceSpec, ServiceSpecInput } from "./service-spec.js";
 export type { BootMode } from "./system.js";

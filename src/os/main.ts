@@ -5,14 +5,8 @@ import { parseArgs } from "node:util";
 import { socketPath } from "./control-client.js";
 import { listenControlSocket, SocketInUseError } from "./control-server.js";
 import { PidFiles } from "./leftovers.js";
-import {
-  type ConfigError,
-  formatConfigError,
-  redactConfig,
-  resolveConfig,
-  settingsFromCmdline,
-  settingsFromFile,
-} from "./node-config.js";
+import { formatConfigError, redactConfig } from "./node-config.js";
+import { readNodeConfig } from "./read-config.js";
 import {
   checkServiceGraph,
   parseServiceTable,
@@ -58,23 +52,6 @@ function parseCommandLine() {
   }
 }
 
-function readConfig(configDir: string, cmdlineFile: string) {
-  const settings = [];
-  const errors: ConfigError[] = [];
-  try {
-    settings.push(...settingsFromCmdline(readFileSync(cmdlineFile, "utf8")));
-  } catch (err) {
-    say(`cannot read ${cmdlineFile}: ${(err as Error).message}`);
-  }
-  const file = join(configDir, "node.conf");
-  if (existsSync(file)) {
-    const parsed = settingsFromFile(readFileSync(file, "utf8"), file);
-    settings.push(...parsed.settings);
-    errors.push(...parsed.errors);
-  }
-  return resolveConfig(settings, errors);
-}
-
 /** Service tables from /etc/flatgrid/services.d and --services; a bad file is reported and skipped. */
 function loadTables(files: string[], report: (msg: string) => void): ServiceSpec[] {
   const specs: ServiceSpec[] = [];
@@ -107,7 +84,7 @@ async function main(): Promise<void> {
   const started = Date.now();
   say(`flatgrid ${VERSION} supervisor starting (pid ${process.pid}, boot mode ${mode})`);
 
-  const { config, errors: configErrors } = readConfig(args["config-dir"], args.cmdline);
+  const { config, errors: configErrors } = readNodeConfig(args["config-dir"], args.cmdline, say);
   const notes: { level: number; msg: string }[] = [];
   for (const error of configErrors)
     notes.push({ level: 50, msg: `configuration: ${formatConfigError(error)}` });
@@ -133,7 +110,8 @@ async function main(): Promise<void> {
   const path = args.socket ?? socketPath();
   const pidFiles = new PidFiles(join(dirname(path), "services"));
 
-  const supervisor = new Supervisor(specs, { ...process.env }, pidFiles);
+  // Services find the supervisor (e.g. to define etcd) through FLATGRID_SOCKET.
+  const supervisor = new Supervisor(specs, { ...process.env, FLATGRID_SOCKET: path }, pidFiles);
   for (const { level, msg } of notes) {
     supervisor.note(msg, level);
     say(level >= 50 ? `ERROR: ${msg}` : msg);

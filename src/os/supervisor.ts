@@ -2,7 +2,7 @@ import { EventEmitter } from "node:events";
 import type { PidFiles } from "./leftovers.js";
 import { LogBuffer } from "./log-buffer.js";
 import { Service, type ServiceStatus } from "./service.js";
-import { type ServiceSpec, startOrder } from "./service-spec.js";
+import { checkServiceGraph, type ServiceSpec, startOrder } from "./service-spec.js";
 
 /** How long a start or restart request waits to report the outcome rather than "starting". */
 const SETTLE_MS = 5000;
@@ -15,6 +15,14 @@ export class UnknownServiceError extends Error {
   }
 }
 
+export class ServiceInUseError extends Error {
+  readonly code = "service-in-use";
+  constructor(name: string, dependents: string[]) {
+    super(`service "${name}" cannot be removed: ${dependents.join(", ")} depend on it`);
+    this.name = "ServiceInUseError";
+  }
+}
+
 /**
  * Runs the service table: a service starts once every service it depends on is running,
  * and stopping goes the other way, a service stopping only after all that depend on it.
@@ -23,26 +31,65 @@ export class UnknownServiceError extends Error {
 export class Supervisor extends EventEmitter {
   readonly log = new LogBuffer();
   private readonly services = new Map<string, Service>();
-  private readonly order: string[];
+  private order: string[];
   private shuttingDown = false;
   private scheduling = false;
   private scheduleAgain = false;
 
   constructor(
     specs: readonly ServiceSpec[],
-    env: NodeJS.ProcessEnv,
-    pidFiles: PidFiles | null = null,
+    private readonly env: NodeJS.ProcessEnv,
+    private readonly pidFiles: PidFiles | null = null,
   ) {
     super();
     this.order = startOrder(specs);
-    for (const spec of specs) {
-      const service = new Service(spec, env, pidFiles);
-      service.on("state", () => {
-        this.emit("state", service.status());
-        this.schedule();
-      });
-      this.services.set(spec.name, service);
+    for (const spec of specs) this.add(spec);
+  }
+
+  private add(spec: ServiceSpec): Service {
+    const service = new Service(spec, this.env, this.pidFiles);
+    service.on("state", () => {
+      this.emit("state", service.status());
+      this.schedule();
+    });
+    this.services.set(spec.name, service);
+    return service;
+  }
+
+  /**
+   * Adds a service at run time, or replaces one (stopping it first), for services whose
+   * command line only a running program knows: etcd, whose flags the grid service works
+   * out. The new table is checked as a whole first, so a bad spec changes nothing.
+   */
+  async define(spec: ServiceSpec): Promise<void> {
+    const others = [...this.services.values()]
+      .map((s) => s.spec)
+      .filter((s) => s.name !== spec.name);
+    checkServiceGraph([...others, spec], `service ${spec.name}`);
+    const old = this.services.get(spec.name);
+    if (old) {
+      await old.stop("redefined");
+      old.removeAllListeners("state");
     }
+    this.order = startOrder([...others, spec]);
+    this.add(spec);
+    this.note(`service ${spec.name} ${old ? "redefined" : "defined"} through the control socket`);
+    if (spec.enabled) {
+      this.get(spec.name).wait("defined");
+      this.schedule();
+    }
+  }
+
+  /** Stops and forgets a service that no other service depends on. */
+  async remove(name: string): Promise<void> {
+    const service = this.get(name);
+    const dependents = this.order.filter((o) => this.get(o).spec.dependsOn.includes(name));
+    if (dependents.length > 0) throw new ServiceInUseError(name, dependents);
+    await service.stop("removed");
+    service.removeAllListeners("state");
+    this.services.delete(name);
+    this.order = this.order.filter((o) => o !== name);
+    this.note(`service ${name} removed through the control socket`);
   }
 
   note(msg: string, level = 30): void {

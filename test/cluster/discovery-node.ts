@@ -17,6 +17,7 @@ interface NodeArgs {
   state?: string;
   apiPort?: number;
   caFingerprint?: string;
+  gridName?: string;
   ttl?: number;
   hostTtl?: number;
   interfaces?: string[];
@@ -42,6 +43,7 @@ async function main() {
       state: args.state ?? "booting",
       apiPort: args.apiPort ?? 7443,
       caFingerprint: args.caFingerprint ?? "",
+      ...(args.gridName ? { gridName: args.gridName } : {}),
     },
     hostname: args.hostname,
     ttl: args.ttl,

@@ -258,6 +258,17 @@ export class Cluster {
     return p;
   }
 
+  /** Sends a signal to every process in a node namespace (SIGKILL: the node loses power). */
+  signalAll(index: number, signal: NodeJS.Signals): number[] {
+    const pids = pidsIn(this.node(index).ns).filter((p) => p !== process.pid);
+    for (const pid of pids) {
+      try {
+        process.kill(pid, signal);
+      } catch {}
+    }
+    return pids;
+  }
+
   /** Cuts nodes off from everyone: their bridge ports leave the bridge. */
   isolate(...indexes: number[]): void {
     for (const i of indexes) {

@@ -1,0 +1,814 @@
+import { randomUUID } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { createServer, type Server } from "node:https";
+import { networkInterfaces, hostname as osHostname } from "node:os";
+import type { TLSSocket } from "node:tls";
+import { ExponentialBackoff, handleWhen, noop, retry } from "cockatiel";
+import { Etcd3, isRecoverableError } from "etcd3";
+import { Discovery, type Peer } from "../discovery/index.js";
+import { ControlClient, readInventory } from "../os/index.js";
+import { DeposedError, Election } from "./election.js";
+import { EtcdRunner } from "./etcd-runner.js";
+import { clientUrl, peerUrl } from "./etcd-service.js";
+import { decide, type FormationPeer, STATES } from "./formation.js";
+import {
+  checkProof,
+  JOIN_PATH,
+  JoinError,
+  type JoinGrant,
+  joinRequestSchema,
+  keyingMaterial,
+  prove,
+  requestJoin,
+} from "./join.js";
+import { type Assignment, type GridInfo, keys, type NodeRecord, PORTS } from "./layout.js";
+import { listMembers, type Member, reconcileMembership } from "./membership.js";
+import { NodeState, type NodeTls, type StoredGrid } from "./node-state.js";
+import {
+  certifiedNodeId,
+  createCa,
+  createNodeRequest,
+  fingerprint,
+  signNodeRequest,
+} from "./pki.js";
+import { listNodes, Registration } from "./registry.js";
+
+/**
+ * One node's part in its grid: it finds peers (discovery), creates or joins the grid
+ * (formation, join), runs its etcd member when asked (EtcdRunner), keeps its registry
+ * record, stands in the controller election, and while controller looks after etcd's
+ * membership. Everything it knows is in etcd or on its data partition, so a restart of this
+ * process (or of the node) converges again from there.
+ */
+
+/** The name every node certificate carries, which etcd clients check instead of addresses. */
+export const NODE_TLS_NAME = "flatgrid-node";
+
+export type Phase = "unconfigured" | "forming" | "creating" | "joining" | "refused" | "member";
+
+export interface GridNodeOptions {
+  stateDir: string;
+  gridName: string | null;
+  token: string | null;
+  /** This node's address on the grid network; default: the first non-loopback IPv4. */
+  address?: string;
+  hostname?: string;
+  apiPort?: number;
+  interfaces?: string[];
+  /** How long to listen for peers before creating a grid, ms. */
+  windowMs?: number;
+  electionTtlS?: number;
+  registryTtlS?: number;
+  /** How long a member's node may be gone before it is removed from etcd, ms. */
+  deadGraceMs?: number;
+  tickMs?: number;
+  supervisor?: ControlClient;
+  etcdBinary?: string;
+  log?: (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+}
+
+export interface GridStatus {
+  nodeId: string;
+  hostname: string;
+  address: string;
+  phase: Phase;
+  reason: string;
+  grid: { id: string; name: string; caFingerprint: string } | null;
+  /** Whether this node reached a quorum of etcd on its last try. */
+  quorum: boolean;
+  controller: string | null;
+  /** This node's controller term, when it is controller. */
+  term: number | null;
+  etcdRole: "voter" | "learner" | "none";
+  voters: string[];
+  learners: string[];
+  nodes: NodeRecord[];
+  counters: Record<string, number>;
+}
+
+function firstAddress(): string {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+  }
+  return "127.0.0.1";
+}
+
+export class GridNode extends EventEmitter {
+  readonly state: NodeState;
+  readonly nodeId: string;
+  readonly address: string;
+  readonly hostname: string;
+  private readonly o: Required<
+    Omit<
+      GridNodeOptions,
+      | "address"
+      | "hostname"
+      | "interfaces"
+      | "gridName"
+      | "token"
+      | "log"
+      | "supervisor"
+      | "etcdBinary"
+    >
+  >;
+  private phase: Phase = "unconfigured";
+  private reason = "";
+  private discovery: Discovery | null = null;
+  private client: Etcd3 | null = null;
+  private clientEndpoints: string[] = [];
+  private election: Election | null = null;
+  private registration: Registration | null = null;
+  private runner: EtcdRunner | null = null;
+  private api: Server | null = null;
+  private grid: StoredGrid | null = null;
+  private tls: NodeTls | null = null;
+  private caKeyPem: string | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private stopped = false;
+  private quorum = false;
+  private failedTicks = 0;
+  private members: Member[] = [];
+  private nodes: NodeRecord[] = [];
+  private readonly startedAt = new Date().toISOString();
+  private readonly counters: Record<string, number> = {
+    joinsGranted: 0,
+    joinsRefused: 0,
+    elected: 0,
+    deposed: 0,
+    fencedWritesRejected: 0,
+    heartbeats: 0,
+  };
+  private lastTerm: number | null = null;
+  private readonly supervisor: ControlClient;
+  private readonly logFn: NonNullable<GridNodeOptions["log"]>;
+
+  constructor(private readonly options: GridNodeOptions) {
+    super();
+    this.state = new NodeState(options.stateDir);
+    this.nodeId = this.state.nodeId();
+    this.address = options.address ?? firstAddress();
+    this.hostname = options.hostname ?? osHostname();
+    this.o = {
+      stateDir: options.stateDir,
+      apiPort: options.apiPort ?? PORTS.api,
+      windowMs: options.windowMs ?? 3000,
+      electionTtlS: options.electionTtlS ?? 2,
+      registryTtlS: options.registryTtlS ?? 3,
+      deadGraceMs: options.deadGraceMs ?? 60_000,
+      tickMs: options.tickMs ?? 500,
+    };
+    this.supervisor = options.supervisor ?? new ControlClient();
+    this.logFn = options.log ?? (() => {});
+  }
+
+  private log(msg: string, fields?: Record<string, unknown>): void {
+    this.logFn("info", msg, fields);
+  }
+
+  private warn(msg: string, fields?: Record<string, unknown>): void {
+    this.logFn("warn", msg, fields);
+  }
+
+  private setPhase(phase: Phase, reason: string): void {
+    if (phase === this.phase && reason === this.reason) return;
+    const changed = phase !== this.phase;
+    this.phase = phase;
+    this.reason = reason;
+    if (changed) this.log(`phase: ${phase}${reason ? ` (${reason})` : ""}`);
+    this.emit("phase", phase, reason);
+  }
+
+  async start(): Promise<void> {
+    this.grid = this.state.grid();
+    this.tls = this.state.tls();
+    const { gridName, token } = this.options;
+    this.discovery = new Discovery({
+      advert: {
+        nodeId: this.nodeId,
+        gridId: this.grid?.id ?? "",
+        gridName: this.grid?.name ?? gridName ?? "",
+        state: this.grid ? STATES.joining : gridName ? STATES.forming : "unconfigured",
+        apiPort: this.o.apiPort,
+        caFingerprint: this.grid?.caFingerprint ?? "",
+      },
+      hostname:
+        this.hostname
+          .toLowerCase()
+          .replace(/[^a-z0-9-]/g, "-")
+          .slice(0, 63) || "node",
+      interfaces: this.options.interfaces,
+      log: (level, msg, fields) => {
+        if (level !== "debug")
+          this.logFn(level, `discovery: ${msg}`, fields as Record<string, unknown> | undefined);
+      },
+    });
+    await this.discovery.start();
+    if (this.grid && this.tls) {
+      await this.becomeMember();
+    } else if (!gridName || !token) {
+      this.setPhase("unconfigured", "no grid configured: set flatgrid.grid and flatgrid.token");
+    } else {
+      void this.form(gridName, token);
+    }
+  }
+
+  // ---- formation ----------------------------------------------------------------------
+
+  /**
+   * Peers whose join failed (unreachable, or no proof of the token) are left out of the
+   * formation rule for a while: a forged or broken "member" advert must not keep this node
+   * from forming or joining the real grid.
+   */
+  private readonly distrusted = new Map<string, number>();
+
+  private peers(): FormationPeer[] {
+    const now = Date.now();
+    return (this.discovery?.peers() ?? [])
+      .filter((p) => (this.distrusted.get(p.nodeId) ?? 0) < now)
+      .map((p: Peer) => ({
+        nodeId: p.nodeId,
+        gridName: p.advert.gridName ?? "",
+        gridId: p.advert.gridId,
+        state: p.advert.state,
+        apiPort: p.advert.apiPort,
+        address: p.addresses.find((a) => a.family === 4)?.address,
+      }));
+  }
+
+  private async form(gridName: string, token: string): Promise<void> {
+    const started = Date.now();
+    this.setPhase("forming", "listening for peers");
+    let refusedUntil = 0;
+    while (!this.stopped && this.phase !== "member") {
+      const decision = decide(
+        { nodeId: this.nodeId, gridName },
+        this.peers(),
+        Date.now() - started,
+        this.o.windowMs,
+      );
+      if (decision.action === "join" && Date.now() >= refusedUntil) {
+        this.setPhase("joining", `joining grid ${gridName} (${decision.gridId})`);
+        await this.discovery?.update({ state: STATES.joining });
+        const outcome = await this.join(gridName, token, decision.peers);
+        if (outcome === "joined") return;
+        if (outcome === "refused") {
+          // Configuration is wrong: say so and try again now and then (it may be fixed).
+          refusedUntil = Date.now() + 30_000;
+        }
+        await this.discovery?.update({ state: STATES.forming });
+      } else if (decision.action === "create") {
+        await this.create(gridName);
+        return;
+      } else if (decision.action === "wait" && this.phase !== "refused") {
+        this.setPhase("forming", decision.reason);
+      }
+      await sleep(200);
+    }
+  }
+
+  private async create(gridName: string): Promise<void> {
+    this.setPhase("creating", `creating grid ${gridName}`);
+    await this.discovery?.update({ state: STATES.creating });
+    const gridId = randomUUID();
+    const ca = await createCa(gridName, gridId);
+    const req = await createNodeRequest(this.nodeId);
+    const certPem = await signNodeRequest(ca, req.csrPem, {
+      ...this.certOptions(this.address),
+      nodeId: this.nodeId,
+    });
+    const grid: StoredGrid = {
+      id: gridId,
+      name: gridName,
+      caFingerprint: fingerprint(ca.certPem),
+      joinedAt: new Date().toISOString(),
+      creator: true,
+    };
+    const tls = { caPem: ca.certPem, certPem, keyPem: req.keyPem };
+    // etcd reads the TLS files at start; the grid file comes last, once the grid exists.
+    this.state.saveTls(tls);
+    const runner = this.makeRunner();
+    await runner.bootstrap(`${this.nodeId}=${peerUrl(this.address)}`);
+    this.connect([clientUrl(this.address)], tls);
+    // Wait for etcd to serve, then write the grid's records before telling anyone.
+    const client = this.client as Etcd3;
+    const info: GridInfo = {
+      id: gridId,
+      name: gridName,
+      createdAt: new Date().toISOString(),
+      createdBy: this.nodeId,
+      caFingerprint: grid.caFingerprint,
+    };
+    for (;;) {
+      try {
+        const members = await listMembers(client);
+        const self = members[0];
+        if (!self) throw new Error("no member yet");
+        const assignment: Assignment = {
+          role: "voter",
+          memberId: self.id,
+          peerUrl: peerUrl(this.address),
+          initialCluster: `${this.nodeId}=${peerUrl(this.address)}`,
+          clusterState: "new",
+        };
+        await client
+          .if(keys.grid, "Create", "==", 0)
+          .then(
+            client.put(keys.grid).value(JSON.stringify(info)),
+            client.put(keys.ca).value(ca.certPem),
+            client.put(keys.caKey).value(ca.keyPem),
+            client.put(keys.assignment(this.nodeId)).value(JSON.stringify(assignment)),
+          )
+          .commit();
+        runner.adopt(assignment);
+        break;
+      } catch (err) {
+        if (this.stopped) return;
+        this.reason = `waiting for the new etcd: ${(err as Error).message}`;
+        await sleep(250);
+      }
+    }
+    this.caKeyPem = ca.keyPem;
+    this.state.saveMembership(grid, tls);
+    this.grid = grid;
+    this.tls = tls;
+    this.log(`created grid ${gridName} (${gridId})`, { caFingerprint: grid.caFingerprint });
+    await this.becomeMember();
+  }
+
+  private certOptions(address: string, remote?: string) {
+    return {
+      nodeId: "",
+      addresses: [...new Set([address, remote, "127.0.0.1"].filter((a): a is string => !!a))],
+      names: [NODE_TLS_NAME],
+    };
+  }
+
+  private async join(
+    gridName: string,
+    token: string,
+    peers: FormationPeer[],
+  ): Promise<"joined" | "refused" | "failed"> {
+    const req = await createNodeRequest(this.nodeId);
+    for (const peer of peers) {
+      if (!peer.address) continue;
+      try {
+        const { grant, peerCertPem } = await requestJoin(
+          { address: peer.address, port: peer.apiPort, nodeId: peer.nodeId },
+          token,
+          {
+            nodeId: this.nodeId,
+            hostname: this.hostname,
+            gridName,
+            address: this.address,
+            csr: req.csrPem,
+          },
+        );
+        this.checkGrant(grant, peerCertPem, peer);
+        const grid: StoredGrid = {
+          id: grant.gridId,
+          name: grant.gridName,
+          caFingerprint: fingerprint(grant.caPem),
+          joinedAt: new Date().toISOString(),
+          creator: false,
+        };
+        this.state.saveMembership(grid, {
+          caPem: grant.caPem,
+          certPem: grant.certPem,
+          keyPem: req.keyPem,
+        });
+        this.state.saveEndpoints(grant.etcdEndpoints);
+        this.log(`joined grid ${grant.gridName} (${grant.gridId}) through node ${peer.nodeId}`);
+        this.grid = grid;
+        this.tls = this.state.tls();
+        await this.becomeMember();
+        return "joined";
+      } catch (err) {
+        const e = err as JoinError;
+        if (e.code === "wrong-token" || e.code === "wrong-grid") {
+          this.counters.joinsRefused = (this.counters.joinsRefused ?? 0) + 1;
+          this.setPhase("refused", e.message);
+          this.logFn("error", `join refused: ${e.message}`);
+          return "refused";
+        }
+        this.warn(`join through node ${peer.nodeId} failed: ${e.message}`);
+        if (e.code === "unreachable" || e.code === "bad-grant")
+          this.distrusted.set(peer.nodeId, Date.now() + 30_000);
+      }
+    }
+    return "failed";
+  }
+
+  /** The grant must be consistent: its CA signed our certificate and the member's own. */
+  private checkGrant(grant: JoinGrant, peerCertPem: string, peer: FormationPeer): void {
+    if (certifiedNodeId(grant.certPem, grant.caPem) !== this.nodeId)
+      throw new JoinError(
+        `node ${peer.nodeId} granted a certificate for another node`,
+        "bad-grant",
+      );
+    if (certifiedNodeId(peerCertPem, grant.caPem) !== peer.nodeId)
+      throw new JoinError(
+        `node ${peer.nodeId} presented a certificate that is not its own of this grid`,
+        "bad-grant",
+      );
+  }
+
+  // ---- membership ---------------------------------------------------------------------
+
+  private makeRunner(): EtcdRunner {
+    this.runner ??= new EtcdRunner(
+      this.state,
+      this.supervisor,
+      {
+        nodeId: this.nodeId,
+        address: this.address,
+        tls: this.state.tlsPaths(),
+        binary: this.options.etcdBinary,
+      },
+      (msg) => this.log(msg),
+    );
+    return this.runner;
+  }
+
+  private connect(endpoints: string[], tls: NodeTls): void {
+    const sorted = [...new Set(endpoints)].sort();
+    if (this.client && sorted.join() === this.clientEndpoints.join()) return;
+    this.client?.close();
+    this.clientEndpoints = sorted;
+    this.client = new Etcd3({
+      hosts: sorted,
+      credentials: {
+        rootCertificate: Buffer.from(tls.caPem),
+        privateKey: Buffer.from(tls.keyPem),
+        certChain: Buffer.from(tls.certPem),
+      },
+      grpcOptions: { "grpc.ssl_target_name_override": NODE_TLS_NAME },
+      dialTimeout: 2000,
+      // etcd3's default shuns a host for 5 s after 3 "unavailable" answers, and etcd answers
+      // so also to a refused membership change: one such refusal would cut this node off the
+      // grid and cost the controller its lease. Calls retry on another host instead, and
+      // watches come back within a second, not etcd3's 30 s.
+      faultHandling: {
+        host: () => noop,
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: 2 }),
+        watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as never,
+      },
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2500 }),
+    });
+  }
+
+  private async becomeMember(): Promise<void> {
+    const grid = this.grid as StoredGrid;
+    const tls = this.tls as NodeTls;
+    const runner = this.makeRunner();
+    await runner.resume().catch((err: Error) => this.warn(`etcd: ${err.message}`));
+    const endpoints = this.state.endpoints();
+    const local = runner.role ? [clientUrl(this.address)] : [];
+    this.connect([...local, ...(endpoints.length ? endpoints : [clientUrl(this.address)])], tls);
+    await this.startApi(tls);
+    this.startSession();
+    this.setPhase("member", `member of grid ${grid.name}`);
+    await this.discovery?.update({
+      state: STATES.ready,
+      gridId: grid.id,
+      gridName: grid.name,
+      caFingerprint: grid.caFingerprint,
+    });
+    this.schedule();
+  }
+
+  private startSession(): void {
+    const client = this.client as Etcd3;
+    this.election = new Election(client, this.nodeId, this.o.electionTtlS, (msg) => this.log(msg));
+    this.election.on("elected", (term) => {
+      this.counters.elected = (this.counters.elected ?? 0) + 1;
+      this.lastTerm = term;
+      this.emit("elected", term);
+    });
+    this.election.on("deposed", (term, reason) => {
+      this.counters.deposed = (this.counters.deposed ?? 0) + 1;
+      this.emit("deposed", term, reason);
+    });
+    this.election.start();
+    this.registration = new Registration(client, this.nodeId, this.o.registryTtlS, (msg) =>
+      this.warn(msg),
+    );
+  }
+
+  /** A new etcd client (e.g. the voters changed and the old endpoints are gone). */
+  private async restartSession(endpoints: string[]): Promise<void> {
+    const tls = this.tls as NodeTls;
+    this.log(`etcd: reconnecting to ${endpoints.join(", ")}`);
+    await this.election?.resign().catch(() => {});
+    await this.registration?.withdraw().catch(() => {});
+    this.client?.close();
+    this.client = null;
+    this.connect(endpoints, tls);
+    this.startSession();
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = setTimeout(() => {
+      void this.tick().finally(() => this.schedule());
+    }, this.o.tickMs);
+  }
+
+  private async tick(): Promise<void> {
+    const client = this.client;
+    if (!client) return;
+    try {
+      // A linearizable read needs a quorum: it is how this node knows the grid is there.
+      await client.get(keys.grid).string();
+      this.members = await listMembers(client);
+      const voterUrls = this.members.filter((m) => !m.learner).flatMap((m) => m.clientUrls);
+      if (voterUrls.length) this.state.saveEndpoints(voterUrls);
+      this.quorum = true;
+      this.failedTicks = 0;
+      await this.registration?.publish(this.record());
+      const assignment = (await client
+        .get(keys.assignment(this.nodeId))
+        .json()) as Assignment | null;
+      await this.runner?.apply(assignment);
+      this.nodes = await listNodes(client);
+    } catch (err) {
+      this.quorum = false;
+      this.failedTicks++;
+      if (this.failedTicks === 1 || this.failedTicks % 20 === 0)
+        this.warn(`grid state not reachable: ${(err as Error).message}`);
+      // Endpoints may have moved (voters replaced): after a while, reconnect to what we know.
+      const known = [
+        ...new Set([
+          ...(this.runner?.role ? [clientUrl(this.address)] : []),
+          ...this.state.endpoints(),
+        ]),
+      ].sort();
+      if (this.failedTicks >= 6 && known.join() !== this.clientEndpoints.join()) {
+        this.failedTicks = 0;
+        await this.restartSession(known);
+      }
+      return;
+    }
+    if (this.election?.term != null) await this.controllerTick(client);
+  }
+
+  private async controllerTick(client: Etcd3): Promise<void> {
+    try {
+      await this.controllerDuties(client);
+    } catch (err) {
+      if (err instanceof DeposedError) {
+        this.counters.fencedWritesRejected = (this.counters.fencedWritesRejected ?? 0) + 1;
+        return;
+      }
+      const msg = (err as Error).message;
+      // etcd refuses membership changes until every voter has been connected for 5 s.
+      if (/unhealthy cluster/.test(msg)) return;
+      this.warn(`controller: ${msg}`);
+    }
+  }
+
+  private async controllerDuties(client: Etcd3): Promise<void> {
+    const election = this.election as Election;
+    const term = election.term as number;
+    await election.guarded(
+      client
+        .put(keys.heartbeat)
+        .value(JSON.stringify({ nodeId: this.nodeId, term, at: Date.now() })),
+    );
+    this.counters.heartbeats = (this.counters.heartbeats ?? 0) + 1;
+    const action = await reconcileMembership({
+      client,
+      election,
+      nodes: this.nodes,
+      now: Date.now(),
+      graceMs: this.o.deadGraceMs,
+      learnerStartMs: 60_000,
+      selfId: this.nodeId,
+      log: (msg) => this.log(msg),
+    });
+    if (action) this.emit("membership", action);
+  }
+
+  /**
+   * A fenced write with the last term this node held, whatever it now believes: what a
+   * controller that was paused and has not noticed would do. Tests use it to show the fence.
+   */
+  async writeAsLastTerm(): Promise<{ term: number | null; accepted: boolean }> {
+    const client = this.client;
+    const term = this.lastTerm;
+    if (!client || term === null) return { term, accepted: false };
+    const res = await client
+      .if(keys.election, "Create", "==", term)
+      .then(
+        client
+          .put(keys.heartbeat)
+          .value(JSON.stringify({ nodeId: this.nodeId, term, at: Date.now() })),
+      )
+      .commit();
+    if (!res.succeeded)
+      this.counters.fencedWritesRejected = (this.counters.fencedWritesRejected ?? 0) + 1;
+    return { term, accepted: res.succeeded };
+  }
+
+  private record(): NodeRecord {
+    const inv = readInventory();
+    const problems: string[] = [];
+    if (!inv.kvm) problems.push("no /dev/kvm");
+    return {
+      nodeId: this.nodeId,
+      hostname: this.hostname,
+      address: this.address,
+      apiPort: this.o.apiPort,
+      etcd: this.etcdRole(),
+      controller: this.election?.term != null,
+      health: "ok",
+      problems,
+      inventory: {
+        cpus: inv.cpus,
+        memoryMiB: inv.memoryMiB,
+        kvm: inv.kvm,
+        links: inv.links.map((l) => l.name),
+      },
+      startedAt: this.startedAt,
+      updatedAt: new Date().toISOString(),
+    };
+  }
+
+  private etcdRole(): "voter" | "learner" | "none" {
+    const m = this.members.find((x) => x.name === this.nodeId);
+    if (m) return m.learner ? "learner" : "voter";
+    return "none";
+  }
+
+  // ---- the node API (join) --------------------------------------------------------------
+
+  private async caKey(): Promise<string> {
+    if (this.caKeyPem) return this.caKeyPem;
+    const key = await this.client?.get(keys.caKey).string();
+    if (!key) throw new Error("the grid CA key is not readable (no etcd quorum?)");
+    this.caKeyPem = key;
+    return key;
+  }
+
+  private async startApi(tls: NodeTls): Promise<void> {
+    if (this.api) return;
+    const server = createServer(
+      { key: tls.keyPem, cert: tls.certPem, minVersion: "TLSv1.3", requestCert: false },
+      (req, res) => {
+        const send = (status: number, body: unknown) => {
+          const text = JSON.stringify(body);
+          res.writeHead(status, {
+            "content-type": "application/json",
+            "content-length": Buffer.byteLength(text),
+          });
+          res.end(text);
+        };
+        if (req.method !== "POST" || req.url !== JOIN_PATH)
+          return send(404, {
+            error: { code: "not-found", message: `no such endpoint: ${req.method} ${req.url}` },
+          });
+        let body = "";
+        req.setEncoding("utf8");
+        req.on("data", (c: string) => {
+          body += c;
+          if (body.length > 65536) req.destroy();
+        });
+        req.on("end", () => {
+          this.handleJoin(req.socket as TLSSocket, body)
+            .then(([status, out]) => send(status, out))
+            .catch((err: Error) =>
+              send(500, { error: { code: "internal", message: err.message } }),
+            );
+        });
+      },
+    );
+    server.on("tlsClientError", () => {});
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(this.o.apiPort, this.address === "127.0.0.1" ? "127.0.0.1" : "0.0.0.0", () =>
+        resolve(),
+      );
+    });
+    this.api = server;
+  }
+
+  private async handleJoin(socket: TLSSocket, body: string): Promise<[number, unknown]> {
+    const grid = this.grid as StoredGrid;
+    const token = this.options.token ?? "";
+    const remote = socket.remoteAddress?.replace(/^::ffff:/, "") ?? "?";
+    let json: unknown;
+    try {
+      json = JSON.parse(body);
+    } catch {
+      return [400, { error: { code: "bad-request", message: "request body is not JSON" } }];
+    }
+    const parsed = joinRequestSchema.safeParse(json);
+    if (!parsed.success)
+      return [
+        400,
+        {
+          error: {
+            code: "bad-request",
+            message: `field ${parsed.error.issues[0]?.path.join(".")}: ${parsed.error.issues[0]?.message}`,
+          },
+        },
+      ];
+    const reqJoin = parsed.data;
+    const ekm = keyingMaterial(socket);
+    if (!token || !checkProof(token, "request", ekm, reqJoin)) {
+      this.counters.joinsRefused = (this.counters.joinsRefused ?? 0) + 1;
+      this.logFn(
+        "warn",
+        `refused join of node ${reqJoin.nodeId} from ${remote}: its join token is not this grid's`,
+      );
+      return [
+        403,
+        {
+          error: {
+            code: "wrong-token",
+            message: `the join token does not match grid ${grid.name}'s`,
+          },
+        },
+      ];
+    }
+    if (reqJoin.gridName !== grid.name)
+      return [
+        403,
+        {
+          error: {
+            code: "wrong-grid",
+            message: `this is grid ${grid.name}, not ${reqJoin.gridName}`,
+          },
+        },
+      ];
+    try {
+      await this.client?.get(keys.grid).string();
+    } catch {
+      return [
+        503,
+        { error: { code: "no-quorum", message: "the grid has no etcd quorum right now" } },
+      ];
+    }
+    const ca = { certPem: (this.tls as NodeTls).caPem, keyPem: await this.caKey() };
+    let certPem: string;
+    try {
+      certPem = await signNodeRequest(ca, reqJoin.csr, {
+        ...this.certOptions(reqJoin.address, remote),
+        nodeId: reqJoin.nodeId,
+      });
+    } catch (err) {
+      return [400, { error: { code: "bad-request", message: (err as Error).message } }];
+    }
+    const voters = this.members.filter((m) => !m.learner).flatMap((m) => m.clientUrls);
+    const grant: Omit<JoinGrant, "proof"> = {
+      gridId: grid.id,
+      gridName: grid.name,
+      caPem: ca.certPem,
+      certPem,
+      etcdEndpoints: voters.length ? voters : [clientUrl(this.address)],
+    };
+    this.counters.joinsGranted = (this.counters.joinsGranted ?? 0) + 1;
+    this.log(`granted join of node ${reqJoin.nodeId} (${reqJoin.hostname}) from ${remote}`);
+    return [200, { ...grant, proof: prove(token, "grant", ekm, grant) }];
+  }
+
+  // ---- status and stop ------------------------------------------------------------------
+
+  status(): GridStatus {
+    const controller = this.quorum ? (this.election?.leaderId ?? null) : null;
+    return {
+      nodeId: this.nodeId,
+      hostname: this.hostname,
+      address: this.address,
+      phase: this.phase,
+      reason:
+        this.phase === "member" && !this.quorum
+          ? "no etcd quorum: the grid's state cannot be read or written from here"
+          : this.reason,
+      grid: this.grid
+        ? { id: this.grid.id, name: this.grid.name, caFingerprint: this.grid.caFingerprint }
+        : null,
+      quorum: this.quorum,
+      controller,
+      term: this.election?.term ?? null,
+      etcdRole: this.etcdRole(),
+      voters: this.members.filter((m) => !m.learner).map((m) => m.name || m.id),
+      learners: this.members.filter((m) => m.learner).map((m) => m.name || m.id),
+      nodes: this.quorum ? this.nodes : [],
+      counters: { ...this.counters },
+    };
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.election?.resign().catch(() => {});
+    await this.registration?.withdraw().catch(() => {});
+    this.client?.close();
+    this.api?.close();
+    await this.discovery?.stop().catch(() => {});
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,15 @@
+export { DeposedError, Election } from "./election.js";
+export { decide, type FormationDecision, type FormationPeer, targetVoters } from "./formation.js";
+export { GridNode, type GridNodeOptions, type GridStatus, type Phase } from "./grid-node.js";
+export { checkProof, JoinError, prove } from "./join.js";
+export { type Assignment, type GridInfo, keys, type NodeRecord, PORTS } from "./layout.js";
+export { NodeState } from "./node-state.js";
+export {
+  certifiedNodeId,
+  createCa,
+  createNodeRequest,
+  fingerprint,
+  PkiError,
+  signNodeRequest,
+} from "./pki.js";
+export { callGrid, DEFAULT_GRID_SOCKET, GridSocketError, gridSocketPath } from "./status-socket.js";

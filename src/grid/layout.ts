@@ -1,0 +1,72 @@
+/**
+ * The etcd key layout of a grid, version 1. etcd is the grid's one source of truth; every
+ * key flatgrid writes is listed here, so that a later version can migrate them.
+ *
+ *   /flatgrid/v1/grid                  {"id","name","createdAt","createdBy","caFingerprint"}
+ *   /flatgrid/v1/grid/ca               the grid CA certificate (PEM)
+ *   /flatgrid/v1/grid/ca-key           the grid CA key (PEM): every node can sign joins
+ *   /flatgrid/v1/nodes/<node id>       registry record, on the node's own lease (NodeRecord)
+ *   /flatgrid/v1/election/controller   the controller's node id, on its lease; the key's
+ *                                      create revision is the controller's term (fencing)
+ *   /flatgrid/v1/controller/heartbeat  {"nodeId","term","at"}, written by the controller
+ *   /flatgrid/v1/etcd/members/<id>     the etcd role the controller gave a node (Assignment)
+ *   /flatgrid/v1/etcd/down/<id>        when the controller first saw a member's node gone
+ *
+ * Writes by the controller are transactions guarded by the election key's create revision.
+ */
+export const PREFIX = "/flatgrid/v1/";
+
+export const keys = {
+  grid: `${PREFIX}grid`,
+  ca: `${PREFIX}grid/ca`,
+  caKey: `${PREFIX}grid/ca-key`,
+  nodes: `${PREFIX}nodes/`,
+  node: (id: string) => `${PREFIX}nodes/${id}`,
+  election: `${PREFIX}election/controller`,
+  heartbeat: `${PREFIX}controller/heartbeat`,
+  assignments: `${PREFIX}etcd/members/`,
+  assignment: (id: string) => `${PREFIX}etcd/members/${id}`,
+  downSince: (id: string) => `${PREFIX}etcd/down/${id}`,
+  downPrefix: `${PREFIX}etcd/down/`,
+} as const;
+
+export const PORTS = { api: 7443, etcdClient: 2379, etcdPeer: 2380 } as const;
+
+export interface GridInfo {
+  id: string;
+  name: string;
+  createdAt: string;
+  createdBy: string;
+  caFingerprint: string;
+}
+
+export type EtcdRole = "voter" | "learner";
+
+/** What the controller asks of a node's etcd. */
+export interface Assignment {
+  role: EtcdRole;
+  /** etcd member id (decimal string). */
+  memberId: string;
+  peerUrl: string;
+  /** name=peerURL,... of the started members plus this one, for --initial-cluster. */
+  initialCluster: string;
+  /** A fresh member joins an existing cluster; the first one made a new one. */
+  clusterState: "new" | "existing";
+}
+
+export type NodeRole = "controller" | "voter" | "learner" | "client";
+
+export interface NodeRecord {
+  nodeId: string;
+  hostname: string;
+  address: string;
+  apiPort: number;
+  /** etcd role; "controller" is reported separately. */
+  etcd: "voter" | "learner" | "none";
+  controller: boolean;
+  health: "ok" | "degraded";
+  problems: string[];
+  inventory: unknown;
+  startedAt: string;
+  updatedAt: string;
+}

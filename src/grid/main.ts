@@ -1,0 +1,71 @@
+#!/usr/bin/env node
+import { parseArgs } from "node:util";
+import { pino } from "pino";
+import { formatConfigError, readNodeConfig } from "../os/index.js";
+import { GridNode } from "./grid-node.js";
+import { gridSocketPath, listenGridSocket } from "./status-socket.js";
+
+/**
+ * The grid service: run by the node supervisor, it makes this node part of its grid (see
+ * GridNode) and serves the local grid socket. Logs are pino JSON lines for the supervisor.
+ */
+
+const USAGE = `usage: flatgrid-grid [--state-dir DIR] [--config-dir DIR] [--cmdline FILE] [--socket PATH]
+  [--address IP] [--interface NAME]... [--window-ms N] [--dead-grace-ms N]`;
+
+const { values: args } = parseArgs({
+  options: {
+    "state-dir": { type: "string", default: "/var/lib/flatgrid/grid" },
+    "config-dir": { type: "string", default: "/etc/flatgrid" },
+    cmdline: { type: "string", default: "/proc/cmdline" },
+    socket: { type: "string" },
+    address: { type: "string" },
+    interface: { type: "string", multiple: true },
+    "window-ms": { type: "string" },
+    "dead-grace-ms": { type: "string" },
+    help: { type: "boolean", default: false },
+  },
+  strict: true,
+});
+if (args.help) {
+  process.stdout.write(`${USAGE}\n`);
+  process.exit(0);
+}
+
+const log = pino({ base: undefined });
+const { config, errors } = readNodeConfig(args["config-dir"], args.cmdline, (msg) => log.warn(msg));
+for (const e of errors) log.error(`configuration: ${formatConfigError(e)}`);
+
+const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+const node = new GridNode({
+  stateDir: args["state-dir"],
+  gridName: config.grid,
+  token: config.token,
+  address: args.address,
+  hostname: config.hostname ?? undefined,
+  interfaces: args.interface,
+  windowMs: num(args["window-ms"]),
+  deadGraceMs: num(args["dead-grace-ms"]),
+  log: (level, msg, fields) => log[level](fields ?? {}, msg),
+});
+node.on("elected", (term: number) => log.info({ term }, "this node is the grid controller"));
+node.on("deposed", (term: number, reason: string) =>
+  log.warn({ term, reason }, "no longer the grid controller"),
+);
+
+const socket = args.socket ?? gridSocketPath();
+const server = await listenGridSocket(socket, node);
+await node.start();
+log.info({ nodeId: node.nodeId, address: node.address, socket }, "grid service ready");
+
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  log.info("stopping: leaving the election, withdrawing from the registry");
+  await node.stop();
+  server.close();
+  process.exit(0);
+};
+process.on("SIGTERM", () => void stop());
+process.on("SIGINT", () => void stop());

@@ -1,0 +1,35 @@
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  type ConfigError,
+  type NodeConfig,
+  resolveConfig,
+  settingsFromCmdline,
+  settingsFromFile,
+} from "./node-config.js";
+
+/**
+ * The node configuration as the supervisor and the services see it: `flatgrid.*` keys from
+ * the kernel command line, then CONFIG_DIR/node.conf. A file that cannot be read is reported
+ * through `say` and skipped; bad keys come back as errors, never thrown.
+ */
+export function readNodeConfig(
+  configDir: string,
+  cmdlineFile: string,
+  say: (msg: string) => void = () => {},
+): { config: NodeConfig; errors: ConfigError[] } {
+  const settings = [];
+  const errors: ConfigError[] = [];
+  try {
+    settings.push(...settingsFromCmdline(readFileSync(cmdlineFile, "utf8")));
+  } catch (err) {
+    say(`cannot read ${cmdlineFile}: ${(err as Error).message}`);
+  }
+  const file = join(configDir, "node.conf");
+  if (existsSync(file)) {
+    const parsed = settingsFromFile(readFileSync(file, "utf8"), file);
+    settings.push(...parsed.settings);
+    errors.push(...parsed.errors);
+  }
+  return resolveConfig(settings, errors);
+}

@@ -1,0 +1,184 @@
+/**
+ * Grid nodes for the cluster tests: each node is the real supervisor (in process mode) in
+ * its own network namespace, with its own configuration, state directory and sockets, and
+ * a service table holding the grid service; the grid service has the supervisor run etcd.
+ * Tests read each node's state through its grid socket, as the CLI does.
+ */
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { callGrid, type GridStatus } from "../../src/grid/index.js";
+import { Cluster, type NodeProcess, sleep } from "./netns.js";
+
+const ROOT = join(import.meta.dirname, "..", "..", "..");
+const SUPERVISOR = join(ROOT, "dist", "src", "os", "main.js");
+const GRID = join(ROOT, "dist", "src", "grid", "main.js");
+
+export interface GridNodeHandle {
+  index: number;
+  dir: string;
+  socket: string;
+  gridSocket: string;
+  process: NodeProcess | null;
+}
+
+export interface GridClusterOptions {
+  nodes: number;
+  grid?: string;
+  token?: string;
+  /** Per-node token override (index -> token), for wrong-token tests. */
+  tokens?: Record<number, string>;
+  windowMs?: number;
+  deadGraceMs?: number;
+  log?: (line: string) => void;
+}
+
+export class GridCluster {
+  readonly nodes: GridNodeHandle[] = [];
+  private constructor(
+    readonly cluster: Cluster,
+    readonly base: string,
+    readonly options: GridClusterOptions,
+  ) {}
+
+  static create(options: GridClusterOptions): GridCluster {
+    const cluster = Cluster.create({ nodes: options.nodes, log: options.log });
+    const base = join(
+      "/tmp",
+      `flatgrid-grid-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    );
+    const g = new GridCluster(cluster, base, options);
+    for (let i = 1; i <= options.nodes; i++) g.prepare(i);
+    return g;
+  }
+
+  private prepare(index: number): void {
+    const dir = join(this.base, `n${index}`);
+    rmSync(dir, { recursive: true, force: true });
+    for (const d of ["etc", "run", "state"]) mkdirSync(join(dir, d), { recursive: true });
+    const token =
+      this.options.tokens?.[index] ?? this.options.token ?? "test-token-0123456789abcdef";
+    writeFileSync(
+      join(dir, "etc", "node.conf"),
+      `flatgrid.grid=${this.options.grid ?? "testgrid"}\nflatgrid.token=${token}\nflatgrid.hostname=node-${index}\n`,
+    );
+    writeFileSync(join(dir, "cmdline"), "\n");
+    const grid = {
+      name: "grid",
+      command: [
+        process.execPath,
+        GRID,
+        `--state-dir=${join(dir, "state")}`,
+        `--config-dir=${join(dir, "etc")}`,
+        `--cmdline=${join(dir, "cmdline")}`,
+        `--address=${this.cluster.node(index).links[0]?.address}`,
+        `--window-ms=${this.options.windowMs ?? 1500}`,
+        `--dead-grace-ms=${this.options.deadGraceMs ?? 5000}`,
+      ],
+      logFormat: "json",
+      stopTimeoutMs: 5000,
+      restart: { initialDelayMs: 200, maxDelayMs: 2000 },
+    };
+    writeFileSync(join(dir, "services.json"), JSON.stringify({ services: [grid] }));
+    this.nodes[index - 1] = {
+      index,
+      dir,
+      socket: join(dir, "run", "supervisor.sock"),
+      gridSocket: join(dir, "run", "grid.sock"),
+      process: null,
+    };
+  }
+
+  node(index: number): GridNodeHandle {
+    const n = this.nodes[index - 1];
+    if (!n) throw new Error(`no node ${index}`);
+    return n;
+  }
+
+  /** Starts (or restarts, after a kill) a node's supervisor. */
+  start(index: number): NodeProcess {
+    const n = this.node(index);
+    n.process = this.cluster.spawnNode(index, SUPERVISOR, [
+      `--services=${join(n.dir, "services.json")}`,
+      `--socket=${n.socket}`,
+      `--config-dir=${join(n.dir, "etc")}`,
+      `--cmdline=${join(n.dir, "cmdline")}`,
+    ]);
+    return n.process;
+  }
+
+  startAll(): void {
+    for (const n of this.nodes) this.start(n.index);
+  }
+
+  async status(index: number): Promise<GridStatus | null> {
+    try {
+      return await callGrid<GridStatus>("GET", "/v1/grid", this.node(index).gridSocket);
+    } catch {
+      return null;
+    }
+  }
+
+  async statuses(indexes = this.nodes.map((n) => n.index)): Promise<(GridStatus | null)[]> {
+    return Promise.all(indexes.map((i) => this.status(i)));
+  }
+
+  /** Power loss: every process of the node, supervisor, grid service and etcd, gets SIGKILL. */
+  async powerOff(index: number): Promise<void> {
+    this.cluster.signalAll(index, "SIGKILL");
+    await this.node(index).process?.exited;
+    this.node(index).process = null;
+    await sleep(100);
+  }
+
+  /** The grid service's pid on a node, from its supervisor. */
+  gridPid(index: number): number {
+    const out = this.cluster.exec(
+      index,
+      "sh",
+      "-c",
+      `pgrep -f -- '${GRID} --state-dir=${join(this.node(index).dir, "state")}' | head -1`,
+    );
+    return Number(out.trim());
+  }
+
+  /** Polls until `check` holds on the given statuses; returns them. */
+  async until(
+    what: string,
+    check: (s: (GridStatus | null)[]) => boolean,
+    timeoutMs: number,
+    indexes = this.nodes.map((n) => n.index),
+  ): Promise<(GridStatus | null)[]> {
+    const deadline = Date.now() + timeoutMs;
+    let last: (GridStatus | null)[] = [];
+    while (Date.now() < deadline) {
+      last = await this.statuses(indexes);
+      if (check(last)) return last;
+      await sleep(200);
+    }
+    throw new Error(
+      `timed out after ${timeoutMs} ms waiting for ${what}; last statuses:\n${JSON.stringify(last.map(brief), null, 1)}`,
+    );
+  }
+
+  async destroy(): Promise<void> {
+    await this.cluster.destroy();
+    rmSync(this.base, { recursive: true, force: true });
+  }
+}
+
+export function brief(s: GridStatus | null) {
+  if (!s) return null;
+  return {
+    node: s.hostname,
+    id: s.nodeId.slice(0, 8),
+    phase: s.phase,
+    reason: s.reason,
+    grid: s.grid?.id.slice(0, 8),
+    quorum: s.quorum,
+    controller: s.controller?.slice(0, 8) ?? null,
+    etcd: s.etcdRole,
+    voters: s.voters.length,
+    learners: s.learners.length,
+    nodes: s.nodes.length,
+  };
+}
