@@ -1,3 +1,4 @@
+import type { GridStatus, NodeRecord } from "../grid/index.js";
 import { LEVELS, type LogEntry, type ServiceStatus } from "../os/index.js";
 
 /** Aligned columns; the last column is not padded so that long reasons do not add blanks. */
@@ -51,4 +52,56 @@ export function logLine(entry: LogEntry): string {
         .join(" ")}`
     : "";
   return `${time} ${tag.padEnd(10)} ${entry.msg}${fields}`;
+}
+
+function short(id: string): string {
+  return id.slice(0, 8);
+}
+
+export function nodesTable(nodes: NodeRecord[]): string {
+  return table(
+    ["NODE", "HOSTNAME", "ADDRESS", "ETCD", "CONTROLLER", "HEALTH", "CPUS", "MEMORY"],
+    nodes.map((n) => {
+      const inv = (n.inventory ?? {}) as { cpus?: number; memoryMiB?: number; kvm?: boolean };
+      return [
+        short(n.nodeId),
+        n.hostname,
+        n.address,
+        n.etcd,
+        n.controller ? "yes" : "",
+        n.health + (n.problems.length ? ` (${n.problems.join("; ")})` : ""),
+        String(inv.cpus ?? "-"),
+        inv.memoryMiB === undefined ? "-" : `${Math.round(inv.memoryMiB / 1024)} GiB`,
+      ];
+    }),
+  );
+}
+
+/** What `flatgrid grid status` prints. */
+export function gridStatusText(s: GridStatus): string {
+  const lines = [`node        ${s.nodeId} (${s.hostname}, ${s.address})`];
+  if (!s.grid) {
+    lines.push(`grid        none: ${s.phase}${s.reason ? `: ${s.reason}` : ""}`);
+    return lines.join("\n");
+  }
+  lines.push(`grid        ${s.grid.name} (${s.grid.id})`);
+  lines.push(`CA          sha256 ${s.grid.caFingerprint}`);
+  if (!s.quorum) {
+    lines.push("controller  none: no etcd quorum reachable from this node");
+    lines.push(`            ${s.reason}`);
+    return lines.join("\n");
+  }
+  const ctl = s.nodes.find((n) => n.nodeId === s.controller);
+  lines.push(
+    `controller  ${s.controller ? `${short(s.controller)}${ctl ? ` (${ctl.hostname})` : ""}` : "none (election in progress)"}`,
+  );
+  lines.push(
+    `this node   etcd ${s.etcdRole}${s.term !== null ? `, controller (term ${s.term})` : ""}`,
+  );
+  lines.push(`voters      ${s.voters.map(short).join(", ") || "-"}`);
+  lines.push(`learners    ${s.learners.map(short).join(", ") || "-"}`);
+  lines.push(`nodes       ${s.nodes.length}`);
+  lines.push("");
+  lines.push(nodesTable(s.nodes));
+  return lines.join("\n");
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import type { GridStatus } from "../grid/index.js";
 import {
   ControlClient,
   ControlError,
@@ -9,7 +10,7 @@ import {
   socketPath,
   VERSION,
 } from "../os/index.js";
-import { logLine, servicesTable } from "./format.js";
+import { gridStatusText, logLine, nodesTable, servicesTable } from "./format.js";
 
 /**
  * The flatgrid command. Exit codes: 0 ok, 1 failure, 2 usage. With --json every command
@@ -154,6 +155,45 @@ export function buildProgram(): Command {
       print(options, { action }, () => `${action}: requested`);
     });
   }
+  const gridSocketOption = () =>
+    new Option("--grid-socket <path>", "the grid service's socket (default: beside --socket)").env(
+      "FLATGRID_GRID_SOCKET",
+    );
+  const gridStatus = async (options: CommonOptions & { gridSocket?: string }) => {
+    // Loaded only here: the grid module brings etcd and TLS code no other command needs.
+    const { callGrid, gridSocketPath } = await import("../grid/index.js");
+    const path =
+      options.gridSocket ?? gridSocketPath({ FLATGRID_SOCKET: options.socket ?? socketPath() });
+    return callGrid<GridStatus>("GET", "/v1/grid", path);
+  };
+  const grid = program.command("grid").description("the grid this node belongs to");
+  common(
+    grid
+      .command("status")
+      .description("grid id, controller, etcd voters and learners, nodes with health")
+      .addOption(gridSocketOption()),
+  ).action(async (options: CommonOptions & { gridSocket?: string }) => {
+    const status = await gridStatus(options);
+    print(options, status, () => gridStatusText(status));
+    // No quorum means no controller: say so in the exit code too, for scripts.
+    if (status.phase === "member" && !status.quorum) process.exitCode = 1;
+  });
+  const node = program.command("node").description("the nodes of the grid");
+  common(
+    node
+      .command("ls")
+      .description("every registered node: address, etcd role, controller, health")
+      .addOption(gridSocketOption()),
+  ).action(async (options: CommonOptions & { gridSocket?: string }) => {
+    const status = await gridStatus(options);
+    if (status.phase === "member" && !status.quorum)
+      throw new Failure(
+        "the grid's state cannot be read from this node: no etcd quorum (see `flatgrid grid status`)",
+        "no-quorum",
+      );
+    print(options, { nodes: status.nodes }, () => nodesTable(status.nodes));
+  });
+
   program
     .command("vmm")
     .description("run one microVM in this process (the agent starts these; see docs in src/vmm)")

@@ -4,6 +4,7 @@
  * SIGSTOP, kill -9 of a whole node, a node cut off, a wrong token, forged and garbage mDNS.
  */
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { callGrid, type GridStatus } from "../../src/grid/index.js";
@@ -13,6 +14,15 @@ import { sweepStale } from "./netns.js";
 const FORMATION_ROUNDS = Number(process.env.FLATGRID_FORMATION_ROUNDS ?? 10);
 const DISCOVERY_NODE = fileURLToPath(new URL("./discovery-node.js", import.meta.url));
 const GARBAGE = fileURLToPath(new URL("./garbage-responder.js", import.meta.url));
+const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
+
+/** The flatgrid command against a node's sockets, as an operator on that node runs it. */
+function cli(g: GridCluster, index: number, ...args: string[]) {
+  const r = spawnSync(process.execPath, [CLI, ...args, "--socket", g.node(index).socket], {
+    encoding: "utf8",
+  });
+  return { code: r.status, out: r.stdout, err: r.stderr };
+}
 
 function progress(msg: string): void {
   process.stderr.write(`  grid: ${msg}\n`);
@@ -141,6 +151,24 @@ describe("grid faults (4 nodes: 3 voters and a client)", { concurrency: false },
 
   after(async () => {
     await g?.destroy();
+  });
+
+  it("flatgrid grid status and node ls show the grid on every node", async () => {
+    const s = await g.statuses(nodes);
+    const ctl = up(s)[0]?.controller ?? "";
+    const text = cli(g, 2, "grid", "status");
+    assert.equal(text.code, 0, text.err);
+    assert.match(text.out, /grid\s+testgrid \(/);
+    assert.match(text.out, new RegExp(`controller\\s+${ctl.slice(0, 8)}`));
+    const ls = cli(g, 3, "node", "ls", "--json");
+    assert.equal(ls.code, 0, ls.err);
+    const listed = JSON.parse(ls.out) as { nodes: { nodeId: string; controller: boolean }[] };
+    assert.equal(listed.nodes.length, 4);
+    assert.deepEqual(
+      listed.nodes.filter((n) => n.controller).map((n) => n.nodeId),
+      [ctl],
+    );
+    progress(`grid status on node 2:\n${text.out.replace(/^/gm, "    ")}`);
   });
 
   it("SIGSTOP of the controller deposes it; after SIGCONT its writes are rejected", {

@@ -234,4 +234,43 @@ describe("supervisor with real processes", { timeout: 120_000 }, () => {
     assert.match(notes, /service table skipped: .*\/nonexistent\/table\.json/);
     assert.match(notes, /configuration: kernel command line: flatgrid\.ip=10\.1\.2\.3/);
   });
+
+  it("takes service definitions at run time, checked first, and removes them", async () => {
+    const s = await supervise([
+      { name: "base", command: ["sleep", "600"], readiness: { type: "started" } },
+    ]);
+    await waitFor("base running", async () =>
+      (await s.service("base")).state === "running" ? true : undefined,
+    );
+    await s.client.put("/v1/services/extra", {
+      name: "extra",
+      command: ["sleep", "600"],
+      dependsOn: ["base"],
+    });
+    const extra = await waitFor("extra running", async () => {
+      const st = await s.service("extra");
+      return st.state === "running" ? st : undefined;
+    });
+    assert.ok(extra.pid && alive(extra.pid));
+    // The environment tells services where the supervisor is (the grid service needs it).
+    const env = readFileSync(`/proc/${extra.pid}/environ`, "utf8").split("\0");
+    assert.ok(env.includes(`FLATGRID_SOCKET=${s.socket}`), "FLATGRID_SOCKET is set");
+
+    // A bad spec is refused with its field, and changes nothing.
+    await assert.rejects(
+      s.client.put("/v1/services/extra", { name: "extra", command: [] }),
+      /field command/,
+    );
+    await assert.rejects(
+      s.client.put("/v1/services/loop", { name: "loop", command: ["true"], dependsOn: ["loop"] }),
+      /cycle/,
+    );
+    assert.equal((await s.service("extra")).pid, extra.pid);
+
+    // A service others depend on stays; one nobody needs is stopped and forgotten.
+    await assert.rejects(s.client.delete("/v1/services/base"), /extra depend on it/);
+    await s.client.delete("/v1/services/extra");
+    assert.ok(!alive(extra.pid));
+    await assert.rejects(s.service("extra"), /no service named "extra"/);
+  });
 });
