@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { networkInterfaces } from "node:os";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { formatConfigError, readNodeConfig } from "../os/index.js";
@@ -36,12 +37,24 @@ const log = pino({ base: undefined });
 const { config, errors } = readNodeConfig(args["config-dir"], args.cmdline, (msg) => log.warn(msg));
 for (const e of errors) log.error(`configuration: ${formatConfigError(e)}`);
 
+/** The first non-loopback IPv4 address; the network (DHCP) may still be coming up. */
+async function waitForAddress(): Promise<string> {
+  let said = false;
+  for (;;) {
+    for (const list of Object.values(networkInterfaces()))
+      for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
+    if (!said) log.info("waiting for an IPv4 address on a network link");
+    said = true;
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
 const num = (v: string | undefined) => (v === undefined ? undefined : Number(v));
 const node = new GridNode({
   stateDir: args["state-dir"],
   gridName: config.grid,
   token: config.token,
-  address: args.address,
+  address: args.address ?? (await waitForAddress()),
   hostname: config.hostname ?? undefined,
   interfaces: args.interface,
   windowMs: num(args["window-ms"]),

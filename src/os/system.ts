@@ -1,3 +1,4 @@
+import { fileURLToPath } from "node:url";
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { promisify } from "node:util";
@@ -62,6 +63,19 @@ export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise
   await loadModules([...BASE_MODULES, ...config.modules], note);
   setHostname(config.hostname ?? defaultHostname(), note);
   await bringUpNetwork(config, note, report.services);
+  // The grid service: formation, join, etcd, election, registry. Its state lives under
+  // /var/lib/flatgrid, in RAM until the FLATGRID data partition is mounted there.
+  report.services.push({
+    name: "grid",
+    description: "this node's part in its grid: discovery, join, etcd, controller election",
+    command: [
+      process.execPath,
+      fileURLToPath(new URL("../grid/main.js", import.meta.url)),
+      "--state-dir=/var/lib/flatgrid/grid",
+    ],
+    logFormat: "json",
+    stopTimeoutMs: 5000,
+  });
   if (config.debugShell) {
     note(`debug shell on /dev/${config.debugShell} (flatgrid.debugshell)`, 40);
     report.services.push({

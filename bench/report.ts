@@ -1,0 +1,40 @@
+/**
+ * One JSON line per measurement (see DESIGN.md, Benchmarks): bench, metric, value, unit, and
+ * where there is one, the baseline measured in the same run and the ratio; where the issue
+ * sets a target, the target and whether it was met.
+ */
+export interface Measurement {
+  bench: string;
+  metric: string;
+  value: number;
+  unit: string;
+  baseline?: string;
+  baseline_value?: number;
+  target?: number;
+  note?: string;
+}
+
+export function report(m: Measurement): void {
+  const line: Record<string, unknown> = { ...m, value: round(m.value) };
+  if (m.baseline_value !== undefined) {
+    line.baseline_value = round(m.baseline_value);
+    line.ratio = round(m.value / m.baseline_value, 3);
+  }
+  if (m.target !== undefined) line.met = m.value <= m.target;
+  process.stdout.write(`${JSON.stringify(line)}\n`);
+}
+
+export function progress(msg: string): void {
+  process.stderr.write(`bench: ${msg}\n`);
+}
+
+function round(v: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(v * f) / f;
+}
+
+export function median(values: number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? (s[mid] ?? 0) : ((s[mid - 1] ?? 0) + (s[mid] ?? 0)) / 2;
+}
