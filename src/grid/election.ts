@@ -85,7 +85,7 @@ export class Election extends EventEmitter<ElectionEvents> {
       }
       // Woken at once when the key goes or the lease is lost; the timeout is a safety net
       // for missed watch events.
-      await this.sleep(this.termValue === null ? 1000 : 5000);
+      await this.sleep(this.termValue === null ? 400 : 5000);
     }
   }
 

@@ -3,8 +3,7 @@ import { EventEmitter } from "node:events";
 import { createServer, type Server } from "node:https";
 import { networkInterfaces, hostname as osHostname } from "node:os";
 import type { TLSSocket } from "node:tls";
-import { ExponentialBackoff, handleWhen, noop, retry } from "cockatiel";
-import { Etcd3, isRecoverableError } from "etcd3";
+import type { Etcd3 } from "etcd3";
 import { Discovery, type Peer } from "../discovery/index.js";
 import { ControlClient, readInventory } from "../os/index.js";
 import { DeposedError, Election } from "./election.js";
@@ -29,6 +28,7 @@ import {
   createCa,
   createNodeRequest,
   fingerprint,
+  preloadPki,
   signNodeRequest,
 } from "./pki.js";
 import { listNodes, Registration } from "./registry.js";
@@ -84,6 +84,13 @@ export interface GridStatus {
   learners: string[];
   nodes: NodeRecord[];
   counters: Record<string, number>;
+}
+
+/** etcd3 and gRPC take a fifth of a second to load: not before a node is in a grid. */
+let etcdModules: Promise<[typeof import("etcd3"), typeof import("cockatiel")]> | null = null;
+function loadEtcd() {
+  etcdModules ??= Promise.all([import("etcd3"), import("cockatiel")]);
+  return etcdModules;
 }
 
 function firstAddress(): string {
@@ -151,11 +158,13 @@ export class GridNode extends EventEmitter {
     this.o = {
       stateDir: options.stateDir,
       apiPort: options.apiPort ?? PORTS.api,
-      windowMs: options.windowMs ?? 3000,
-      electionTtlS: options.electionTtlS ?? 2,
-      registryTtlS: options.registryTtlS ?? 3,
+      windowMs: options.windowMs ?? 2000,
+      // A dead controller must be replaced within seconds: its lease runs out in 1 s, and
+      // etcd (see etcd-service.ts) elects a new raft leader within about 0.5 s.
+      electionTtlS: options.electionTtlS ?? 1,
+      registryTtlS: options.registryTtlS ?? 2,
       deadGraceMs: options.deadGraceMs ?? 60_000,
-      tickMs: options.tickMs ?? 500,
+      tickMs: options.tickMs ?? 250,
     };
     this.supervisor = options.supervisor ?? new ControlClient();
     this.logFn = options.log ?? (() => {});
@@ -203,6 +212,11 @@ export class GridNode extends EventEmitter {
       },
     });
     await this.discovery.start();
+    // The heavy libraries load while discovery probes our host name. Loading blocks the
+    // event loop for a good part of a second, so the formation window starts only after
+    // this and our own announcement (see form()): otherwise our announcement could come
+    // after the other nodes' windows had ended, and two grids would be made.
+    await Promise.all([preloadPki(), loadEtcd()]);
     if (this.grid && this.tls) {
       await this.becomeMember();
     } else if (!gridName || !token) {
@@ -236,6 +250,10 @@ export class GridNode extends EventEmitter {
   }
 
   private async form(gridName: string, token: string): Promise<void> {
+    this.setPhase("forming", "announcing this node");
+    // The window counts from our own announcement: peers that booted with us are announcing
+    // by then too.
+    await this.discovery?.announced();
     const started = Date.now();
     this.setPhase("forming", "listening for peers");
     let refusedUntil = 0;
@@ -288,7 +306,7 @@ export class GridNode extends EventEmitter {
     this.state.saveTls(tls);
     const runner = this.makeRunner();
     await runner.bootstrap(`${this.nodeId}=${peerUrl(this.address)}`);
-    this.connect([clientUrl(this.address)], tls);
+    await this.connect([clientUrl(this.address)], tls);
     // Wait for etcd to serve, then write the grid's records before telling anyone.
     const client = this.client as Etcd3;
     const info: GridInfo = {
@@ -332,7 +350,7 @@ export class GridNode extends EventEmitter {
     this.grid = grid;
     this.tls = tls;
     this.log(`created grid ${gridName} (${gridId})`, { caFingerprint: grid.caFingerprint });
-    await this.becomeMember();
+    await this.becomeMember({ fresh: true });
   }
 
   private certOptions(address: string, remote?: string) {
@@ -380,7 +398,7 @@ export class GridNode extends EventEmitter {
         this.log(`joined grid ${grant.gridName} (${grant.gridId}) through node ${peer.nodeId}`);
         this.grid = grid;
         this.tls = this.state.tls();
-        await this.becomeMember();
+        await this.becomeMember({ fresh: true });
         return "joined";
       } catch (err) {
         const e = err as JoinError;
@@ -429,7 +447,9 @@ export class GridNode extends EventEmitter {
     return this.runner;
   }
 
-  private connect(endpoints: string[], tls: NodeTls): void {
+  private async connect(endpoints: string[], tls: NodeTls): Promise<void> {
+    const [{ Etcd3, isRecoverableError }, { ExponentialBackoff, handleWhen, noop, retry }] =
+      await loadEtcd();
     const sorted = [...new Set(endpoints)].sort();
     if (this.client && sorted.join() === this.clientEndpoints.join()) return;
     this.client?.close();
@@ -449,21 +469,25 @@ export class GridNode extends EventEmitter {
       // watches come back within a second, not etcd3's 30 s.
       faultHandling: {
         host: () => noop,
-        global: retry(handleWhen(isRecoverableError), { maxAttempts: 2 }),
+        global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }),
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as never,
       },
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 2500 }),
+      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 1500 }),
     });
   }
 
-  private async becomeMember(): Promise<void> {
+  /** `fresh`: this process just created or joined the grid, so etcd is as it should be. */
+  private async becomeMember(opts: { fresh?: boolean } = {}): Promise<void> {
     const grid = this.grid as StoredGrid;
     const tls = this.tls as NodeTls;
     const runner = this.makeRunner();
-    await runner.resume().catch((err: Error) => this.warn(`etcd: ${err.message}`));
+    if (!opts.fresh) await runner.resume().catch((err: Error) => this.warn(`etcd: ${err.message}`));
     const endpoints = this.state.endpoints();
     const local = runner.role ? [clientUrl(this.address)] : [];
-    this.connect([...local, ...(endpoints.length ? endpoints : [clientUrl(this.address)])], tls);
+    await this.connect(
+      [...local, ...(endpoints.length ? endpoints : [clientUrl(this.address)])],
+      tls,
+    );
     await this.startApi(tls);
     this.startSession();
     this.setPhase("member", `member of grid ${grid.name}`);
@@ -473,7 +497,8 @@ export class GridNode extends EventEmitter {
       gridName: grid.name,
       caFingerprint: grid.caFingerprint,
     });
-    this.schedule();
+    // Register at once rather than a tick from now: formation ends when every node has.
+    void this.tick().finally(() => this.schedule());
   }
 
   private startSession(): void {
@@ -502,7 +527,7 @@ export class GridNode extends EventEmitter {
     await this.registration?.withdraw().catch(() => {});
     this.client?.close();
     this.client = null;
-    this.connect(endpoints, tls);
+    await this.connect(endpoints, tls);
     this.startSession();
   }
 

@@ -1,7 +1,6 @@
-import "reflect-metadata";
 import { createHash, X509Certificate as NodeX509, webcrypto } from "node:crypto";
 import { isIP } from "node:net";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 
 /**
  * The grid's public key infrastructure: one CA per grid (ECDSA P-256), a certificate per
@@ -9,7 +8,27 @@ import * as x509 from "@peculiar/x509";
  * made with WebCrypto and kept as PEM, which both Node's TLS and etcd (Go) read.
  */
 
-x509.cryptoProvider.set(webcrypto as never);
+let loaded: Promise<typeof X509> | null = null;
+
+/**
+ * @peculiar/x509 and what it needs (a reflect polyfill, tsyringe, asn1 schemas) take a
+ * fifth of a second to load: only nodes that create a grid, join one or sign a join need
+ * them, and the CLI never does.
+ */
+function lib(): Promise<typeof X509> {
+  loaded ??= (async () => {
+    await import("reflect-metadata");
+    const x509 = await import("@peculiar/x509");
+    x509.cryptoProvider.set(webcrypto as never);
+    return x509;
+  })();
+  return loaded;
+}
+
+/** Loads the library now, so that later calls do not pause the event loop. */
+export async function preloadPki(): Promise<void> {
+  await lib();
+}
 
 type CryptoKey = webcrypto.CryptoKey;
 type CryptoKeyPair = webcrypto.CryptoKeyPair;
@@ -81,6 +100,7 @@ function years(n: number): Date {
 
 /** A new grid CA. Its subject names the grid, so a certificate says which grid it is from. */
 export async function createCa(gridName: string, gridId: string): Promise<KeyPairPem> {
+  const x509 = await lib();
   const keys = await newKeys();
   const cert = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: serial(),
@@ -105,6 +125,7 @@ export async function createCa(gridName: string, gridId: string): Promise<KeyPai
 export async function createNodeRequest(
   nodeId: string,
 ): Promise<{ keyPem: string; csrPem: string }> {
+  const x509 = await lib();
   const keys = await newKeys();
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({
     name: `CN=${nodeId}, O=flatgrid`,
@@ -131,7 +152,8 @@ export async function signNodeRequest(
   csrPem: string,
   opts: SignOptions,
 ): Promise<string> {
-  let csr: x509.Pkcs10CertificateRequest;
+  const x509 = await lib();
+  let csr: X509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(csrPem);
   } catch (err) {
@@ -143,7 +165,7 @@ export async function signNodeRequest(
     throw new PkiError(`certificate request names "${cn}", not node ${opts.nodeId}`);
   const caCert = new x509.X509Certificate(ca.certPem);
   const caKey = await importPrivate(ca.keyPem);
-  const altNames: x509.JsonGeneralName[] = [
+  const altNames: X509.JsonGeneralName[] = [
     ...opts.addresses.filter((a) => isIP(a) !== 0).map((a) => ({ type: "ip" as const, value: a })),
     ...(opts.names ?? []).map((n) => ({ type: "dns" as const, value: n })),
     { type: "dns" as const, value: opts.nodeId },
