@@ -81,20 +81,41 @@ export async function run(): Promise<void> {
         "a new controller",
         (s) => {
           const c = new Set(up(s).map((x) => x.controller));
-          return up(s).length === rest.length && c.size === 1 && !c.has(null) && !c.has(ctlId ?? null);
+          return (
+            up(s).length === rest.length && c.size === 1 && !c.has(null) && !c.has(ctlId ?? null)
+          );
         },
         30_000,
         rest,
       );
       failovers.push(Date.now() - t0);
-      await g.until("the dead node gone from the registry", (s) => up(s).every((x) => x.nodes.length === rest.length), 30_000, rest);
+      await g.until(
+        "the dead node gone from the registry",
+        (s) => up(s).every((x) => x.nodes.length === rest.length),
+        30_000,
+        rest,
+      );
       detects.push(Date.now() - t0);
       progress(`failover ${failovers.at(-1)} ms, dead node detected ${detects.at(-1)} ms`);
       g.start(ctl);
       await g.until("the node back", formed(alive.length), 60_000, alive);
     }
-    report({ bench: "grid", metric: "failover_ms", value: median(failovers), unit: "ms", target: 3000, note: `median of ${ROUNDS}, kill -9 of the controller's node (etcd included)` });
-    report({ bench: "grid", metric: "detect_ms", value: median(detects), unit: "ms", target: 5000, note: `median of ${ROUNDS}, until every node's registry view drops it` });
+    report({
+      bench: "grid",
+      metric: "failover_ms",
+      value: median(failovers),
+      unit: "ms",
+      target: 3000,
+      note: `median of ${ROUNDS}, kill -9 of the controller's node (etcd included)`,
+    });
+    report({
+      bench: "grid",
+      metric: "detect_ms",
+      value: median(detects),
+      unit: "ms",
+      target: 5000,
+      note: `median of ${ROUNDS}, until every node's registry view drops it`,
+    });
   } finally {
     await g.destroy();
   }

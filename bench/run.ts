@@ -8,7 +8,9 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
 
 const name = process.argv[2];
 if (!name || !BENCHES[name]) {
-  process.stderr.write(`usage: npm run bench -- NAME (one of: ${Object.keys(BENCHES).join(", ")})\n`);
+  process.stderr.write(
+    `usage: npm run bench -- NAME (one of: ${Object.keys(BENCHES).join(", ")})\n`,
+  );
   process.exit(2);
 }
 const mod = await (BENCHES[name] as () => Promise<{ run: () => Promise<void> }>)();

@@ -1,6 +1,6 @@
-import { fileURLToPath } from "node:url";
 import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import type { NodeConfig } from "./node-config.js";
 import type { ServiceSpecInput } from "./service-spec.js";
