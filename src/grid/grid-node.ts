@@ -134,6 +134,7 @@ export class GridNode extends EventEmitter {
   private stopped = false;
   private quorum = false;
   private failedTicks = 0;
+  private lastReconnect = 0;
   private members: Member[] = [];
   private nodes: NodeRecord[] = [];
   private readonly startedAt = new Date().toISOString();
@@ -448,8 +449,12 @@ export class GridNode extends EventEmitter {
   }
 
   private async connect(endpoints: string[], tls: NodeTls): Promise<void> {
-    const [{ Etcd3, isRecoverableError }, { ExponentialBackoff, handleWhen, noop, retry }] =
-      await loadEtcd();
+    const [
+      { Etcd3, isRecoverableError },
+      { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry },
+    ] = await loadEtcd();
+    const hostFailure = (err: Error) =>
+      isRecoverableError(err) && !/unhealthy cluster|learner|in sync/.test(err.message);
     const sorted = [...new Set(endpoints)].sort();
     if (this.client && sorted.join() === this.clientEndpoints.join()) return;
     this.client?.close();
@@ -463,12 +468,16 @@ export class GridNode extends EventEmitter {
       },
       grpcOptions: { "grpc.ssl_target_name_override": NODE_TLS_NAME },
       dialTimeout: 2000,
-      // etcd3's default shuns a host for 5 s after 3 "unavailable" answers, and etcd answers
-      // so also to a refused membership change: one such refusal would cut this node off the
-      // grid and cost the controller its lease. Calls retry on another host instead, and
-      // watches come back within a second, not etcd3's 30 s.
+      // A host that does not answer is shunned for a second (calls go to the others), or
+      // every third call would wait for its deadline while a voter is down or cut off. But
+      // etcd3's default counts any "unavailable" answer, and etcd answers so to a refused
+      // membership change too: one refusal would then cut this node off the grid.
       faultHandling: {
-        host: () => noop,
+        host: () =>
+          circuitBreaker(handleWhen(hostFailure), {
+            halfOpenAfter: 1000,
+            breaker: new ConsecutiveBreaker(2),
+          }),
         global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }),
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as never,
       },
@@ -524,7 +533,8 @@ export class GridNode extends EventEmitter {
     const tls = this.tls as NodeTls;
     this.log(`etcd: reconnecting to ${endpoints.join(", ")}`);
     await this.election?.resign().catch(() => {});
-    await this.registration?.withdraw().catch(() => {});
+    // The record stays: the next tick writes it again on a lease of the new client.
+    this.registration?.abandon();
     this.client?.close();
     this.client = null;
     await this.connect(endpoints, tls);
@@ -549,6 +559,20 @@ export class GridNode extends EventEmitter {
       if (voterUrls.length) this.state.saveEndpoints(voterUrls);
       this.quorum = true;
       this.failedTicks = 0;
+      // Talk to the voters of now: the ones this node joined through may be gone later. The
+      // controller stays on its connection (a new one would cost it its lease and term)
+      // unless that fails.
+      const wanted = [...new Set(voterUrls)].sort();
+      if (
+        wanted.length > 0 &&
+        wanted.join() !== this.clientEndpoints.join() &&
+        this.election?.term == null &&
+        Date.now() - this.lastReconnect > 5000
+      ) {
+        this.lastReconnect = Date.now();
+        await this.restartSession(wanted);
+        return;
+      }
       await this.registration?.publish(this.record());
       const assignment = (await client
         .get(keys.assignment(this.nodeId))
@@ -637,7 +661,8 @@ export class GridNode extends EventEmitter {
   private record(): NodeRecord {
     const inv = readInventory();
     const problems: string[] = [];
-    if (!inv.kvm) problems.push("no /dev/kvm");
+    // A node without KVM can hold etcd and serve the API, but cannot run instances.
+    if (!inv.kvm) problems.push("no /dev/kvm: cannot run microVMs");
     return {
       nodeId: this.nodeId,
       hostname: this.hostname,
@@ -645,13 +670,16 @@ export class GridNode extends EventEmitter {
       apiPort: this.o.apiPort,
       etcd: this.etcdRole(),
       controller: this.election?.term != null,
-      health: "ok",
+      health: problems.length ? "degraded" : "ok",
       problems,
       inventory: {
         cpus: inv.cpus,
+        cpuModel: inv.cpuModel,
         memoryMiB: inv.memoryMiB,
         kvm: inv.kvm,
-        links: inv.links.map((l) => l.name),
+        links: inv.links,
+        disks: inv.disks,
+        kernel: inv.kernel,
       },
       startedAt: this.startedAt,
       updatedAt: new Date().toISOString(),
@@ -827,7 +855,8 @@ export class GridNode extends EventEmitter {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     await this.election?.resign().catch(() => {});
-    await this.registration?.withdraw().catch(() => {});
+    // The record stays: the next tick writes it again on a lease of the new client.
+    this.registration?.abandon();
     this.client?.close();
     this.api?.close();
     await this.discovery?.stop().catch(() => {});

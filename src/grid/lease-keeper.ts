@@ -49,10 +49,13 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     return id;
   }
 
+  private period(): number {
+    return Math.max(200, (this.ttlSeconds * 1000) / 4);
+  }
+
   private schedule(): void {
     if (this.closed) return;
-    const period = Math.max(200, (this.ttlSeconds * 1000) / 4);
-    this.timer = setTimeout(() => void this.keepalive(), period);
+    this.timer = setTimeout(() => void this.keepalive(), this.period());
   }
 
   private async keepalive(): Promise<void> {
@@ -60,7 +63,9 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
     if (!lease || this.closed) return;
     const sent = Date.now();
     try {
-      const res = await lease.keepaliveOnce({ deadline: sent + this.ttlSeconds * 500 });
+      // A short deadline: a keepalive sent to a dead host must leave time for another try
+      // (on another host) before the lease runs out.
+      const res = await lease.keepaliveOnce({ deadline: sent + this.period() });
       if (lease !== this.lease) return;
       if (Number(res.TTL) <= 0) return this.lose("the lease expired on the server");
       this.validUntil = sent + this.ttlSeconds * 1000;
@@ -86,6 +91,15 @@ export class LeaseKeeper extends EventEmitter<LeaseKeeperEvents> {
   private stopTimer(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+  }
+
+  /** Stops keeping the lease alive without revoking it: it runs out on its own. */
+  abandon(): void {
+    this.closed = true;
+    this.stopTimer();
+    this.lease = null;
+    this.id = null;
+    this.validUntil = 0;
   }
 
   /** Revokes the lease (best effort): what it held goes at once, not after the TTL. */

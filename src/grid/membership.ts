@@ -154,7 +154,8 @@ export async function reconcileMembership(ctx: MembershipContext): Promise<strin
   const want = targetVoters(alive.size);
   if (voters.length >= want) return null;
   const memberNodes = new Set(members.map((m) => nodeOf(m, assignments, ctx.nodes)));
-  const candidate = ctx.nodes.find((n) => !memberNodes.has(n.nodeId) && n.health === "ok");
+  // Any registered node will do: one that cannot run microVMs can still hold etcd.
+  const candidate = ctx.nodes.find((n) => !memberNodes.has(n.nodeId));
   if (!candidate) return null;
   const url = peerUrl(candidate.address);
   // Write the intent first: a deposed controller stops here, before touching membership.

@@ -42,6 +42,11 @@ export class Registration {
     this.last = text;
   }
 
+  /** Stops renewing without revoking: the record lives on until a new lease replaces it. */
+  abandon(): void {
+    this.lease.abandon();
+  }
+
   async withdraw(): Promise<void> {
     await this.client
       .delete()

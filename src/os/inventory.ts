@@ -15,6 +15,8 @@ export interface Inventory {
   kvm: boolean;
   /** Ethernet-like links with their MAC and whether a cable is in. */
   links: { name: string; mac: string; up: boolean }[];
+  /** Whole local disks (no partitions, loop, ram or device-mapper devices). */
+  disks: { name: string; sizeGiB: number; rotational: boolean; removable: boolean }[];
   kernel: string;
   uptimeS: number;
 }
@@ -52,6 +54,24 @@ function links(): Inventory["links"] {
   }));
 }
 
+const VIRTUAL_BLOCK = /^(loop|ram|dm-|zram|md|sr|nbd)/;
+
+function disks(): Inventory["disks"] {
+  let names: string[] = [];
+  try {
+    names = readdirSync("/sys/block").filter((n) => !VIRTUAL_BLOCK.test(n));
+  } catch {
+    return [];
+  }
+  return names.sort().map((name) => ({
+    name,
+    // /sys/block/X/size counts 512-byte sectors whatever the device's own sector size.
+    sizeGiB: Math.round((Number(read(`/sys/block/${name}/size`).trim() || 0) * 512) / 2 ** 30),
+    rotational: read(`/sys/block/${name}/queue/rotational`).trim() === "1",
+    removable: read(`/sys/block/${name}/removable`).trim() === "1",
+  }));
+}
+
 export function readInventory(): Inventory {
   const mem = parseMeminfo(read("/proc/meminfo"));
   const cpuList = cpus();
@@ -64,6 +84,7 @@ export function readInventory(): Inventory {
     load: parseLoadavg(read("/proc/loadavg")),
     kvm: existsSync("/dev/kvm"),
     links: links(),
+    disks: disks(),
     kernel: read("/proc/sys/kernel/osrelease").trim(),
     uptimeS: Math.round(Number(read("/proc/uptime").split(" ")[0] ?? 0)),
   };
