@@ -10,6 +10,8 @@ export const boot_params: Layout = {
   c: "struct boot_params",
   size: 4096,
   fields: {
+    /** Boot protocol 2.14 (Linux 5.0): the RSDP's physical address, so no scan is needed. */
+    acpi_rsdp_addr: [0x070, 8],
     ext_ramdisk_image: [0x0c0, 4],
     ext_ramdisk_size: [0x0c4, 4],
     ext_cmd_line_ptr: [0x0c8, 4],

@@ -1,3 +1,12 @@
+export {
+  ACPI_TABLES_END,
+  ACPI_TABLES_START,
+  AcpiError,
+  type AcpiPlatform,
+  type AcpiTables,
+  buildAcpiTables,
+  writeAcpiTables,
+} from "./boot/acpi.js";
 export { ElfError } from "./boot/elf.js";
 export {
   e820Map,

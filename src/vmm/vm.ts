@@ -24,6 +24,7 @@ import {
   type VmFd,
   writeRaw,
 } from "../kvm/index.js";
+import { type AcpiPlatform, writeAcpiTables } from "./boot/acpi.js";
 import { loadElf } from "./boot/elf.js";
 import { isBzImage, loadBzImage } from "./boot/linux.js";
 import {
@@ -226,7 +227,7 @@ export class Vm extends EventEmitter {
     }
   }
 
-  /** The virtio-mmio devices, with where they are, for the kernel command line. */
+  /** The virtio-mmio devices, with where they are, for the ACPI tables. */
   readonly virtio: {
     transport: MmioTransport;
     address: number;
@@ -276,24 +277,27 @@ export class Vm extends EventEmitter {
   }
 
   /**
-   * The whole kernel command line: the serial console, reset through the i8042 (there is no
-   * ACPI to power off with), no PCI to probe, the virtio-mmio devices, then the config's.
+   * The whole kernel command line: the serial console, reset through the i8042 (the ACPI
+   * tables describe no sleep states to power off with), no PCI to probe, then the config's.
+   * The virtio-mmio devices are in the DSDT (acpiPlatform()), not here: a kernel built with
+   * VIRTIO_MMIO_CMDLINE_DEVICES would otherwise probe each twice and fail the second time.
    */
   kernelCmdline(): string {
     return [
       "console=ttyS0 reboot=k panic=1 pci=off i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd",
-      this.virtioCmdline(),
       this.config.cmdline ?? "",
     ]
       .filter(Boolean)
       .join(" ");
   }
 
-  /** What a Linux guest needs on its command line to find the virtio-mmio devices. */
-  virtioCmdline(): string {
-    return this.virtio
-      .map((v) => `virtio_mmio.device=4K@0x${v.address.toString(16)}:${v.irq}`)
-      .join(" ");
+  /** The machine as the ACPI tables describe it to a Linux guest. */
+  acpiPlatform(): AcpiPlatform {
+    return {
+      vcpus: this.config.vcpus,
+      virtio: this.virtio.map((v) => ({ address: v.address, size: VIRTIO_MMIO_SIZE, gsi: v.irq })),
+      serial: [{ port: COM1, irq: COM1_IRQ }],
+    };
   }
 
   /** Loads the kernel, sets up every vCPU and starts them. */
@@ -303,9 +307,11 @@ export class Vm extends EventEmitter {
     const image = readFileSync(this.config.kernel);
     writeBootTables(this.memory);
     this.watcher.start();
+    // Only Linux gets ACPI tables: the test guests (ELF) take their facts from fixed addresses.
     const entry = isBzImage(image)
       ? loadBzImage(image, this.config.kernel, this.memory, {
           cmdline: this.kernelCmdline(),
+          acpiRsdp: writeAcpiTables(this.memory, this.acpiPlatform()),
           ...(this.config.initrd ? { initrd: readFileSync(this.config.initrd) } : {}),
         }).entry
       : loadElf(image, this.config.kernel, this.memory).entry;

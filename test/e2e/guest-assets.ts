@@ -1,6 +1,7 @@
 // What a simulated node needs to run a Linux microVM: the Debian cloud kernel, a busybox
-// initrd whose /init reports and reboots, a data disk, and a vm.json, all on one ext4
-// image (made with mke2fs -d, no loop mounts) that the node gets as its virtio disk.
+// initrd (with the kernel's virtio modules) whose /init reports and reboots, a data disk,
+// and a vm.json, all on one ext4 image (made with mke2fs -d, no loop mounts) that the node
+// gets as its virtio disk.
 import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -14,7 +15,26 @@ function debianFile(pkg: string, inside: string, to: string): void {
   copyFileSync(join(debianExtract(pkg), inside), to);
 }
 
-/** The guest's /init: mounts, reports CPUs, counts boots on /dev/vda, then reboots. */
+/**
+ * Debian's cloud kernel has virtio, virtio-mmio and virtio-blk as modules, in this order of
+ * dependency (modinfo -F depends); the initrd carries them and /init loads them.
+ */
+const GUEST_MODULES = [
+  "drivers/virtio/virtio_ring.ko",
+  "drivers/virtio/virtio.ko",
+  "drivers/virtio/virtio_mmio.ko",
+  "drivers/block/virtio_blk.ko",
+];
+
+/** Read by the guest from the data disk, to show a read reaches the file behind /dev/vda. */
+export const DISK_MARKER = "flatgrid-e2e-disk-marker";
+const DISK_MARKER_OFFSET = 4096;
+
+/**
+ * The guest's /init: mounts, reports CPUs, loads the virtio modules, reads the marker and
+ * counts boots on /dev/vda, then reboots. The kernel's view of ACPI, CPUs and virtio goes to
+ * the console only when something is missing.
+ */
 const GUEST_INIT = `#!/bin/busybox sh
 /bin/busybox --install -s /bin
 mkdir -p /proc /sys /dev
@@ -22,7 +42,14 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "guest: init reached on $(nproc) cpus"
+echo "guest: cpus online $(cat /sys/devices/system/cpu/online)"
+for m in ${GUEST_MODULES.map((m) => m.split("/").pop()).join(" ")}; do
+  insmod /lib/modules/$m || echo "guest: insmod $m failed"
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
 if [ -b /dev/vda ]; then
+  echo "guest: disk marker $(dd if=/dev/vda bs=${DISK_MARKER_OFFSET} skip=1 count=1 2>/dev/null | tr -dc a-z0-9-)"
   n=$(dd if=/dev/vda bs=16 count=1 2>/dev/null | tr -dc 0-9)
   n=$(( \${n:-0} + 1 ))
   printf '%-16s' "$n" | dd of=/dev/vda bs=16 count=1 conv=notrunc 2>/dev/null
@@ -30,6 +57,9 @@ if [ -b /dev/vda ]; then
   echo "guest: boot count $n"
 else
   echo "guest: no virtio disk"
+fi
+if [ ! -b /dev/vda ] || [ "$(nproc)" != 2 ]; then
+  dmesg | grep -i -E "acpi|smp|apic|cpu|virtio|vda|error|fail" | tail -60
 fi
 echo "guest: rebooting"
 reboot -f
@@ -39,14 +69,26 @@ export interface GuestAssets {
   image: string;
 }
 
-export function buildGuestAssets(dir: string, kernel: string): GuestAssets {
+/** The kernel as image/debian.ts's debianCloudKernel() gives it: its modules are in `tree`. */
+export interface GuestKernel {
+  path: string;
+  version: string;
+  tree: string;
+}
+
+export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets {
   const root = join(dir, "assets");
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
-  copyFileSync(kernel, join(root, "vmlinuz"));
+  copyFileSync(kernel.path, join(root, "vmlinuz"));
   const initrd = join(dir, "initrd-root");
   rmSync(initrd, { recursive: true, force: true });
   mkdirSync(join(initrd, "bin"), { recursive: true });
+  mkdirSync(join(initrd, "lib/modules"), { recursive: true });
+  for (const m of GUEST_MODULES) {
+    const from = join(kernel.tree, "lib/modules", kernel.version, "kernel", m);
+    copyFileSync(from, join(initrd, "lib/modules", m.split("/").pop() ?? m));
+  }
   debianFile("busybox-static", "bin/busybox", join(initrd, "bin/busybox"));
   chmodSync(join(initrd, "bin/busybox"), 0o755);
   symlinkSync("busybox", join(initrd, "bin/sh"));
@@ -61,7 +103,9 @@ export function buildGuestAssets(dir: string, kernel: string): GuestAssets {
     join(root, "initrd.img"),
     execFileSync("gzip", ["-n"], { input: cpio, maxBuffer: 1 << 28 }),
   );
-  writeFileSync(join(root, "data.img"), Buffer.alloc(1024 * 1024));
+  const data = Buffer.alloc(1024 * 1024);
+  data.write(DISK_MARKER, DISK_MARKER_OFFSET, "latin1");
+  writeFileSync(join(root, "data.img"), data);
   const vm = (vcpus: number) => ({
     memoryMiB: 256,
     vcpus,

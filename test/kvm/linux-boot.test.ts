@@ -14,7 +14,15 @@ import {
   SETUP_HEADER_MAGIC,
   Struct,
 } from "../../src/kvm/index.js";
-import { GuestMemory, KernelImageError, loadBzImage, Vm } from "../../src/vmm/index.js";
+import {
+  ACPI_TABLES_END,
+  ACPI_TABLES_START,
+  GuestMemory,
+  KernelImageError,
+  loadBzImage,
+  Vm,
+  writeAcpiTables,
+} from "../../src/vmm/index.js";
 import { debianCloudKernel } from "./debian-kernel.js";
 
 let kernelPath = "";
@@ -58,6 +66,36 @@ describe("Linux boot protocol with a Debian cloud kernel", { timeout: 180_000 },
     assert.deepEqual(entry(0), [0, 0x9fc00, E820_RAM]);
     assert.deepEqual(entry(1), [0x9fc00, 0x100000 - 0x9fc00, E820_RESERVED]);
     assert.deepEqual(entry(2), [0x100000, 256 * 1024 * 1024 - 0x100000, E820_RAM]);
+    assert.equal(zero.get("acpi_rsdp_addr"), 0, "no RSDP unless one is given");
+    memory.close();
+  });
+
+  it("points boot_params at the ACPI tables, which the e820 map keeps out of RAM", () => {
+    const memory = new GuestMemory(256 * 1024 * 1024);
+    const rsdp = writeAcpiTables(memory, {
+      vcpus: 2,
+      virtio: [{ address: 0xd000_0000, size: 0x1000, gsi: 5 }],
+      serial: [{ port: 0x3f8, irq: 4 }],
+    });
+    assert.equal(rsdp, ACPI_TABLES_START);
+    assert.equal(memory.slice(rsdp, 8).toString("latin1"), "RSD PTR ");
+    const loaded = loadBzImage(kernel, kernelPath, memory, { cmdline: "", acpiRsdp: rsdp });
+    const zero = new Struct(boot_params, memory.slice(loaded.zeroPage, 4096));
+    assert.equal(zero.get("acpi_rsdp_addr"), rsdp);
+    // Loading the kernel left the tables alone.
+    assert.equal(memory.slice(rsdp, 8).toString("latin1"), "RSD PTR ");
+    const e820 = memory.slice(loaded.zeroPage + 0x2d0, 20 * zero.get("e820_entries"));
+    const covering = Array.from({ length: zero.get("e820_entries") }, (_, i) => ({
+      addr: Number(e820.readBigUInt64LE(20 * i)),
+      size: Number(e820.readBigUInt64LE(20 * i + 8)),
+      type: e820.readUInt32LE(20 * i + 16),
+    })).filter((e) => e.addr < ACPI_TABLES_END && ACPI_TABLES_START < e.addr + e.size);
+    assert.deepEqual(
+      covering.map((e) => e.type),
+      [E820_RESERVED],
+    );
+    assert.ok(covering[0]!.addr <= ACPI_TABLES_START);
+    assert.ok(covering[0]!.addr + covering[0]!.size >= ACPI_TABLES_END);
     memory.close();
   });
 
@@ -90,12 +128,16 @@ describe("Linux boot protocol with a Debian cloud kernel", { timeout: 180_000 },
   it("enters the kernel in long mode without faulting (then stops it)", async () => {
     const initrd = join(tmpdir(), "flatgrid-empty-initrd");
     writeFileSync(initrd, Buffer.alloc(4096));
-    const vm = new Vm({ memoryMiB: 256, vcpus: 1, kernel: kernelPath, initrd, cmdline: "quiet" });
+    const vm = new Vm({ memoryMiB: 256, vcpus: 2, kernel: kernelPath, initrd, cmdline: "quiet" });
+    // The virtio devices are in the DSDT, not on the command line.
     assert.match(
       vm.kernelCmdline(),
-      /^console=ttyS0 reboot=k panic=1 pci=off .* virtio_mmio\.device=4K@0xd0000000:5 quiet$/,
+      /^console=ttyS0 reboot=k panic=1 pci=off .*i8042\.dumbkbd quiet$/,
     );
     vm.start();
+    const zero = new Struct(boot_params, vm.memory.slice(0x7000, 4096));
+    const rsdp = zero.get("acpi_rsdp_addr");
+    assert.equal(vm.memory.slice(rsdp, 8).toString("latin1"), "RSD PTR ");
     await new Promise((r) => setTimeout(r, 1500));
     await vm.refreshCpuTimes();
     const cpu = vm.stats().vcpuTimeMs[0] ?? 0;

@@ -32,7 +32,10 @@ export class KernelImageError extends Error {
 const KERNEL_LOAD_ADDRESS = 0x100000;
 const CMDLINE_ADDRESS = 0x20000;
 const CMDLINE_MAX = 0x10000;
-/** The extended BIOS data area and the legacy BIOS/VGA hole: reserved on a PC. */
+/**
+ * The extended BIOS data area and the legacy BIOS/VGA hole: reserved on a PC. The ACPI
+ * tables (boot/acpi.ts) live in it, from 0xE0000.
+ */
 const EBDA_START = 0x9fc00;
 const HIGH_MEMORY = 0x100000;
 const MIN_VERSION = 0x20c;
@@ -40,6 +43,8 @@ const MIN_VERSION = 0x20c;
 export interface LinuxBootOptions {
   cmdline: string;
   initrd?: Buffer;
+  /** Where the RSDP is (boot/acpi.ts): kernels before protocol 2.14 find it by a scan. */
+  acpiRsdp?: number;
 }
 
 export interface LoadedLinux {
@@ -102,6 +107,7 @@ export function loadBzImage(
     .set("hdr.vid_mode", 0xffff)
     .set("hdr.loadflags", params.get("hdr.loadflags") | CAN_USE_HEAP)
     .set("hdr.heap_end_ptr", 0xfe00);
+  if (options.acpiRsdp !== undefined) params.set("acpi_rsdp_addr", options.acpiRsdp);
 
   const cmdline = Buffer.from(`${options.cmdline}\0`, "latin1");
   const cmdlineMax = Math.min(params.get("hdr.cmdline_size") + 1 || 256, CMDLINE_MAX);
