@@ -359,6 +359,9 @@ int main(int argc, char **argv) {
     else
       logmsg("mode namespace: PID 1 of a PID namespace: mounting; shutdown ends the namespace");
     for (size_t i = 1; i < N_MOUNTS; i++) {
+      // A namespace shares the host's files: a fresh /tmp would hide a supervisor (or a
+      // checkout) that lives under the host's /tmp.
+      if (mode == MODE_NAMESPACE && strcmp(mounts[i].target, "/tmp") == 0) continue;
       mount_one(&mounts[i]);
       // The console device exists only once /dev is mounted; set it up before more logs.
       if (mode == MODE_OS && strcmp(mounts[i].target, "/dev") == 0) setup_console();

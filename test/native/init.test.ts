@@ -69,7 +69,12 @@ describe("native init", () => {
       expect("/dev/pts", "devpts", "ptmxmode=666", "gid=5", "mode=620");
       expect("/dev/shm", "tmpfs", "nosuid", "nodev");
       expect("/run", "tmpfs", "nosuid", "mode=755");
-      expect("/tmp", "tmpfs", "nosuid");
+      // /tmp is the host's: the namespace shares the host's files (a checkout in /tmp too).
+      assert.equal(
+        top.get("/tmp")?.fstype,
+        hostBefore.filter((m) => m.target === "/tmp").at(-1)?.fstype,
+        "init leaves /tmp alone in a namespace",
+      );
       expect("/sys/fs/cgroup", "cgroup2", "nosuid");
       // sysfs (same network namespace) and devtmpfs are single superblocks already on top
       // of /sys and /dev here: the kernel refuses to stack them again (EBUSY) and init

@@ -14,7 +14,7 @@ export const CLEAN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 export const TEST_TIMEOUT = 90_000;
 
 /**
- * A directory shared between a test and its namespace. Not under /tmp: init mounts a fresh
+ * A directory shared between a test and its namespace. Not under /run: init mounts a fresh
  * tmpfs there, which would hide a host directory from the namespace.
  */
 export function sharedDir(): string {
