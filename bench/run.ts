@@ -4,6 +4,7 @@
  */
 const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   grid: () => import("./grid.js"),
+  apps: () => import("./apps.js"),
 };
 
 const name = process.argv[2];

@@ -125,6 +125,8 @@ function installFlatgrid(root: string): void {
     .split("\n")
     .filter((p) => p.includes("node_modules"));
   for (const dir of prod) cpSync(dir, join(lib, relative(ROOT, dir)), { recursive: true });
+  // Class descriptors: `flatgrid app validate` on a node checks against them.
+  cpSync(join(ROOT, "catalog"), join(lib, "catalog"), { recursive: true });
   cpSync(join(ROOT, "rootfs"), root, { recursive: true });
   copyFileSync(join(ROOT, "native/out/init"), join(root, "init"));
   chmodSync(join(root, "init"), 0o755);

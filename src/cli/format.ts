@@ -1,4 +1,5 @@
 import type { GridStatus, NodeRecord } from "../grid/index.js";
+import { type Application, formatMiB } from "../model/index.js";
 import { LEVELS, type LogEntry, type ServiceStatus } from "../os/index.js";
 
 /** Aligned columns; the last column is not padded so that long reasons do not add blanks. */
@@ -103,5 +104,33 @@ export function gridStatusText(s: GridStatus): string {
   lines.push(`nodes       ${s.nodes.length}`);
   lines.push("");
   lines.push(nodesTable(s.nodes));
+  return lines.join("\n");
+}
+
+/** What `flatgrid app validate` prints for a valid descriptor. */
+export function applicationText(a: Application): string {
+  const nodes = a.budget.nodes === null ? "" : `, at most ${a.budget.nodes} nodes`;
+  const lines = [
+    `${a.name}: valid`,
+    `budget      ${a.budget.cpus} CPUs, ${formatMiB(a.budget.memoryMiB)}${nodes}`,
+    `needs       ${a.demand.cpus} CPUs, ${formatMiB(a.demand.memoryMiB)}`,
+    "",
+    table(
+      ["INSTANCE", "CLASS", "CPUS", "MEMORY", "PROPERTIES"],
+      a.instances.map((i) => [
+        i.id,
+        i.class,
+        String(i.cpus),
+        formatMiB(i.memoryMiB),
+        Object.entries(i.properties)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(" "),
+      ]),
+    ),
+    "",
+    `links       ${a.links.length}: ${a.links.map((l) => `${l.from.instance}.${l.from.terminal} -> ${l.to.instance}.${l.to.terminal}`).join(", ")}`,
+  ];
+  for (const e of a.exposures)
+    lines.push(`exposed     ${e.component}.${e.terminal} on port ${e.port}/${e.protocol}`);
   return lines.join("\n");
 }

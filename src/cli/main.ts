@@ -1,6 +1,8 @@
 #!/usr/bin/env node
+import { readFileSync } from "node:fs";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import type { GridStatus } from "../grid/index.js";
+import { DescriptorError, formatProblem, parseApplication } from "../model/index.js";
 import {
   ControlClient,
   ControlError,
@@ -10,7 +12,8 @@ import {
   socketPath,
   VERSION,
 } from "../os/index.js";
-import { gridStatusText, logLine, nodesTable, servicesTable } from "./format.js";
+import { DEFAULT_CATALOG, readCatalog } from "./catalog-files.js";
+import { applicationText, gridStatusText, logLine, nodesTable, servicesTable } from "./format.js";
 
 /**
  * The flatgrid command. Exit codes: 0 ok, 1 failure, 2 usage. With --json every command
@@ -192,6 +195,33 @@ export function buildProgram(): Command {
         "no-quorum",
       );
     print(options, { nodes: status.nodes }, () => nodesTable(status.nodes));
+  });
+
+  const app = program.command("app").description("applications: descriptors, placement, state");
+  common(
+    app
+      .command("validate")
+      .description("check an application descriptor against the catalog, without a grid")
+      .requiredOption("-f, --file <file>", "the application descriptor (YAML)")
+      .option("--catalog <dir>", "directory of class descriptors", DEFAULT_CATALOG),
+    false,
+  ).action((options: CommonOptions & { file: string; catalog: string }) => {
+    let text: string;
+    try {
+      text = readFileSync(options.file, "utf8");
+    } catch (err) {
+      throw new Failure(`cannot read ${options.file}: ${(err as Error).message}`, "no-file");
+    }
+    try {
+      const parsed = parseApplication(options.file, text, readCatalog(options.catalog));
+      print(options, { valid: true, application: parsed }, () => applicationText(parsed));
+    } catch (err) {
+      if (!(err instanceof DescriptorError)) throw err;
+      print(options, { valid: false, problems: err.problems }, () =>
+        err.problems.map(formatProblem).join("\n"),
+      );
+      process.exitCode = 1;
+    }
   });
 
   program

@@ -1,0 +1,8 @@
+export {
+  type Decision,
+  type Demand,
+  type NodeCapacity,
+  type Placed,
+  type PlacementInput,
+  place,
+} from "./scheduler.js";

@@ -1,0 +1,12 @@
+export {
+  type Application,
+  applicationSchema,
+  type Catalog,
+  type Exposure,
+  type Instance,
+  type Link,
+  parseApplication,
+} from "./application.js";
+export { type ApplianceClass, classRef, parseClass, type Terminal } from "./class-descriptor.js";
+export { DescriptorError, formatProblem, type Problem } from "./errors.js";
+export { formatMiB, parseMiB } from "./quantity.js";
