@@ -12,7 +12,7 @@ const SUITES = {
   os: "the supervisor and the CLI with real processes",
   native: "native/init as PID 1 of PID namespaces, with the real supervisor",
   kvm: "the VMM on this machine's /dev/kvm with freestanding test guests",
-  cluster: "mDNS discovery between node processes in network namespaces",
+  cluster: "node processes in network namespaces: mDNS discovery, grid formation with real etcd, faults",
   e2e: "the node image built from Debian packages and booted in QEMU",
 };
 
