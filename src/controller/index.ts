@@ -1,3 +1,4 @@
+export { type HaStatus, haStatus } from "./ha.js";
 export {
   type Decision,
   type Demand,

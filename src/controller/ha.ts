@@ -1,0 +1,38 @@
+import { type NodeCapacity, type Placed, place } from "./scheduler.js";
+
+/**
+ * Grid HA status: ok only if the grid could lose any one node and still run every
+ * application, i.e. the instances of each node would all find a place on the others (with
+ * the same rules the scheduler uses). Pure.
+ */
+export interface HaStatus {
+  ok: boolean;
+  /** One line per node whose loss would leave instances without a place. */
+  problems: string[];
+}
+
+export function haStatus(nodes: readonly NodeCapacity[], placed: readonly Placed[]): HaStatus {
+  const alive = nodes.filter((n) => n.alive);
+  const problems: string[] = [];
+  if (alive.length < 2 && placed.length > 0)
+    problems.push(
+      `only ${alive.length} node${alive.length === 1 ? "" : "s"} up: losing it stops everything`,
+    );
+  else {
+    for (const lost of alive) {
+      const displaced = placed.filter((p) => p.node === lost.id);
+      if (displaced.length === 0) continue;
+      const decisions = place({
+        nodes: nodes.filter((n) => n.id !== lost.id),
+        placed: placed.filter((p) => p.node !== lost.id),
+        pending: displaced,
+      });
+      const homeless = decisions.filter((d) => d.node === null);
+      if (homeless.length > 0)
+        problems.push(
+          `losing node ${lost.id} would leave ${homeless.map((d) => d.key).join(", ")} without a place (${homeless[0]?.reasons.join("; ")})`,
+        );
+    }
+  }
+  return { ok: problems.length === 0, problems };
+}
