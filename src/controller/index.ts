@@ -1,4 +1,5 @@
 export { type HaStatus, haStatus } from "./ha.js";
+export { MAX_FAILURES, onInstanceFailure, type RestartDecision } from "./instance-restarts.js";
 export {
   type Decision,
   type Demand,
