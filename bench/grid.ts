@@ -31,7 +31,7 @@ function formed(count: number) {
 }
 
 async function formation(nodes: number): Promise<number> {
-  const g = GridCluster.create({ nodes, windowMs: 2000 });
+  const g = GridCluster.create({ nodes, windowMs: 1500 });
   try {
     const t0 = Date.now();
     g.startAll();
@@ -56,12 +56,12 @@ export async function run(): Promise<void> {
       value: median(times),
       unit: "ms",
       ...(n === 5 ? { target: 5000 } : {}),
-      note: `median of ${ROUNDS}, discovery window 2000 ms, from process start`,
+      note: `median of ${ROUNDS}, discovery window 1500 ms, from process start`,
     });
   }
 
   // Failover and detection on one 5-node grid.
-  const g = GridCluster.create({ nodes: 5, windowMs: 2000 });
+  const g = GridCluster.create({ nodes: 5, windowMs: 1500 });
   try {
     g.startAll();
     await g.until("5 nodes formed", formed(5), 120_000);

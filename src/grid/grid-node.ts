@@ -159,7 +159,7 @@ export class GridNode extends EventEmitter {
     this.o = {
       stateDir: options.stateDir,
       apiPort: options.apiPort ?? PORTS.api,
-      windowMs: options.windowMs ?? 2000,
+      windowMs: options.windowMs ?? 1500,
       // A dead controller must be replaced within seconds: its lease runs out in 1 s, and
       // etcd (see etcd-service.ts) elects a new raft leader within about 0.5 s.
       electionTtlS: options.electionTtlS ?? 1,
