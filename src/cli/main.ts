@@ -245,6 +245,15 @@ export function buildProgram(): Command {
     );
 
   program
+    .command("vmm-console")
+    .description("attach to a running microVM's serial console (Ctrl-] detaches)")
+    .requiredOption("--socket <path>", "the VM's control socket (flatgrid vmm --socket)")
+    .action(async (options: { socket: string }) => {
+      const { attachConsole } = await import("../vmm/index.js");
+      process.exitCode = await attachConsole(options.socket);
+    });
+
+  program
     .command("demo")
     .description(
       "boot what exists of a node (init, supervisor, services) in a private namespace and show it",

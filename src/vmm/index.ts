@@ -17,6 +17,7 @@ export {
 } from "./boot/linux.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";
 export { loadVmConfig, VmConfigFileError } from "./config.js";
+export { attachConsole } from "./console-attach.js";
 export { Tap, TapError } from "./devices/tap.js";
 export { type BlockOptions, DiskError, VirtioBlock } from "./devices/virtio-blk.js";
 export { NicConfigError, type NicOptions, VirtioNet } from "./devices/virtio-net.js";

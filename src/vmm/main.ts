@@ -9,10 +9,16 @@ import { Vm, type VmEnd } from "./vm.js";
  * goes to stdout; the control socket (HTTP over a Unix socket, mode 0600) takes:
  *   GET  /v1/vm                       state and stats (exits by reason, vCPU time, RSS)
  *   POST /v1/vm/{start,pause,resume,stop}
- *   GET  /v1/console                  the console kept so far
+ *   GET  /v1/console                  the console kept so far; ?follow=1 keeps streaming
+ *                                     what the guest writes until the client goes or the
+ *                                     VM ends (attach: `flatgrid vmm-console`)
+ *   POST /v1/console                  bytes typed at the console (the body, at most 4 KiB)
  * The process exits when the VM ends: 0 for a guest reset, power-off or a requested stop,
  * 1 for an error.
  */
+
+/** Typing, not file transfer: a real UART's receive FIFO holds far less anyway. */
+const CONSOLE_INPUT_MAX = 4096;
 
 export interface VmmOptions {
   config: string;
@@ -87,10 +93,41 @@ export async function runVmm(options: VmmOptions): Promise<number> {
           await vm.stop();
           return;
         }
-        case "GET /v1/console":
+        case "GET /v1/console": {
+          const follow = new URL(req.url ?? "/", "http://vmm").searchParams.get("follow") === "1";
           res.writeHead(200, { "content-type": "text/plain; charset=utf-8" });
-          res.end(vm.console.text());
+          if (!follow) {
+            res.end(vm.console.text());
+            return;
+          }
+          res.write(vm.console.text());
+          const forward = (bytes: Buffer) => res.write(bytes);
+          const done = () => {
+            vm.off("console", forward);
+            res.end();
+          };
+          vm.on("console", forward);
+          res.once("close", () => vm.off("console", forward));
+          void vm.ended.then(done);
           return;
+        }
+        case "POST /v1/console": {
+          const chunks: Buffer[] = [];
+          let size = 0;
+          for await (const chunk of req) {
+            size += (chunk as Buffer).length;
+            if (size > CONSOLE_INPUT_MAX)
+              return send(res, 413, {
+                error: {
+                  code: "too-large",
+                  message: `console input over ${CONSOLE_INPUT_MAX} bytes`,
+                },
+              });
+            chunks.push(chunk as Buffer);
+          }
+          vm.serial.queueInput(Buffer.concat(chunks));
+          return send(res, 202, { queued: size });
+        }
         default:
           return send(res, 404, {
             error: { code: "not-found", message: `no such endpoint: ${route}` },

@@ -95,6 +95,57 @@ describe("flatgrid vmm process", { timeout: 90_000 }, () => {
     }
   });
 
+  it("attaches to the console live: the guest's output streams, typed keys reach it", async () => {
+    const config = join(dir, "echo.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        memoryMiB: 16,
+        vcpus: 1,
+        kernel: join(ROOT, "native/out/testguest-echo.elf"),
+      }),
+    );
+    const socket = join(dir, "echo.sock");
+    const vmm = spawn(
+      process.execPath,
+      [CLI, "vmm", "--config", config, "--socket", socket, "--no-console"],
+      {
+        stdio: ["ignore", "ignore", "pipe"],
+      },
+    );
+    const vmmExit = new Promise<number | null>((resolve) =>
+      vmm.once("exit", (code) => resolve(code)),
+    );
+    try {
+      const client = new ControlClient(socket);
+      await waitFor("the control socket", () => client.get<VmStatus>("/v1/vm"));
+      // Keys come through a pipe here; on a terminal the command switches it to raw mode.
+      const attach = spawn(process.execPath, [CLI, "vmm-console", "--socket", socket], {
+        stdio: ["pipe", "pipe", "pipe"],
+      });
+      let seen = "";
+      attach.stdout.on("data", (d) => {
+        seen += d;
+      });
+      const attachExit = new Promise<number | null>((resolve) =>
+        attach.once("exit", (code) => resolve(code)),
+      );
+      await waitFor("the guest's first line on the attached console", async () =>
+        seen.includes("echo ready") ? true : undefined,
+      );
+      attach.stdin.write("flat");
+      await waitFor("the guest to echo the keys", async () =>
+        seen.includes("FLAT") ? true : undefined,
+      );
+      attach.stdin.write("grid.");
+      assert.equal(await attachExit, 0, "the console ends with the VM");
+      assert.match(seen, /echo ready\nFLATGRID\nbye\n/);
+      assert.equal(await vmmExit, 0);
+    } finally {
+      vmm.kill("SIGKILL");
+    }
+  });
+
   it("refuses a bad vm.json with the file and field", async () => {
     const config = join(dir, "bad.json");
     writeFileSync(config, JSON.stringify({ memoryMiB: 64, vcpus: 0, kernel: "x" }));
