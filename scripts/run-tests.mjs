@@ -12,8 +12,9 @@ const SUITES = {
   os: "the supervisor and the CLI with real processes",
   native: "native/init as PID 1 of PID namespaces, with the real supervisor",
   kvm: "the VMM on this machine's /dev/kvm with freestanding test guests",
-  cluster: "node processes in network namespaces: mDNS discovery, grid formation with real etcd, faults",
-  e2e: "the node image built from Debian packages and booted in QEMU",
+  cluster:
+    "node processes in network namespaces: mDNS discovery, grid formation with real etcd, faults",
+  e2e: "the node image built from Debian packages, booted in QEMU by the grid simulator",
 };
 
 /** Work a suite needs before its tests, e.g. building the image that e2e boots. */

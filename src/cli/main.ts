@@ -12,8 +12,10 @@ import {
   socketPath,
   VERSION,
 } from "../os/index.js";
+import { SimError } from "../sim/index.js";
 import { DEFAULT_CATALOG, readCatalog } from "./catalog-files.js";
 import { applicationText, gridStatusText, logLine, nodesTable, servicesTable } from "./format.js";
+import { addSimCommands } from "./sim.js";
 
 /**
  * The flatgrid command. Exit codes: 0 ok, 1 failure, 2 usage. With --json every command
@@ -244,6 +246,8 @@ export function buildProgram(): Command {
       },
     );
 
+  addSimCommands(program);
+
   program
     .command("vmm-console")
     .description("attach to a running microVM's serial console (Ctrl-] detaches)")
@@ -285,7 +289,7 @@ export async function run(argv: string[]): Promise<number> {
       return 2;
     }
     const failure =
-      err instanceof ControlError || err instanceof Failure
+      err instanceof ControlError || err instanceof Failure || err instanceof SimError
         ? err
         : new Failure(err instanceof Error ? err.message : String(err), "internal");
     if (json)

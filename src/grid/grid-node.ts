@@ -62,6 +62,8 @@ export interface GridNodeOptions {
   /** How long a member's node may be gone before it is removed from etcd, ms. */
   deadGraceMs?: number;
   tickMs?: number;
+  /** Multiplies every timing above and etcd's (flatgrid.timescale): 1 on real servers. */
+  timescale?: number;
   supervisor?: ControlClient;
   etcdBinary?: string;
   log?: (level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
@@ -156,16 +158,18 @@ export class GridNode extends EventEmitter {
     this.nodeId = this.state.nodeId();
     this.address = options.address ?? firstAddress();
     this.hostname = options.hostname ?? osHostname();
+    const k = options.timescale ?? 1;
     this.o = {
       stateDir: options.stateDir,
       apiPort: options.apiPort ?? PORTS.api,
-      windowMs: options.windowMs ?? 1500,
+      timescale: k,
+      windowMs: options.windowMs ?? 1500 * k,
       // A dead controller must be replaced within seconds: its lease runs out in 1 s, and
       // etcd (see etcd-service.ts) elects a new raft leader within about 0.5 s.
-      electionTtlS: options.electionTtlS ?? 1,
-      registryTtlS: options.registryTtlS ?? 2,
+      electionTtlS: options.electionTtlS ?? Math.ceil(1 * k),
+      registryTtlS: options.registryTtlS ?? Math.ceil(2 * k),
       deadGraceMs: options.deadGraceMs ?? 60_000,
-      tickMs: options.tickMs ?? 250,
+      tickMs: options.tickMs ?? 250 * k,
     };
     this.supervisor = options.supervisor ?? new ControlClient();
     this.logFn = options.log ?? (() => {});
@@ -442,6 +446,8 @@ export class GridNode extends EventEmitter {
         address: this.address,
         tls: this.state.tlsPaths(),
         binary: this.options.etcdBinary,
+        heartbeatMs: Math.round(50 * this.o.timescale),
+        electionMs: Math.round(500 * this.o.timescale),
       },
       (msg) => this.log(msg),
     );
@@ -467,7 +473,7 @@ export class GridNode extends EventEmitter {
         certChain: Buffer.from(tls.certPem),
       },
       grpcOptions: { "grpc.ssl_target_name_override": NODE_TLS_NAME },
-      dialTimeout: 2000,
+      dialTimeout: 2000 * this.o.timescale,
       // A host that does not answer is shunned for a second (calls go to the others), or
       // every third call would wait for its deadline while a voter is down or cut off. But
       // etcd3's default counts any "unavailable" answer, and etcd answers so to a refused
@@ -475,13 +481,14 @@ export class GridNode extends EventEmitter {
       faultHandling: {
         host: () =>
           circuitBreaker(handleWhen(hostFailure), {
-            halfOpenAfter: 1000,
+            halfOpenAfter: 1000 * this.o.timescale,
             breaker: new ConsecutiveBreaker(2),
           }),
         global: retry(handleWhen(isRecoverableError), { maxAttempts: 1 }),
         watchBackoff: new ExponentialBackoff({ initialDelay: 100, maxDelay: 1000 }) as never,
       },
-      defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 1500 }),
+      defaultCallOptions: (ctx) =>
+        ctx.isStream ? {} : { deadline: Date.now() + 1500 * this.o.timescale },
     });
   }
 
@@ -537,8 +544,12 @@ export class GridNode extends EventEmitter {
     this.registration?.abandon();
     this.client?.close();
     this.client = null;
+    // Who holds the election did not change because this node reconnected: keep showing
+    // it until the new session's watch says otherwise.
+    const leader = this.election?.leaderId ?? null;
     await this.connect(endpoints, tls);
     this.startSession();
+    if (this.election) this.election.leaderId = leader;
   }
 
   private schedule(): void {

@@ -59,6 +59,7 @@ const node = new GridNode({
   interfaces: args.interface,
   windowMs: num(args["window-ms"]),
   deadGraceMs: num(args["dead-grace-ms"]),
+  timescale: config.timescale,
   log: (level, msg, fields) => log[level](fields ?? {}, msg),
 });
 node.on("elected", (term: number) => log.info({ term }, "this node is the grid controller"));

@@ -33,6 +33,12 @@ export interface NodeConfig {
    * line can set it, and that person owns the machine anyway.
    */
   debugShell: string | null;
+  /**
+   * Multiplies the grid's timings (leases, deadlines, etcd's raft timeouts). They are set
+   * for real servers; a node emulated in software (the simulator without KVM) runs tens of
+   * times slower and needs them longer, or its controller lease never survives.
+   */
+  timescale: number;
 }
 
 export const DEFAULT_CONFIG: NodeConfig = {
@@ -48,6 +54,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   modules: [],
   debug: false,
   debugShell: null,
+  timescale: 1,
 };
 
 export interface ConfigError {
@@ -181,6 +188,16 @@ export const CONFIG_KEYS: Record<string, KeySpec> = {
     parse: (v) => {
       if (!/^ttyS[0-9]{1,2}$/.test(v)) throw new BadValue("is not a serial port like ttyS1");
       return v;
+    },
+  },
+  "flatgrid.timescale": {
+    field: "timescale",
+    help: "multiplies the grid's timings, 1 to 100 (for nodes emulated in software)",
+    parse: (v) => {
+      const n = Number(v);
+      if (!/^\d+(\.\d+)?$/.test(v) || n < 1 || n > 100)
+        throw new BadValue("is not a number from 1 to 100");
+      return n;
     },
   },
   "flatgrid.debug": {

@@ -1,0 +1,88 @@
+import { randomBytes } from "node:crypto";
+import { connect, type Socket } from "node:net";
+import { SimError } from "./errors.js";
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A node's debug shell (flatgrid.debugshell=ttyS1), reached through QEMU's second serial
+ * port. Input goes a byte at a time: the emulated UART has a 16-byte FIFO and no flow
+ * control. busybox asks the terminal for its cursor position; we answer so that the reply
+ * is not mistaken for typed input. QEMU serves one client per port: while someone else is
+ * attached, open() connects but the shell never answers, and run() times out.
+ */
+export class NodeShell {
+  private socket: Socket | null = null;
+  /** Everything the shell printed since open(), carriage returns included. */
+  output = "";
+
+  constructor(private readonly path: string) {}
+
+  async open(settleMs = 1500): Promise<void> {
+    this.socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect(this.path);
+      s.once("connect", () => resolve(s));
+      s.once("error", (err) =>
+        reject(
+          new SimError(`cannot reach the debug shell at ${this.path}: ${err.message}`, "shell"),
+        ),
+      );
+    });
+    this.socket.on("error", () => this.close());
+    this.socket.on("data", (d: Buffer) => {
+      const text = d.toString("latin1");
+      if (text.includes("\x1b[6n")) this.socket?.write("\x1b[1;1R");
+      this.output += text;
+    });
+    // Ctrl-U drops whatever a previous client left half typed.
+    this.socket.write("\x15");
+    await sleep(settleMs);
+  }
+
+  private async type(text: string): Promise<void> {
+    if (!this.socket || this.socket.destroyed)
+      throw new SimError(`the debug shell at ${this.path} is not open`, "shell");
+    for (const ch of text) {
+      this.socket.write(ch);
+      await sleep(5);
+    }
+  }
+
+  /** Types `command` and waits until what follows matches `until`; returns that output. */
+  async run(command: string, until: RegExp, timeoutMs: number): Promise<string> {
+    const from = this.output.length;
+    await this.type(`${command}\n`);
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const out = this.output.slice(from);
+      if (until.test(out)) return out;
+      if (Date.now() > deadline)
+        throw new SimError(
+          `no ${until} within ${timeoutMs / 1000} s after "${command}"; the shell says:\n${out.slice(-3000)}`,
+          "shell",
+        );
+      await sleep(250);
+    }
+  }
+
+  /**
+   * Runs `command` and returns just its output (newlines as \n) and exit status. Markers
+   * around it are typed with quotes inside, so the shell's echo of the typed line never
+   * matches them; only what echo prints does.
+   */
+  async exec(command: string, timeoutMs: number): Promise<{ output: string; status: number }> {
+    const tag = randomBytes(4).toString("hex");
+    const begin = `FG${tag}B`;
+    const end = `FG${tag}E`;
+    const typed = `echo FG"${tag}B"; ${command}; echo FG"${tag}E"$?`;
+    const pattern = new RegExp(`${begin}\\r?\\n([\\s\\S]*?)${end}(\\d+)`);
+    const out = await this.run(typed, pattern, timeoutMs);
+    const m = pattern.exec(out);
+    return { output: (m?.[1] ?? "").replace(/\r/g, ""), status: Number(m?.[2] ?? -1) };
+  }
+
+  close(): void {
+    this.socket?.destroy();
+    this.socket = null;
+  }
+}

@@ -1,0 +1,232 @@
+import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type AccelRequest, chooseAccel, probeHostKvm } from "./accel.js";
+import { fileSize } from "./console.js";
+import { anyAlive, down } from "./down.js";
+import { SimError } from "./errors.js";
+import { addTap, createNetwork, NS_PREFIX } from "./netns.js";
+import { QEMU, type QemuServer, startQemu } from "./qemu.js";
+import { type ReadyNode, waitReady } from "./ready.js";
+import {
+  claimDir,
+  nodeFiles,
+  readState,
+  resolveDir,
+  type SimNode,
+  type SimState,
+  STATE_VERSION,
+  tokenPath,
+  writeState,
+} from "./state.js";
+import { type Progress, plural } from "./text.js";
+
+export const DEFAULT_IMAGE = fileURLToPath(new URL("../../../build/image/", import.meta.url));
+export const SUBNET_PREFIX = "10.215.0.";
+export const BRIDGE_ADDRESS = `${SUBNET_PREFIX}254/24`;
+export const MAX_NODES = 32;
+const GRID_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export interface UpOptions {
+  nodes: number;
+  dir?: string;
+  /** Only "kernel" exists so far. */
+  boot?: string;
+  memoryMiB?: number;
+  cpus?: number;
+  grid?: string;
+  token?: string;
+  accel?: AccelRequest;
+  /** Directory with vmlinuz and initrd.img; default build/image of this checkout. */
+  image?: string;
+  diskGiB?: number;
+  /** Disk files given to every node after its own blank disk (tests). */
+  extraDisks?: string[];
+  timeoutMs?: number;
+  progress?: Progress;
+}
+
+export interface UpResult {
+  state: SimState;
+  ready: ReadyNode[];
+  /** Seconds from the first QEMU start to the last ready line. */
+  seconds: number;
+}
+
+function validate(o: UpOptions): void {
+  if (o.boot !== undefined && o.boot !== "kernel") {
+    if (o.boot === "iso" || o.boot === "pxe")
+      throw new SimError(
+        `--boot ${o.boot} is not built yet: the image has no ISO or PXE outputs so far. Use --boot kernel (the default), which boots build/image/vmlinuz and initrd.img directly`,
+        "not-supported",
+      );
+    throw new SimError(
+      `--boot must be kernel (iso and pxe are to come), not ${o.boot}`,
+      "bad-option",
+    );
+  }
+  if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > MAX_NODES)
+    throw new SimError(`--nodes must be between 1 and ${MAX_NODES}`, "bad-option");
+  if (o.memoryMiB !== undefined && o.memoryMiB < 512)
+    throw new SimError("--memory must be at least 512 MiB: the node runs from RAM", "bad-option");
+  if (o.cpus !== undefined && (o.cpus < 1 || o.cpus > 16))
+    throw new SimError("--cpus must be between 1 and 16", "bad-option");
+  if (o.grid !== undefined && !GRID_NAME.test(o.grid))
+    throw new SimError("--grid must be a grid name: a-z, 0-9 and -, up to 63", "bad-option");
+  if (o.token !== undefined && (o.token.length < 16 || /\s/.test(o.token)))
+    throw new SimError("--token must have at least 16 characters and no spaces", "bad-option");
+}
+
+function imageFiles(dir: string): { kernel: string; initrd: string } {
+  const kernel = join(dir, "vmlinuz");
+  const initrd = join(dir, "initrd.img");
+  if (!existsSync(kernel) || !existsSync(initrd))
+    throw new SimError(
+      `no node image in ${dir} (vmlinuz and initrd.img): build it with \`npm run image\``,
+      "no-image",
+    );
+  return { kernel, initrd };
+}
+
+function checkQemu(): void {
+  const r = spawnSync(QEMU, ["--version"], { stdio: "ignore" });
+  if (r.error || r.status !== 0)
+    throw new SimError(
+      `${QEMU} is not installed: apt-get install qemu-system-x86 (npm run deps does it)`,
+      "host",
+    );
+}
+
+/** How much longer the grid's timings are on nodes emulated with TCG (measured: 10 holds). */
+const TCG_TIMESCALE = 10;
+
+export function nodeAddress(index: number): string {
+  return `${SUBNET_PREFIX}${index}`;
+}
+
+function kernelCommandLine(grid: string, token: string, index: number, timescale: number): string {
+  return [
+    "console=ttyS0",
+    // A panicking node reboots like a server with a watchdog, and stays visible as one.
+    "panic=10",
+    `flatgrid.grid=${grid}`,
+    `flatgrid.token=${token}`,
+    `flatgrid.hostname=node-${index}`,
+    "flatgrid.net=static",
+    `flatgrid.ip=${nodeAddress(index)}/24`,
+    "flatgrid.debugshell=ttyS1",
+    // Software emulation runs a node tens of times slower than hardware: the grid's leases
+    // and deadlines, set for real servers, must stretch with it (see node-config.ts).
+    ...(timescale > 1 ? [`flatgrid.timescale=${timescale}`] : []),
+  ].join(" ");
+}
+
+/** A sparse raw file: a blank disk that costs nothing until the node writes to it. */
+function blankDisk(file: string, gib: number): void {
+  const fd = openSync(file, "w", 0o600);
+  closeSync(fd);
+  const r = spawnSync("truncate", ["-s", `${gib}G`, file]);
+  if (r.status !== 0) throw new SimError(`cannot create the disk ${file}`, "host");
+}
+
+/** Boots a simulated grid; returns when every node printed its ready line. */
+export async function up(o: UpOptions): Promise<UpResult> {
+  validate(o);
+  const progress = o.progress ?? (() => {});
+  const dir = resolveDir(o.dir);
+  const image = imageFiles(o.image ?? process.env.FLATGRID_SIM_IMAGE ?? DEFAULT_IMAGE);
+  checkQemu();
+  const old = readState(dir);
+  if (old) {
+    if (anyAlive(old))
+      throw new SimError(
+        `a simulator is already up in ${dir}: ${plural(old.nodes.length, "node")} in namespace ${old.namespace} (see \`flatgrid sim status\`; \`flatgrid sim down\` stops it)`,
+        "already-up",
+      );
+    progress(`clearing a stopped simulator left in ${dir}`);
+    down({ dir, progress });
+  }
+  const accel = chooseAccel(o.accel ?? "auto", probeHostKvm());
+  progress(`accelerator: ${accel.reason}`);
+  if (accel.warning) progress(`warning: ${accel.warning}`);
+
+  const grid = o.grid ?? "sim";
+  const token = o.token ?? randomBytes(18).toString("base64url");
+  const state: SimState = {
+    version: STATE_VERSION,
+    dir,
+    namespace: `${NS_PREFIX}${randomBytes(3).toString("hex")}`,
+    bridgeAddress: BRIDGE_ADDRESS,
+    accel,
+    grid,
+    tokenFile: tokenPath(dir),
+    createdAt: new Date().toISOString(),
+    phase: "starting",
+    ownerPid: process.pid,
+    nodes: [],
+  };
+  claimDir(state);
+  try {
+    writeFileSync(state.tokenFile, `${token}\n`, { mode: 0o600 });
+    createNetwork(state.namespace, BRIDGE_ADDRESS);
+    progress(
+      `network: namespace ${state.namespace}, bridge ${BRIDGE_ADDRESS}, no route out; grid "${grid}", token in ${state.tokenFile}`,
+    );
+    for (let index = 1; index <= o.nodes; index++) {
+      const files = nodeFiles(dir, index);
+      mkdirSync(files.dir, { recursive: true, mode: 0o700 });
+      blankDisk(files.disk, o.diskGiB ?? 8);
+      const tap = `tap${index}`;
+      addTap(state.namespace, tap);
+      const server: QemuServer = {
+        name: `node-${index}`,
+        accel,
+        memoryMiB: o.memoryMiB ?? 2048,
+        cpus: o.cpus ?? 1,
+        kernel: image.kernel,
+        initrd: image.initrd,
+        cmdline: kernelCommandLine(grid, token, index, accel.accel === "tcg" ? TCG_TIMESCALE : 1),
+        tap,
+        mac: `52:54:00:15:00:${index.toString(16).padStart(2, "0")}`,
+        disks: [files.disk, ...(o.extraDisks ?? [])],
+        consoleSocket: files.consoleSocket,
+        consoleLog: files.consoleLog,
+        shellSocket: files.shellSocket,
+        shellLog: files.shellLog,
+        qmpSocket: files.qmpSocket,
+        pidFile: files.pidFile,
+      };
+      const node: SimNode = {
+        index,
+        name: server.name,
+        address: `${nodeAddress(index)}/24`,
+        pid: null,
+        startedAt: new Date().toISOString(),
+        consoleOffset: fileSize(files.consoleLog),
+        killedAt: null,
+        qemu: server,
+      };
+      state.nodes.push(node);
+      node.pid = startQemu(state.namespace, server);
+      writeState(state);
+      progress(
+        `${node.name}: QEMU pid ${node.pid}, ${nodeAddress(index)}, ${server.memoryMiB} MiB, ${server.cpus} vCPU${server.cpus > 1 ? "s" : ""}`,
+      );
+    }
+    state.phase = "up";
+    writeState(state);
+  } catch (err) {
+    progress("start failed: removing what was started");
+    down({ dir, progress: () => {} });
+    throw err;
+  }
+  const started = Date.now();
+  const ready = await waitReady(state.nodes, {
+    timeoutMs: o.timeoutMs ?? 600_000,
+    progress,
+    accel: accel.accel,
+  });
+  return { state, ready, seconds: (Date.now() - started) / 1000 };
+}
