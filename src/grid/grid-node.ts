@@ -95,6 +95,15 @@ function loadEtcd() {
   return etcdModules;
 }
 
+/** What a node's certificate is for: its addresses (and loopback) and the common TLS name. */
+function certOptions(nodeId: string, address: string, remote?: string) {
+  return {
+    nodeId,
+    addresses: [...new Set([address, remote, "127.0.0.1"].filter((a): a is string => !!a))],
+    names: [NODE_TLS_NAME],
+  };
+}
+
 function firstAddress(): string {
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
@@ -295,10 +304,7 @@ export class GridNode extends EventEmitter {
     const gridId = randomUUID();
     const ca = await createCa(gridName, gridId);
     const req = await createNodeRequest(this.nodeId);
-    const certPem = await signNodeRequest(ca, req.csrPem, {
-      ...this.certOptions(this.address),
-      nodeId: this.nodeId,
-    });
+    const certPem = await signNodeRequest(ca, req.csrPem, certOptions(this.nodeId, this.address));
     const grid: StoredGrid = {
       id: gridId,
       name: gridName,
@@ -356,14 +362,6 @@ export class GridNode extends EventEmitter {
     this.tls = tls;
     this.log(`created grid ${gridName} (${gridId})`, { caFingerprint: grid.caFingerprint });
     await this.becomeMember({ fresh: true });
-  }
-
-  private certOptions(address: string, remote?: string) {
-    return {
-      nodeId: "",
-      addresses: [...new Set([address, remote, "127.0.0.1"].filter((a): a is string => !!a))],
-      names: [NODE_TLS_NAME],
-    };
   }
 
   private async join(
@@ -815,10 +813,11 @@ export class GridNode extends EventEmitter {
     const ca = { certPem: (this.tls as NodeTls).caPem, keyPem: await this.caKey() };
     let certPem: string;
     try {
-      certPem = await signNodeRequest(ca, reqJoin.csr, {
-        ...this.certOptions(reqJoin.address, remote),
-        nodeId: reqJoin.nodeId,
-      });
+      certPem = await signNodeRequest(
+        ca,
+        reqJoin.csr,
+        certOptions(reqJoin.nodeId, reqJoin.address, remote),
+      );
     } catch (err) {
       return [400, { error: { code: "bad-request", message: (err as Error).message } }];
     }

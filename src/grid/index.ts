@@ -12,4 +12,4 @@ export {
   PkiError,
   signNodeRequest,
 } from "./pki.js";
-export { callGrid, DEFAULT_GRID_SOCKET, GridSocketError, gridSocketPath } from "./status-socket.js";
+export { callGrid, DEFAULT_GRID_SOCKET, gridSocketPath } from "./status-socket.js";

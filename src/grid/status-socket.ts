@@ -1,6 +1,6 @@
-import { chmodSync, mkdirSync, rmSync } from "node:fs";
-import { createServer, request, type Server } from "node:http";
+import { createServer, type Server } from "node:http";
 import { dirname, join } from "node:path";
+import { ControlClient, listenPrivateSocket } from "../os/index.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
 
 /**
@@ -21,8 +21,6 @@ export function gridSocketPath(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 export async function listenGridSocket(path: string, node: GridNode): Promise<Server> {
-  mkdirSync(dirname(path), { recursive: true });
-  rmSync(path, { force: true });
   const server = createServer((req, res) => {
     const send = (status: number, body: unknown) => {
       const text = `${JSON.stringify(body)}\n`;
@@ -40,75 +38,22 @@ export async function listenGridSocket(path: string, node: GridNode): Promise<Se
     }
     send(404, { error: { code: "not-found", message: `no such endpoint: ${route}` } });
   });
-  const oldMask = process.umask(0o177);
-  try {
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(path, () => resolve());
-    });
-  } finally {
-    process.umask(oldMask);
-  }
-  chmodSync(path, 0o600);
+  await listenPrivateSocket(server, path, "grid service");
   return server;
 }
 
-export class GridSocketError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-  ) {
-    super(message);
-    this.name = "GridSocketError";
-  }
-}
-
-/** Calls the grid service's socket. */
+/** Calls the grid service's socket; failures are ControlErrors, as for the supervisor. */
 export function callGrid<T>(
   method: "GET" | "POST",
   path: string,
   socketPath = gridSocketPath(),
 ): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, method, timeout: 5000 }, (res) => {
-      let body = "";
-      res.setEncoding("utf8");
-      res.on("data", (c: string) => {
-        body += c;
-      });
-      res.on("end", () => {
-        try {
-          const json = JSON.parse(body) as T & { error?: { code: string; message: string } };
-          if ((res.statusCode ?? 500) >= 400)
-            reject(
-              new GridSocketError(
-                json.error?.message ?? `HTTP ${res.statusCode}`,
-                json.error?.code ?? "error",
-              ),
-            );
-          else resolve(json);
-        } catch {
-          reject(
-            new GridSocketError("the grid service sent a reply that is not JSON", "bad-reply"),
-          );
-        }
-      });
-    });
-    req.on("timeout", () => req.destroy(new Error("timed out")));
-    req.on("error", (err: NodeJS.ErrnoException) =>
-      reject(
-        new GridSocketError(
-          `cannot reach the grid service at ${socketPath}: ${err.code ?? err.message}${
-            err.code === "ENOENT" || err.code === "ECONNREFUSED"
-              ? " (is the grid service running? `flatgrid services`)"
-              : ""
-          }`,
-          "unreachable",
-        ),
-      ),
-    );
-    req.end();
+  const client = new ControlClient(socketPath, {
+    name: "the grid service",
+    hint: "is the grid service running? `flatgrid services`",
+    timeoutMs: 5000,
   });
+  return method === "GET" ? client.get<T>(path) : client.post<T>(path);
 }
 
 export type { GridStatus };

@@ -19,9 +19,16 @@ export class ControlError extends Error {
   }
 }
 
-/** Talks to the supervisor's control socket. */
+/** Talks to the supervisor's control socket, or another local API of the same form. */
 export class ControlClient {
-  constructor(readonly path: string = socketPath()) {}
+  constructor(
+    readonly path: string = socketPath(),
+    /** Who answers there, for error messages. */
+    private readonly who: { name: string; hint: string; timeoutMs?: number } = {
+      name: "the supervisor",
+      hint: "is the supervisor running? FLATGRID_SOCKET chooses another socket",
+    },
+  ) {}
 
   async get<T>(urlPath: string): Promise<T> {
     return this.call<T>("GET", urlPath);
@@ -58,7 +65,7 @@ export class ControlClient {
           } catch {
             reject(
               new ControlError(
-                `the supervisor sent a reply that is not JSON: ${body.slice(0, 200)}`,
+                `${this.who.name} sent a reply that is not JSON: ${body.slice(0, 200)}`,
                 "bad-reply",
               ),
             );
@@ -75,6 +82,10 @@ export class ControlClient {
         });
       });
       req.on("error", (err) => reject(this.unreachable(err)));
+      if (this.who.timeoutMs !== undefined)
+        req.setTimeout(this.who.timeoutMs, () =>
+          req.destroy(Object.assign(new Error("timed out"), { code: "timed out" })),
+        );
       req.end(payload);
     });
   }
@@ -135,12 +146,12 @@ export class ControlClient {
   private unreachable(err: NodeJS.ErrnoException): ControlError {
     const hint =
       err.code === "ENOENT" || err.code === "ECONNREFUSED"
-        ? " (is the supervisor running? FLATGRID_SOCKET chooses another socket)"
+        ? ` (${this.who.hint})`
         : err.code === "EACCES"
           ? " (the socket is for root only)"
           : "";
     return new ControlError(
-      `cannot reach the supervisor at ${this.path}: ${err.code ?? err.message}${hint}`,
+      `cannot reach ${this.who.name} at ${this.path}: ${err.code ?? err.message}${hint}`,
       "unreachable",
     );
   }

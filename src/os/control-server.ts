@@ -36,8 +36,8 @@ export class ApiError extends Error {
 }
 
 export class SocketInUseError extends Error {
-  constructor(path: string) {
-    super(`another supervisor is already listening on ${path}`);
+  constructor(path: string, who = "supervisor") {
+    super(`another ${who} is already listening on ${path}`);
     this.name = "SocketInUseError";
   }
 }
@@ -47,8 +47,6 @@ export async function listenControlSocket(
   supervisor: Supervisor,
   handlers: ControlHandlers,
 ): Promise<Server> {
-  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
-  await removeStaleSocket(path);
   const server = createServer((req, res) => {
     handle(req, res, supervisor, handlers).catch((err: unknown) => {
       const apiError =
@@ -68,7 +66,22 @@ export async function listenControlSocket(
       else res.end();
     });
   });
-  // Create the socket with no access for others from the first instant, then set 0600.
+  await listenPrivateSocket(server, path);
+  return server;
+}
+
+/**
+ * Listens on a Unix socket that only root can use (0600 from the first instant), for the
+ * node's local APIs. A socket file left by a dead process is removed; a live one is never
+ * stolen (SocketInUseError).
+ */
+export async function listenPrivateSocket(
+  server: Server,
+  path: string,
+  who = "supervisor",
+): Promise<void> {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+  await removeStaleSocket(path, who);
   const oldMask = process.umask(0o177);
   try {
     await new Promise<void>((resolve, reject) => {
@@ -82,11 +95,10 @@ export async function listenControlSocket(
     process.umask(oldMask);
   }
   chmodSync(path, 0o600);
-  return server;
 }
 
-/** A socket file left by a dead supervisor is removed; a live one is never stolen. */
-async function removeStaleSocket(path: string): Promise<void> {
+/** A socket file left by a dead process is removed; a live one is never stolen. */
+async function removeStaleSocket(path: string, who: string): Promise<void> {
   const alive = await new Promise<boolean>((resolve) => {
     const socket = connect(path);
     socket.once("connect", () => {
@@ -95,7 +107,7 @@ async function removeStaleSocket(path: string): Promise<void> {
     });
     socket.once("error", () => resolve(false));
   });
-  if (alive) throw new SocketInUseError(path);
+  if (alive) throw new SocketInUseError(path, who);
   try {
     unlinkSync(path);
   } catch {

@@ -1,4 +1,5 @@
 export { ControlClient, ControlError, DEFAULT_SOCKET, socketPath } from "./control-client.js";
+export { listenPrivateSocket, SocketInUseError } from "./control-server.js";
 export { runDemo } from "./demo.js";
 export { type Inventory, readInventory } from "./inventory.js";
 export { LEVELS, type LogEntry } from "./log-buffer.js";

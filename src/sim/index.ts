@@ -13,7 +13,7 @@ export {
 export { attachConsole, bootStep, lastLines, READY_LINE, readLog } from "./console.js";
 export { anyAlive, type DownResult, down } from "./down.js";
 export { SimError, type SimErrorCode } from "./errors.js";
-export { NS_PREFIX, namespaceExists } from "./netns.js";
+export { killProcessesIn, NS_PREFIX, namespaceExists, pidsInNamespace } from "./netns.js";
 export { kill, start } from "./power.js";
 export { QEMU, type QemuServer, qemuAlive, qemuArgs } from "./qemu.js";
 export { qmp } from "./qmp.js";

@@ -54,9 +54,8 @@ export function pidsInNamespace(ns: string): number[] {
     .map(Number);
 }
 
-/** Kills whatever still runs in the namespace (only our QEMUs should) and deletes it. */
-export function removeNetwork(ns: string): void {
-  if (!ns.startsWith(NS_PREFIX) || !namespaceExists(ns)) return;
+/** SIGKILLs every process in a namespace (but ours) until none is left, for up to 5 s. */
+export function killProcessesIn(ns: string): void {
   for (let i = 0; i < 50; i++) {
     const pids = pidsInNamespace(ns).filter((p) => p !== process.pid);
     if (pids.length === 0) break;
@@ -69,6 +68,12 @@ export function removeNetwork(ns: string): void {
     }
     spawnSync("sleep", ["0.1"]);
   }
+}
+
+/** Kills whatever still runs in the namespace (only our QEMUs should) and deletes it. */
+export function removeNetwork(ns: string): void {
+  if (!ns.startsWith(NS_PREFIX) || !namespaceExists(ns)) return;
+  killProcessesIn(ns);
   ip(["netns", "del", ns]);
 }
 

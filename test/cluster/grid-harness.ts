@@ -166,6 +166,36 @@ export class GridCluster {
   }
 }
 
+export type MaybeStatus = GridStatus | null;
+
+/** The statuses of nodes that answered. */
+export const up = (s: MaybeStatus[]): GridStatus[] => s.filter((x): x is GridStatus => x !== null);
+
+/** One grid, one controller everyone agrees on, every node registered. */
+export function formed(count: number) {
+  return (all: MaybeStatus[]) => {
+    const s = up(all);
+    if (s.length !== count) return false;
+    const grids = new Set(s.map((x) => x.grid?.id));
+    const controllers = new Set(s.map((x) => x.controller));
+    return (
+      grids.size === 1 &&
+      !grids.has(undefined) &&
+      controllers.size === 1 &&
+      !controllers.has(null) &&
+      s.every((x) => x.phase === "member" && x.quorum && x.nodes.length === count)
+    );
+  };
+}
+
+/** All `count` nodes agree on one controller, and it is not `old`. */
+export function newController(count: number, old: string | null | undefined) {
+  return (all: MaybeStatus[]) => {
+    const c = new Set(up(all).map((x) => x.controller));
+    return up(all).length === count && c.size === 1 && !c.has(null) && !c.has(old ?? null);
+  };
+}
+
 export function brief(s: GridStatus | null) {
   if (!s) return null;
   return {

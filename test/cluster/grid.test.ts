@@ -7,8 +7,8 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { callGrid, type GridStatus } from "../../src/grid/index.js";
-import { brief, GridCluster } from "./grid-harness.js";
+import { callGrid } from "../../src/grid/index.js";
+import { brief, formed, GridCluster, type MaybeStatus, newController, up } from "./grid-harness.js";
 import { sweepStale } from "./netns.js";
 
 const FORMATION_ROUNDS = Number(process.env.FLATGRID_FORMATION_ROUNDS ?? 10);
@@ -29,25 +29,7 @@ function progress(msg: string): void {
   process.stderr.write(`  grid: ${msg}\n`);
 }
 
-type S = GridStatus | null;
-const up = (s: S[]): GridStatus[] => s.filter((x): x is GridStatus => x !== null);
-
-/** One grid, one controller everyone agrees on, every node registered. */
-function formed(count: number) {
-  return (all: S[]) => {
-    const s = up(all);
-    if (s.length !== count) return false;
-    const grids = new Set(s.map((x) => x.grid?.id));
-    const controllers = new Set(s.map((x) => x.controller));
-    return (
-      grids.size === 1 &&
-      !grids.has(undefined) &&
-      controllers.size === 1 &&
-      !controllers.has(null) &&
-      s.every((x) => x.phase === "member" && x.quorum && x.nodes.length === count)
-    );
-  };
-}
+type S = MaybeStatus;
 
 function controllerIndex(all: S[]): number {
   const id = up(all).find((s) => s.controller)?.controller;
@@ -182,15 +164,7 @@ describe("grid faults (4 nodes: 3 voters and a client)", { concurrency: false },
     process.kill(pid, "SIGSTOP");
     const t0 = Date.now();
     const others = nodes.filter((i) => i !== old);
-    const after1 = await g.until(
-      "a new controller",
-      (all) => {
-        const c = new Set(up(all).map((x) => x.controller));
-        return up(all).length === 3 && c.size === 1 && !c.has(null) && !c.has(oldId ?? "");
-      },
-      20_000,
-      others,
-    );
+    const after1 = await g.until("a new controller", newController(3, oldId), 20_000, others);
     progress(`SIGSTOP: node ${old} deposed, new controller after ${Date.now() - t0} ms`);
     process.kill(pid, "SIGCONT");
     const fence = await callGrid<{ term: number | null; accepted: boolean }>(
@@ -221,15 +195,7 @@ describe("grid faults (4 nodes: 3 voters and a client)", { concurrency: false },
     await g.powerOff(victim);
     const t0 = Date.now();
     const rest = nodes.filter((i) => i !== victim);
-    await g.until(
-      "a new controller",
-      (all) => {
-        const c = new Set(up(all).map((x) => x.controller));
-        return up(all).length === 3 && c.size === 1 && !c.has(null) && !c.has(victimId);
-      },
-      30_000,
-      rest,
-    );
+    await g.until("a new controller", newController(3, victimId), 30_000, rest);
     progress(`kill -9: new controller after ${Date.now() - t0} ms`);
     await g.until(
       "the dead node to leave the registry",

@@ -17,6 +17,7 @@ import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_pr
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
+import { killProcessesIn, pidsInNamespace } from "../../src/sim/index.js";
 
 export const PREFIX = "fgc";
 const NS_NAME = /^fgc-(\d+)-([a-z0-9]+)-(sw|n\d+)$/;
@@ -52,26 +53,9 @@ export function listNamespaces(): string[] {
     .filter((n) => n !== "");
 }
 
-function pidsIn(ns: string): number[] {
-  const out = spawnSync("ip", ["netns", "pids", ns], { encoding: "utf8" }).stdout ?? "";
-  return out
-    .split(/\s+/)
-    .filter((s) => /^\d+$/.test(s))
-    .map(Number);
-}
-
 /** Kills every process in a namespace and deletes it. */
 export function removeNamespace(ns: string): void {
-  for (let i = 0; i < 20; i++) {
-    const pids = pidsIn(ns).filter((p) => p !== process.pid);
-    if (pids.length === 0) break;
-    for (const pid of pids) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {}
-    }
-    spawnSync("sleep", ["0.05"]);
-  }
+  killProcessesIn(ns);
   tryRun("ip", ["netns", "del", ns]);
 }
 
@@ -260,7 +244,7 @@ export class Cluster {
 
   /** Sends a signal to every process in a node namespace (SIGKILL: the node loses power). */
   signalAll(index: number, signal: NodeJS.Signals): number[] {
-    const pids = pidsIn(this.node(index).ns).filter((p) => p !== process.pid);
+    const pids = pidsInNamespace(this.node(index).ns).filter((p) => p !== process.pid);
     for (const pid of pids) {
       try {
         process.kill(pid, signal);
