@@ -16,9 +16,9 @@ cd "$(dirname "$0")/.."
 # etcd-server: the grid's state store, run by the grid service (cluster tests, demo).
 debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-ping etcd-server)
 case "$purpose" in
-  demo) ;;
-  # mmdebstrap, cpio: the node image; qemu-system-x86: booting it (the e2e suite does both).
-  test | image) debs+=(mmdebstrap cpio gzip qemu-system-x86) ;;
+  # mmdebstrap, cpio: the node image; qemu-system-x86: booting it (the e2e suite and the demo
+  # grid do both).
+  test | image | demo) debs+=(mmdebstrap cpio gzip qemu-system-x86) ;;
   *) echo "ensure-deps.sh: unknown purpose '$purpose' (test, demo or image)" >&2; exit 2 ;;
 esac
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
-import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { Argument, Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import type { GridStatus } from "../grid/index.js";
 import { DescriptorError, formatProblem, parseApplication } from "../model/index.js";
 import {
   ControlClient,
   ControlError,
+  type DataPartitionStatus,
+  formatBytes,
   type NodeConfig,
   runDemo,
   type ServiceStatus,
@@ -146,6 +148,30 @@ export function buildProgram(): Command {
     if (node.configErrors.length) process.exitCode = 1;
   });
 
+  common(
+    program
+      .command("disks")
+      .description("the data partition, and what the node found on each local disk"),
+  ).action(async (options: CommonOptions) => {
+    const node = await client(options).get<{ bootMode: string; data: DataPartitionStatus | null }>(
+      "/v1/node",
+    );
+    const data = node.data;
+    print(options, { data }, () => {
+      if (!data) return `boot mode ${node.bootMode}: disks are not the node's to manage`;
+      const size = formatBytes;
+      const head =
+        data.state === "mounted"
+          ? `data partition  ${data.device} at ${data.mountpoint}, ${size(data.sizeBytes ?? 0)}${data.formatted ? ", formatted at this boot" : ""}`
+          : `data partition  none: ${data.reason}`;
+      const rows = data.disks.map(
+        (d) => `${d.device.padEnd(12)}  ${size(d.sizeBytes).padStart(9)}  ${d.verdict}`,
+      );
+      return [head, "", `${"DEVICE".padEnd(12)}  ${"SIZE".padStart(9)}  FOUND`, ...rows].join("\n");
+    });
+    if (data && data.state !== "mounted") process.exitCode = 1;
+  });
+
   for (const action of ["poweroff", "reboot"] as const) {
     common(
       program
@@ -260,10 +286,24 @@ export function buildProgram(): Command {
   program
     .command("demo")
     .description(
-      "boot what exists of a node (init, supervisor, services) in a private namespace and show it",
+      "grid: boot a simulated grid from build/image and leave it up (npm run demo); node: one node's init, supervisor and services in a private namespace",
     )
-    .action(async () => {
-      process.exitCode = await runDemo();
+    .addArgument(new Argument("[what]", "what to show").choices(["grid", "node"]).default("grid"))
+    .option("--nodes <count>", "servers in the grid", (v) => Number.parseInt(v, 10), 3)
+    .option("--memory <MiB>", "memory of each server", (v) => Number.parseInt(v, 10), 1536)
+    .action(async (what: string, o: { nodes: number; memory: number }) => {
+      if (what === "node") {
+        process.exitCode = await runDemo();
+        return;
+      }
+      if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 9)
+        throw new Failure("--nodes must be a whole number from 1 to 9", "usage");
+      const { runGridDemo } = await import("./demo-grid.js");
+      process.exitCode = await runGridDemo({
+        nodes: o.nodes,
+        memoryMiB: o.memory,
+        gridTimeoutMs: 480_000,
+      });
     });
   return program;
 }

@@ -1,6 +1,20 @@
 export { ControlClient, ControlError, DEFAULT_SOCKET, socketPath } from "./control-client.js";
 export { listenPrivateSocket, SocketInUseError } from "./control-server.js";
+export {
+  blockDevices,
+  type DataPartitionStatus,
+  type DiskVerdict,
+  formatBytes,
+  plan as planDataPartition,
+  setUpDataPartition,
+} from "./data-partition.js";
 export { runDemo } from "./demo.js";
+export {
+  DATA_LABEL,
+  describe as describeSignature,
+  identify,
+  type Signature,
+} from "./disk-signature.js";
 export { type Inventory, readInventory } from "./inventory.js";
 export { LEVELS, type LogEntry } from "./log-buffer.js";
 export type { NodeConfig } from "./node-config.js";

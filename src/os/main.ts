@@ -14,7 +14,7 @@ import {
   serviceSpecSchema,
 } from "./service-spec.js";
 import { Supervisor } from "./supervisor.js";
-import { bootMode, bringUpSystem } from "./system.js";
+import { bootMode, bringUpStorage, bringUpSystem } from "./system.js";
 import { VERSION } from "./version.js";
 
 /**
@@ -84,8 +84,15 @@ async function main(): Promise<void> {
   const started = Date.now();
   say(`flatgrid ${VERSION} supervisor starting (pid ${process.pid}, boot mode ${mode})`);
 
-  const { config, errors: configErrors } = readNodeConfig(args["config-dir"], args.cmdline, say);
-  const notes: { level: number; msg: string }[] = [];
+  // The command line says whether a disk may be formatted; the data partition may then hold
+  // the node's own node.conf (written by the console), which wins over the command line.
+  const early = readNodeConfig(args["config-dir"], args.cmdline, say);
+  const storage = await bringUpStorage(early.config, mode);
+  const { config, errors: configErrors } =
+    storage.data?.state === "mounted"
+      ? readNodeConfig([args["config-dir"], storage.data.mountpoint], args.cmdline, say)
+      : early;
+  const notes: { level: number; msg: string }[] = [...storage.notes];
   for (const error of configErrors)
     notes.push({ level: 50, msg: `configuration: ${formatConfigError(error)}` });
   if (!config.grid)
@@ -149,6 +156,7 @@ async function main(): Promise<void> {
       uptimeMs: Date.now() - started,
       config: redactConfig(config),
       configErrors: configErrors.map((e) => ({ ...e, text: formatConfigError(e) })),
+      data: storage.data,
     }),
     power: (action) => {
       supervisor.note(`${action} requested through the control socket`);

@@ -10,11 +10,11 @@ import {
 
 /**
  * The node configuration as the supervisor and the services see it: `flatgrid.*` keys from
- * the kernel command line, then CONFIG_DIR/node.conf. A file that cannot be read is reported
+ * the kernel command line, then node.conf of each configuration directory (a later one wins). A file that cannot be read is reported
  * through `say` and skipped; bad keys come back as errors, never thrown.
  */
 export function readNodeConfig(
-  configDir: string,
+  configDirs: string | string[],
   cmdlineFile: string,
   say: (msg: string) => void = () => {},
 ): { config: NodeConfig; errors: ConfigError[] } {
@@ -25,8 +25,9 @@ export function readNodeConfig(
   } catch (err) {
     say(`cannot read ${cmdlineFile}: ${(err as Error).message}`);
   }
-  const file = join(configDir, "node.conf");
-  if (existsSync(file)) {
+  for (const dir of typeof configDirs === "string" ? [configDirs] : configDirs) {
+    const file = join(dir, "node.conf");
+    if (!existsSync(file)) continue;
     const parsed = settingsFromFile(readFileSync(file, "utf8"), file);
     settings.push(...parsed.settings);
     errors.push(...parsed.errors);

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { type DataPartitionStatus, formatBytes, setUpDataPartition } from "./data-partition.js";
 import type { NodeConfig } from "./node-config.js";
 import type { ServiceSpecInput } from "./service-spec.js";
 
@@ -51,20 +52,40 @@ export interface SystemReport {
   services: ServiceSpecInput[];
 }
 
+/**
+ * The first step of an OS boot: kernel modules (disk drivers, ext4), then the data partition,
+ * so that the node's own configuration stored there can be read before the rest comes up.
+ */
+export async function bringUpStorage(
+  config: NodeConfig,
+  mode: BootMode,
+): Promise<{ notes: SystemReport["notes"]; data: DataPartitionStatus | null }> {
+  const notes: SystemReport["notes"] = [];
+  const note = (msg: string, level = 30) => notes.push({ level, msg });
+  if (mode !== "os") {
+    note(
+      `boot mode ${mode}: not the node OS, so kernel modules, disks, hostname and network are left as they are`,
+    );
+    return { notes, data: null };
+  }
+  await loadModules([...BASE_MODULES, ...config.modules], note);
+  const data = await setUpDataPartition({ format: config.format });
+  note(`data partition: ${data.reason}`, data.state === "mounted" ? 30 : 40);
+  for (const disk of data.disks) {
+    if (disk.device === data.device) continue;
+    note(`disk ${disk.device} (${formatBytes(disk.sizeBytes)}): ${disk.verdict}`);
+  }
+  return { notes, data };
+}
+
 export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise<SystemReport> {
   const report: SystemReport = { notes: [], services: [] };
   const note = (msg: string, level = 30) => report.notes.push({ level, msg });
-  if (mode !== "os") {
-    note(
-      `boot mode ${mode}: not the node OS, so kernel modules, hostname and network are left as they are`,
-    );
-    return report;
-  }
-  await loadModules([...BASE_MODULES, ...config.modules], note);
+  if (mode !== "os") return report;
   setHostname(config.hostname ?? defaultHostname(), note);
   await bringUpNetwork(config, note, report.services);
   // The grid service: formation, join, etcd, election, registry. Its state lives under
-  // /var/lib/flatgrid, in RAM until the FLATGRID data partition is mounted there.
+  // /var/lib/flatgrid: on the FLATGRID data partition, or in RAM when there is none.
   report.services.push({
     name: "grid",
     description: "this node's part in its grid: discovery, join, etcd, controller election",

@@ -23,6 +23,7 @@ export {
   DEFAULT_DIR,
   findNode,
   loadState,
+  readState,
   resolveDir,
   type SimNode,
   type SimState,

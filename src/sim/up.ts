@@ -117,6 +117,9 @@ function kernelCommandLine(grid: string, token: string, index: number, timescale
     "flatgrid.net=static",
     `flatgrid.ip=${nodeAddress(index)}/24`,
     "flatgrid.debugshell=ttyS1",
+    // Each node's first disk is blank and meant to be its data partition, as an operator
+    // would set it for a rack of new servers.
+    "flatgrid.format=blank",
     // Software emulation runs a node tens of times slower than hardware: the grid's leases
     // and deadlines, set for real servers, must stretch with it (see node-config.ts).
     ...(timescale > 1 ? [`flatgrid.timescale=${timescale}`] : []),

@@ -10,7 +10,18 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { debianCloudKernel } from "../../image/debian.js";
-import { down, NodeShell, READY_LINE, readLog, type SimState, up } from "../../src/sim/index.js";
+import type { GridStatus } from "../../src/grid/index.js";
+import {
+  down,
+  kill,
+  loadState,
+  NodeShell,
+  READY_LINE,
+  readLog,
+  type SimState,
+  start,
+  up,
+} from "../../src/sim/index.js";
 import { buildGuestAssets, DISK_MARKER } from "./guest-assets.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -72,6 +83,16 @@ describe("the node image in QEMU", { timeout: 900_000 }, () => {
     assert.match(serial, /flatgrid-supervisor: hostname: node-1/);
     assert.match(serial, /flatgrid-supervisor: network: eth0 10\.215\.0\.1\/24/);
     assert.doesNotMatch(serial, /ERROR: configuration/);
+    // Its own blank disk became the data partition (the simulator sets flatgrid.format=blank);
+    // the disk with a file system of someone else's was left alone, and the log says so.
+    assert.match(
+      serial,
+      /flatgrid-supervisor: data partition: \/dev\/vda formatted and mounted at \/var\/lib\/flatgrid/,
+    );
+    assert.match(
+      serial,
+      /flatgrid-supervisor: disk \/dev\/vdb \(\d+ MiB\): holds an ext4 file system labelled "assets": not ours, left alone/,
+    );
     const ping = execFileSync(
       "ip",
       ["netns", "exec", sim.namespace, "ping", "-c", "2", "-W", "20", "10.215.0.1"],
@@ -127,5 +148,79 @@ describe("the node image in QEMU", { timeout: 900_000 }, () => {
       30_000,
     );
     assert.match(count, /disk-count=1\b/);
+
+    // Stopped and started again, the VM finds what it wrote: its disk is a plain file that
+    // the monitor flushed before it exited.
+    const again = await sh.run(
+      "flatgrid vmm --config /mnt/vm2.json; echo vmm-exit=$?",
+      /vmm-exit=\d+/,
+      400_000,
+    );
+    assert.match(again, /guest: boot count 2\b/);
+    assert.match(again, /vmm-exit=0/);
+    await sh.run("umount /mnt; echo umounted=$?", /umounted=\d/, 30_000);
+  });
+
+  it("keeps its identity, its grid and its data partition across a power cut", async () => {
+    const node = sim?.nodes[0];
+    assert.ok(node && shell, "the node booted");
+    const { output: before } = await shell.exec(
+      "flatgrid disks; echo node-id=$(cat /var/lib/flatgrid/grid/node-id)",
+      120_000,
+    );
+    for (const line of before.split(/\r?\n/).filter((l) => /\/dev\/|data partition/.test(l)))
+      process.stdout.write(`# ${line.trim()}\n`);
+    assert.match(
+      before,
+      /data partition {2}\/dev\/vda at \/var\/lib\/flatgrid, 8\.0 GiB, formatted at this boot/,
+    );
+    assert.match(
+      before,
+      /\/dev\/vdb .* holds an ext4 file system labelled "assets": not ours, left alone/,
+    );
+    const nodeId = /node-id=([0-9a-f-]{36})/.exec(before)?.[1];
+    assert.ok(nodeId, "the node has an id on its data partition");
+    // The grid is up (one node: it created it) before the power is cut.
+    const grid = await gridOf(shell);
+    assert.equal(grid.phase, "member");
+    shell.close();
+    shell = null;
+
+    kill("1", SIM_DIR);
+    const ready = await start("1", {
+      dir: SIM_DIR,
+      progress: (line) => process.stdout.write(`# sim: ${line}\n`),
+    });
+    assert.match(ready.line, READY_LINE);
+    // This boot's console only: start() noted where the log stood before powering on.
+    const serial = readLog(node.qemu.consoleLog, loadState(SIM_DIR).nodes[0]?.consoleOffset ?? 0);
+    assert.match(serial, /data partition: \/dev\/vda mounted at \/var\/lib\/flatgrid/);
+    assert.doesNotMatch(serial, /formatted/);
+
+    const sh = new NodeShell(node.qemu.shellSocket);
+    shell = sh;
+    await sh.open();
+    const { output: after } = await sh.exec(
+      "echo node-id=$(cat /var/lib/flatgrid/grid/node-id)",
+      60_000,
+    );
+    assert.match(after, new RegExp(`node-id=${nodeId}`));
+    const regrid = await gridOf(sh);
+    assert.equal(regrid.grid?.id, grid.grid?.id, "the same grid");
+    assert.equal(regrid.nodeId, nodeId);
   });
 });
+
+/** `flatgrid grid status --json` on the node, once it is a member with a quorum. */
+async function gridOf(sh: NodeShell): Promise<GridStatus> {
+  const started = Date.now();
+  for (;;) {
+    const { output } = await sh.exec("flatgrid grid status --json", 180_000);
+    const json = output.split("\n").find((l) => l.startsWith("{")) ?? "{}";
+    const s = JSON.parse(json) as GridStatus;
+    if (s.phase === "member" && s.quorum) return s;
+    if (Date.now() - started > 300_000)
+      assert.fail(`the node did not become a member of its grid: ${json.slice(0, 500)}`);
+    await new Promise((r) => setTimeout(r, 3000));
+  }
+}

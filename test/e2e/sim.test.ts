@@ -164,14 +164,26 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
           break;
         }
         if (Date.now() - started > 300_000) {
-          const logs = await shell
-            .exec("flatgrid logs grid -n 25 | cut -c1-300", 180_000)
-            .then((r) => r.output)
-            .catch((err: Error) => err.message);
+          // Every node's side of the story: which step each one is stuck at.
+          const logs: string[] = [];
+          for (const node of loadState(DIR).nodes) {
+            const sh = node.index === 1 ? shell : new NodeShell(node.qemu.shellSocket);
+            const text = await (node.index === 1 ? Promise.resolve() : sh.open())
+              .then(() =>
+                sh.exec(
+                  "flatgrid grid status --json | cut -c1-600; flatgrid logs grid -n 40 | cut -c1-300",
+                  180_000,
+                ),
+              )
+              .then((r) => r.output)
+              .catch((err: Error) => err.message);
+            if (sh !== shell) sh.close();
+            logs.push(`--- ${node.name}:\n${text}`);
+          }
           assert.fail(
             `no grid of ${NODES} nodes with a controller after ${((Date.now() - started) / 1000).toFixed(0)} s; last: ${last}\n` +
               "(keepalives DEADLINE_EXCEEDED and controllers deposed as their lease is lost, below, mean the grid's timings are too tight for these nodes' speed: see README, The grid simulator)\n" +
-              `node-1's grid log:\n${logs}`,
+              logs.join("\n"),
           );
         }
         await sleep(5000);
