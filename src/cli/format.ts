@@ -1,4 +1,4 @@
-import type { GridStatus, NodeRecord } from "../grid/index.js";
+import type { AppStatus, AppSummary, GridStatus, NodeRecord } from "../grid/index.js";
 import { type Application, formatMiB } from "../model/index.js";
 import { LEVELS, type LogEntry, type ServiceStatus } from "../os/index.js";
 
@@ -132,5 +132,61 @@ export function applicationText(a: Application): string {
   ];
   for (const e of a.exposures)
     lines.push(`exposed     ${e.component}.${e.terminal} on port ${e.port}/${e.protocol}`);
+  return lines.join("\n");
+}
+
+export function appsTable(apps: AppSummary[]): string {
+  if (apps.length === 0) return "no applications: `flatgrid app create -f FILE` adds one";
+  return table(
+    ["APP", "INSTANCES", "ASSIGNED", "NODES", "CPUS", "MEMORY", "CREATED", "DESCRIPTION"],
+    apps.map((a) => [
+      a.name,
+      String(a.instances),
+      String(a.placed),
+      String(a.nodes),
+      String(a.cpus),
+      formatMiB(a.memoryMiB),
+      a.createdAt.slice(0, 19).replace("T", " "),
+      a.description,
+    ]),
+  );
+}
+
+const AGENT_NOTE =
+  "assigned: placed on that node by the controller. Agents, which will start the VMs there, are not built yet.";
+
+export function appStatusText(s: AppStatus): string {
+  const a = s.app.spec;
+  const rows = s.instances.map((i) => [
+    i.id,
+    i.class,
+    i.state,
+    i.hostname ?? (i.node ? i.node.slice(0, 8) : "-"),
+    i.address ?? "-",
+    String(i.cpus),
+    formatMiB(i.memoryMiB),
+  ]);
+  const pending = s.instances.filter((i) => i.state === "pending").length;
+  return [
+    `${s.app.name}: ${a.description || "(no description)"}`,
+    `created     ${s.app.createdAt} from ${s.app.file}`,
+    `needs       ${a.demand.cpus} CPUs, ${formatMiB(a.demand.memoryMiB)} of a budget of ${a.budget.cpus} CPUs, ${formatMiB(a.budget.memoryMiB)}`,
+    `instances   ${s.instances.length - pending} assigned, ${pending} pending${pending ? " (`flatgrid app explain` says why)" : ""}`,
+    "",
+    table(["INSTANCE", "CLASS", "STATE", "NODE", "ADDRESS", "CPUS", "MEMORY"], rows),
+    "",
+    AGENT_NOTE,
+  ].join("\n");
+}
+
+export function appExplainText(s: AppStatus): string {
+  const lines: string[] = [];
+  for (const i of s.instances) {
+    const where = i.node
+      ? `on ${i.hostname ?? i.node.slice(0, 8)} (${i.node.slice(0, 8)})`
+      : "on no node";
+    lines.push(`${i.id} (${i.cpus} CPUs, ${formatMiB(i.memoryMiB)}): ${where}`);
+    for (const r of i.reasons) lines.push(`  - ${r}`);
+  }
   return lines.join("\n");
 }

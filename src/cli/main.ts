@@ -1,8 +1,15 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import type { GridStatus } from "../grid/index.js";
-import { DescriptorError, formatProblem, parseApplication } from "../model/index.js";
+import type { AppRecord } from "../controller/index.js";
+import type { AppStatus, AppSummary, GridStatus } from "../grid/index.js";
+import {
+  DEFAULT_CATALOG,
+  DescriptorError,
+  formatProblem,
+  parseApplication,
+  readCatalog,
+} from "../model/index.js";
 import {
   ControlClient,
   ControlError,
@@ -15,8 +22,16 @@ import {
   VERSION,
 } from "../os/index.js";
 import { SimError } from "../sim/index.js";
-import { DEFAULT_CATALOG, readCatalog } from "./catalog-files.js";
-import { applicationText, gridStatusText, logLine, nodesTable, servicesTable } from "./format.js";
+import {
+  appExplainText,
+  applicationText,
+  appStatusText,
+  appsTable,
+  gridStatusText,
+  logLine,
+  nodesTable,
+  servicesTable,
+} from "./format.js";
 import { addSimCommands } from "./sim.js";
 
 /**
@@ -250,6 +265,80 @@ export function buildProgram(): Command {
       );
       process.exitCode = 1;
     }
+  });
+
+  const appCall = async <T>(
+    options: CommonOptions & { gridSocket?: string },
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    body?: unknown,
+  ): Promise<T> => {
+    const { callGrid, gridSocketPath } = await import("../grid/index.js");
+    const socket =
+      options.gridSocket ?? gridSocketPath({ FLATGRID_SOCKET: options.socket ?? socketPath() });
+    return callGrid<T>(method, path, socket, body);
+  };
+  const appPath = (name: string) => `/v1/apps/${encodeURIComponent(name)}`;
+  common(
+    app
+      .command("create")
+      .description("store an application in the grid: the controller places its instances")
+      .requiredOption("-f, --file <file>", "the application descriptor (YAML)")
+      .addOption(gridSocketOption()),
+  ).action(async (options: CommonOptions & { file: string; gridSocket?: string }) => {
+    let source: string;
+    try {
+      source = readFileSync(options.file, "utf8");
+    } catch (err) {
+      throw new Failure(`cannot read ${options.file}: ${(err as Error).message}`, "no-file");
+    }
+    const { app: created } = await appCall<{ app: AppRecord }>(options, "POST", "/v1/apps", {
+      file: options.file,
+      source,
+    });
+    print(
+      options,
+      { app: created },
+      () =>
+        `${created.name}: created, ${created.spec.instances.length} instances (${created.spec.demand.cpus} CPUs, ${created.spec.demand.memoryMiB} MiB); the controller places them: \`flatgrid app status ${created.name}\``,
+    );
+  });
+  common(
+    app.command("ls").description("the grid's applications").addOption(gridSocketOption()),
+  ).action(async (options: CommonOptions & { gridSocket?: string }) => {
+    const { apps } = await appCall<{ apps: AppSummary[] }>(options, "GET", "/v1/apps");
+    print(options, { apps }, () => appsTable(apps));
+  });
+  for (const [verb, description] of [
+    ["status", "an application's instances: node, address, state"],
+    ["explain", "why each instance of an application is on its node, or on none"],
+  ] as const) {
+    common(
+      app
+        .command(verb)
+        .description(description)
+        .argument("<name>", "the application")
+        .addOption(gridSocketOption()),
+    ).action(async (name: string, options: CommonOptions & { gridSocket?: string }) => {
+      const status = await appCall<AppStatus>(options, "GET", appPath(name));
+      print(options, status, () =>
+        verb === "status" ? appStatusText(status) : appExplainText(status),
+      );
+    });
+  }
+  common(
+    app
+      .command("destroy")
+      .description("remove an application from the grid")
+      .argument("<name>", "the application")
+      .addOption(gridSocketOption()),
+  ).action(async (name: string, options: CommonOptions & { gridSocket?: string }) => {
+    await appCall(options, "DELETE", appPath(name));
+    print(
+      options,
+      { destroyed: name },
+      () => `${name}: destroyed; the controller removes its placements`,
+    );
   });
 
   program

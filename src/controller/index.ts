@@ -1,3 +1,12 @@
+export {
+  type AppRecord,
+  demandOf,
+  type PlacementRecord,
+  type ReconcileInput,
+  type ReconcilePlan,
+  reconcileApps,
+  type ScheduleRecord,
+} from "./app-reconcile.js";
 export { type HaStatus, haStatus } from "./ha.js";
 export { MAX_FAILURES, onInstanceFailure, type RestartDecision } from "./instance-restarts.js";
 export {

@@ -1,11 +1,22 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
+import { statfsSync } from "node:fs";
 import { createServer, type Server } from "node:https";
 import { networkInterfaces, hostname as osHostname } from "node:os";
 import type { TLSSocket } from "node:tls";
 import type { Etcd3 } from "etcd3";
+import { type NodeCapacity, reconcileApps } from "../controller/index.js";
 import { Discovery, type Peer } from "../discovery/index.js";
+import { type Catalog, DEFAULT_CATALOG, readCatalog } from "../model/index.js";
 import { ControlClient, readInventory } from "../os/index.js";
+import {
+  ApiError,
+  applicationStatus,
+  createApplication,
+  destroyApplication,
+  listApplications,
+} from "./app-api.js";
+import { applyPlan, readAppState } from "./app-store.js";
 import { DeposedError, Election } from "./election.js";
 import { EtcdRunner } from "./etcd-runner.js";
 import { clientUrl, peerUrl } from "./etcd-service.js";
@@ -32,6 +43,38 @@ import {
   signNodeRequest,
 } from "./pki.js";
 import { listNodes, Registration } from "./registry.js";
+
+/** What the scheduler may use of a node: its inventory, less a reserve for the node itself. */
+export function nodeCapacity(r: NodeRecord): NodeCapacity {
+  const inv = (r.inventory ?? {}) as {
+    cpus?: number;
+    memoryMiB?: number;
+    kvm?: boolean;
+    storage?: { totalMiB?: number };
+  };
+  return {
+    id: r.nodeId,
+    cpus: inv.cpus ?? 0,
+    // The supervisor, the grid service, etcd and one monitor process per VM live here too.
+    memoryMiB: Math.max(0, (inv.memoryMiB ?? 0) - NODE_RESERVE_MIB),
+    diskMiB: inv.storage?.totalMiB ?? 0,
+    kvm: inv.kvm === true,
+    alive: true,
+  };
+}
+
+export const NODE_RESERVE_MIB = 512;
+
+/** The file system that holds this node's state (its data partition on a real node). */
+function storageOf(path: string): { path: string; totalMiB: number } | null {
+  // Its size only: free space changes all the time, and the record is rewritten on change.
+  try {
+    const s = statfsSync(path);
+    return { path, totalMiB: Math.floor((s.blocks * s.bsize) / 2 ** 20) };
+  } catch {
+    return null;
+  }
+}
 
 /**
  * One node's part in its grid: it finds peers (discovery), creates or joins the grid
@@ -61,6 +104,13 @@ export interface GridNodeOptions {
   registryTtlS?: number;
   /** How long a member's node may be gone before it is removed from etcd, ms. */
   deadGraceMs?: number;
+  /**
+   * How long a node's instances stay placed on it after its registry record is gone, ms:
+   * long enough that the node, if it lives on cut off, has fenced itself (stopped its VMs).
+   */
+  instanceGraceMs?: number;
+  /** Appliance class descriptors for validating applications (default: the shipped ones). */
+  catalogDir?: string;
   tickMs?: number;
   /** Multiplies every timing above and etcd's (flatgrid.timescale): 1 on real servers. */
   timescale?: number;
@@ -127,6 +177,7 @@ export class GridNode extends EventEmitter {
       | "log"
       | "supervisor"
       | "etcdBinary"
+      | "catalogDir"
     >
   >;
   private phase: Phase = "unconfigured";
@@ -158,6 +209,9 @@ export class GridNode extends EventEmitter {
     heartbeats: 0,
   };
   private lastTerm: number | null = null;
+  /** Controller only: nodes holding placements whose record is gone, and since when. */
+  private missingSince = new Map<string, number>();
+  private catalog: Catalog | null = null;
   private readonly supervisor: ControlClient;
   private readonly logFn: NonNullable<GridNodeOptions["log"]>;
 
@@ -178,6 +232,7 @@ export class GridNode extends EventEmitter {
       electionTtlS: options.electionTtlS ?? Math.ceil(1 * k),
       registryTtlS: options.registryTtlS ?? Math.ceil(2 * k),
       deadGraceMs: options.deadGraceMs ?? 60_000,
+      instanceGraceMs: options.instanceGraceMs ?? 15_000 * k,
       tickMs: options.tickMs ?? 250 * k,
     };
     this.supervisor = options.supervisor ?? new ControlClient();
@@ -644,6 +699,69 @@ export class GridNode extends EventEmitter {
       log: (msg) => this.log(msg),
     });
     if (action) this.emit("membership", action);
+    await this.placeInstances(client, election, term);
+  }
+
+  /** The controller's placement loop: every instance of every application gets a node. */
+  private async placeInstances(client: Etcd3, election: Election, term: number): Promise<void> {
+    const state = await readAppState(client);
+    const plan = reconcileApps({
+      ...state,
+      nodes: this.nodes.map(nodeCapacity),
+      missingSince: this.missingSince,
+      now: Date.now(),
+      graceMs: this.o.instanceGraceMs,
+      term,
+    });
+    this.missingSince = plan.missingSince;
+    const ops = await applyPlan(client, election, plan);
+    if (ops > 0) {
+      for (const note of plan.notes) this.log(`apps: ${note}`);
+      this.emit("placements", plan);
+    }
+  }
+
+  /** The etcd client, for the API: only a member that reaches a quorum has one that works. */
+  private member(): Etcd3 {
+    if (this.phase !== "member" || !this.client)
+      throw new ApiError(
+        `this node is not a member of a grid yet (${this.phase}${this.reason ? `: ${this.reason}` : ""})`,
+        "not-member",
+        503,
+      );
+    if (!this.quorum)
+      throw new ApiError(
+        "no etcd quorum: the grid's state cannot be read or written from this node",
+        "no-quorum",
+        503,
+      );
+    return this.client;
+  }
+
+  private classes(): Catalog {
+    this.catalog ??= readCatalog(this.options.catalogDir ?? DEFAULT_CATALOG);
+    return this.catalog;
+  }
+
+  createApp(file: string, source: string) {
+    return createApplication(this.member(), this.classes(), file, source);
+  }
+
+  listApps() {
+    return listApplications(this.member());
+  }
+
+  appStatus(name: string) {
+    return applicationStatus(this.member(), name, this.nodes);
+  }
+
+  /** Every placement in the grid (agents and the console filter them by node). */
+  async placements() {
+    return (await readAppState(this.member())).placements;
+  }
+
+  destroyApp(name: string) {
+    return destroyApplication(this.member(), name);
   }
 
   /**
@@ -688,6 +806,7 @@ export class GridNode extends EventEmitter {
         kvm: inv.kvm,
         links: inv.links,
         disks: inv.disks,
+        storage: storageOf(this.o.stateDir),
         kernel: inv.kernel,
       },
       startedAt: this.startedAt,

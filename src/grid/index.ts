@@ -1,6 +1,20 @@
+export {
+  ApiError,
+  type AppStatus,
+  type AppSummary,
+  type InstanceStatus,
+} from "./app-api.js";
+export { AppStoreError, readAppState } from "./app-store.js";
 export { DeposedError, Election } from "./election.js";
 export { decide, type FormationDecision, type FormationPeer, targetVoters } from "./formation.js";
-export { GridNode, type GridNodeOptions, type GridStatus, type Phase } from "./grid-node.js";
+export {
+  GridNode,
+  type GridNodeOptions,
+  type GridStatus,
+  NODE_RESERVE_MIB,
+  nodeCapacity,
+  type Phase,
+} from "./grid-node.js";
 export { checkProof, JoinError, prove } from "./join.js";
 export { type Assignment, type GridInfo, keys, type NodeRecord, PORTS } from "./layout.js";
 export { NodeState } from "./node-state.js";

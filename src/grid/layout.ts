@@ -11,6 +11,9 @@
  *   /flatgrid/v1/controller/heartbeat  {"nodeId","term","at"}, written by the controller
  *   /flatgrid/v1/etcd/members/<id>     the etcd role the controller gave a node (Assignment)
  *   /flatgrid/v1/etcd/down/<id>        when the controller first saw a member's node gone
+ *   /flatgrid/v1/apps/<name>           an application's desired state (AppRecord), by the API
+ *   /flatgrid/v1/placements/<app>/<i>  which node runs instance i (PlacementRecord), fenced
+ *   /flatgrid/v1/schedule/<app>        the instances with no node, and why (ScheduleRecord)
  *
  * Writes by the controller are transactions guarded by the election key's create revision.
  */
@@ -28,6 +31,13 @@ export const keys = {
   assignment: (id: string) => `${PREFIX}etcd/members/${id}`,
   downSince: (id: string) => `${PREFIX}etcd/down/${id}`,
   downPrefix: `${PREFIX}etcd/down/`,
+  apps: `${PREFIX}apps/`,
+  app: (name: string) => `${PREFIX}apps/${name}`,
+  placements: `${PREFIX}placements/`,
+  appPlacements: (app: string) => `${PREFIX}placements/${app}/`,
+  placement: (app: string, instance: string) => `${PREFIX}placements/${app}/${instance}`,
+  schedules: `${PREFIX}schedule/`,
+  schedule: (app: string) => `${PREFIX}schedule/${app}`,
 } as const;
 
 export const PORTS = { api: 7443, etcdClient: 2379, etcdPeer: 2380 } as const;

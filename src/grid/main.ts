@@ -12,18 +12,26 @@ import { gridSocketPath, listenGridSocket } from "./status-socket.js";
  */
 
 const USAGE = `usage: flatgrid-grid [--state-dir DIR] [--config-dir DIR] [--cmdline FILE] [--socket PATH]
-  [--address IP] [--interface NAME]... [--window-ms N] [--dead-grace-ms N]`;
+  [--address IP] [--interface NAME]... [--window-ms N] [--dead-grace-ms N] [--instance-grace-ms N]
+  [--catalog DIR]`;
 
 const { values: args } = parseArgs({
   options: {
     "state-dir": { type: "string", default: "/var/lib/flatgrid/grid" },
-    "config-dir": { type: "string", default: "/etc/flatgrid" },
+    // node.conf of each, a later one winning: the data partition's is the console's.
+    "config-dir": {
+      type: "string",
+      multiple: true,
+      default: ["/etc/flatgrid", "/var/lib/flatgrid"],
+    },
     cmdline: { type: "string", default: "/proc/cmdline" },
     socket: { type: "string" },
     address: { type: "string" },
     interface: { type: "string", multiple: true },
     "window-ms": { type: "string" },
     "dead-grace-ms": { type: "string" },
+    "instance-grace-ms": { type: "string" },
+    catalog: { type: "string" },
     help: { type: "boolean", default: false },
   },
   strict: true,
@@ -59,6 +67,8 @@ const node = new GridNode({
   interfaces: args.interface,
   windowMs: num(args["window-ms"]),
   deadGraceMs: num(args["dead-grace-ms"]),
+  instanceGraceMs: num(args["instance-grace-ms"]),
+  catalogDir: args.catalog,
   timescale: config.timescale,
   log: (level, msg, fields) => log[level](fields ?? {}, msg),
 });

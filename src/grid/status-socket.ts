@@ -1,6 +1,8 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server } from "node:http";
 import { dirname, join } from "node:path";
+import { z } from "zod";
 import { ControlClient, listenPrivateSocket } from "../os/index.js";
+import { ApiError } from "./app-api.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
 
 /**
@@ -9,6 +11,13 @@ import type { GridNode, GridStatus } from "./grid-node.js";
  *
  *   GET  /v1/grid        GridStatus: phase, grid, quorum, controller, voters, learners, nodes
  *   POST /v1/grid/fence  a write with this node's last controller term (shows the fence)
+ *   GET  /v1/apps        the applications, with how many instances are placed
+ *   POST /v1/apps        {"file","source"}: validate a descriptor and store it (201; 400 with
+ *                        located problems; 409 when the name is taken)
+ *   GET  /v1/apps/NAME   the application, and each instance's node and why
+ *   DELETE /v1/apps/NAME destroy it (the controller removes its placements)
+ *   GET  /v1/placements  every instance's node, for agents and the console
+ *   503 with code not-member or no-quorum when the grid's state cannot be reached.
  */
 
 export const DEFAULT_GRID_SOCKET = "/run/flatgrid/grid.sock";
@@ -29,6 +38,29 @@ export async function listenGridSocket(path: string, node: GridNode): Promise<Se
     };
     const route = `${req.method} ${req.url}`;
     if (route === "GET /v1/grid") return send(200, node.status());
+    if (route === "GET /v1/placements") {
+      node
+        .placements()
+        .then((placements) => send(200, { placements }))
+        .catch((err: Error) =>
+          err instanceof ApiError
+            ? send(err.status, { error: { code: err.code, message: err.message } })
+            : send(500, { error: { code: "internal", message: err.message } }),
+        );
+      return;
+    }
+    if (req.url === "/v1/apps" || req.url?.startsWith("/v1/apps/")) {
+      appRoute(req, node)
+        .then(([status, body]) => send(status, body))
+        .catch((err: Error) => {
+          if (err instanceof ApiError)
+            return send(err.status, {
+              error: { code: err.code, message: err.message, problems: err.problems },
+            });
+          send(500, { error: { code: "internal", message: err.message } });
+        });
+      return;
+    }
     if (route === "POST /v1/grid/fence") {
       node
         .writeAsLastTerm()
@@ -42,18 +74,75 @@ export async function listenGridSocket(path: string, node: GridNode): Promise<Se
   return server;
 }
 
+const MAX_BODY = 1 << 20;
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => {
+      body += chunk;
+      if (body.length > MAX_BODY) {
+        reject(new ApiError("the request is larger than 1 MiB", "too-large", 413));
+        req.destroy();
+      }
+    });
+    req.on("end", () => resolve(body));
+    req.on("error", reject);
+  });
+}
+
+const createSchema = z.object({
+  file: z.string().min(1).max(4096),
+  source: z.string().max(MAX_BODY),
+});
+
+async function appRoute(req: IncomingMessage, node: GridNode): Promise<[number, unknown]> {
+  const name = decodeURIComponent((req.url ?? "").slice("/v1/apps/".length));
+  if (req.url === "/v1/apps") {
+    if (req.method === "GET") return [200, { apps: await node.listApps() }];
+    if (req.method === "POST") {
+      let input: unknown;
+      try {
+        input = JSON.parse(await readBody(req));
+      } catch (err) {
+        if (err instanceof ApiError) throw err;
+        throw new ApiError("the request body is not JSON", "bad-request", 400);
+      }
+      const parsed = createSchema.safeParse(input);
+      if (!parsed.success)
+        throw new ApiError(
+          `the request body needs {"file", "source"}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
+          "bad-request",
+          400,
+        );
+      return [201, { app: await node.createApp(parsed.data.file, parsed.data.source) }];
+    }
+  } else if (name) {
+    if (req.method === "GET") return [200, await node.appStatus(name)];
+    if (req.method === "DELETE") {
+      await node.destroyApp(name);
+      return [200, { destroyed: name }];
+    }
+  }
+  throw new ApiError(`no such endpoint: ${req.method} ${req.url}`, "not-found", 404);
+}
+
 /** Calls the grid service's socket; failures are ControlErrors, as for the supervisor. */
 export function callGrid<T>(
-  method: "GET" | "POST",
+  method: "GET" | "POST" | "DELETE",
   path: string,
   socketPath = gridSocketPath(),
+  body?: unknown,
 ): Promise<T> {
   const client = new ControlClient(socketPath, {
     name: "the grid service",
     hint: "is the grid service running? `flatgrid services`",
-    timeoutMs: 5000,
+    timeoutMs: 15_000,
   });
-  return method === "GET" ? client.get<T>(path) : client.post<T>(path);
+  if (method === "GET") return client.get<T>(path);
+  if (method === "DELETE") return client.delete<T>(path);
+  return client.post<T>(path, body);
 }
 
 export type { GridStatus };

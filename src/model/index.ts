@@ -10,3 +10,4 @@ export {
 export { type ApplianceClass, classRef, parseClass, type Terminal } from "./class-descriptor.js";
 export { DescriptorError, formatProblem, type Problem } from "./errors.js";
 export { formatMiB, parseMiB } from "./quantity.js";
+export { DEFAULT_CATALOG, readCatalog } from "./read-catalog.js";

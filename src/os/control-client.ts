@@ -34,8 +34,8 @@ export class ControlClient {
     return this.call<T>("GET", urlPath);
   }
 
-  async post<T>(urlPath: string): Promise<T> {
-    return this.call<T>("POST", urlPath);
+  async post<T>(urlPath: string, body?: unknown): Promise<T> {
+    return this.call<T>("POST", urlPath, body);
   }
 
   async put<T>(urlPath: string, body: unknown): Promise<T> {

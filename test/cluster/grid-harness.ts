@@ -29,6 +29,7 @@ export interface GridClusterOptions {
   tokens?: Record<number, string>;
   windowMs?: number;
   deadGraceMs?: number;
+  instanceGraceMs?: number;
   log?: (line: string) => void;
 }
 
@@ -73,6 +74,7 @@ export class GridCluster {
         `--address=${this.cluster.node(index).links[0]?.address}`,
         `--window-ms=${this.options.windowMs ?? 1500}`,
         `--dead-grace-ms=${this.options.deadGraceMs ?? 5000}`,
+        `--instance-grace-ms=${this.options.instanceGraceMs ?? 5000}`,
       ],
       logFormat: "json",
       stopTimeoutMs: 5000,

@@ -1,7 +1,10 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type ApplianceClass, type Catalog, classRef, parseClass } from "../model/index.js";
+import type { Catalog } from "./application.js";
+import { type ApplianceClass, classRef, parseClass } from "./class-descriptor.js";
+
+// Reads files, unlike the rest of src/model: the CLI and the grid service share it.
 
 /** The class descriptors shipped with flatgrid: catalog/classes beside dist/ (repo and image). */
 export const DEFAULT_CATALOG = fileURLToPath(new URL("../../../catalog/classes", import.meta.url));

@@ -1,0 +1,97 @@
+import type { Etcd3 } from "etcd3";
+import type {
+  AppRecord,
+  PlacementRecord,
+  ReconcilePlan,
+  ScheduleRecord,
+} from "../controller/index.js";
+import type { Election } from "./election.js";
+import { keys } from "./layout.js";
+
+/**
+ * Applications in etcd: the desired state (one record per application, written by the API
+ * on any node) and the controller's decisions (placements, and what could not be placed).
+ */
+
+export class AppStoreError extends Error {
+  constructor(
+    message: string,
+    readonly code: "app-exists" | "no-such-app",
+  ) {
+    super(message);
+  }
+}
+
+function parseAll<T>(values: Record<string, string>): T[] {
+  const out: T[] = [];
+  for (const v of Object.values(values)) {
+    try {
+      out.push(JSON.parse(v) as T);
+    } catch {
+      // A record no version of flatgrid wrote; the layout is ours alone, so skip it.
+    }
+  }
+  return out;
+}
+
+/** Stores a new application; refuses, without touching it, one that exists. */
+export async function createApp(client: Etcd3, app: AppRecord): Promise<void> {
+  const res = await client
+    .if(keys.app(app.name), "Version", "==", 0)
+    .then(client.put(keys.app(app.name)).value(JSON.stringify(app)))
+    .commit();
+  if (!res.succeeded)
+    throw new AppStoreError(
+      `an application named ${app.name} exists already: \`flatgrid app destroy ${app.name}\` first, or choose another name`,
+      "app-exists",
+    );
+}
+
+/** Removes an application's desired state; the controller then removes its placements. */
+export async function destroyApp(client: Etcd3, name: string): Promise<void> {
+  const res = await client.delete().key(keys.app(name)).exec();
+  if (Number(res.deleted) === 0)
+    throw new AppStoreError(`no application named ${name}`, "no-such-app");
+}
+
+export interface AppState {
+  apps: AppRecord[];
+  placements: PlacementRecord[];
+  schedules: ScheduleRecord[];
+}
+
+/** Everything about applications, read at one revision so that the three agree. */
+export async function readAppState(client: Etcd3): Promise<AppState> {
+  // One linearizable read fixes the revision; the three ranges are then read at it.
+  const revision = (await client.get(keys.grid).exec()).header.revision;
+  const [apps, placements, schedules] = await Promise.all(
+    [keys.apps, keys.placements, keys.schedules].map((prefix) =>
+      client.getAll().prefix(prefix).revision(revision).strings(),
+    ),
+  );
+  return {
+    apps: parseAll<AppRecord>(apps ?? {}).sort((a, b) => (a.name < b.name ? -1 : 1)),
+    placements: parseAll<PlacementRecord>(placements ?? {}),
+    schedules: parseAll<ScheduleRecord>(schedules ?? {}),
+  };
+}
+
+/** etcd refuses transactions of more than 128 operations by default. */
+const MAX_OPS = 100;
+
+/** Writes a plan of the controller, fenced by its term, in transactions of at most MAX_OPS. */
+export async function applyPlan(
+  client: Etcd3,
+  election: Election,
+  plan: ReconcilePlan,
+): Promise<number> {
+  const ops = [
+    ...plan.remove.map((r) => client.delete().key(keys.placement(r.app, r.instance))),
+    ...plan.put.map((p) => client.put(keys.placement(p.app, p.instance)).value(JSON.stringify(p))),
+    ...plan.schedules.map((s) => client.put(keys.schedule(s.app)).value(JSON.stringify(s))),
+    ...plan.removeSchedules.map((a) => client.delete().key(keys.schedule(a))),
+  ];
+  for (let i = 0; i < ops.length; i += MAX_OPS)
+    await election.guarded(...ops.slice(i, i + MAX_OPS));
+  return ops.length;
+}
