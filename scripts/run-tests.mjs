@@ -19,7 +19,13 @@ const SUITES = {
 
 /** Work a suite needs before its tests, e.g. building the image that e2e boots. */
 const PREPARE = {
-  e2e: [process.execPath, ["dist/image/build.js"]],
+  e2e: [
+    "sh",
+    [
+      "-c",
+      `"${process.execPath}" dist/image/build.js && "${process.execPath}" dist/image/catalog.js`,
+    ],
+  ],
 };
 
 const asked = process.argv.slice(2);

@@ -121,3 +121,62 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
   sh("mke2fs", ["-q", "-t", "ext4", "-d", root, "-L", "assets", image, "96M"]);
   return { image };
 }
+
+/** The guest's address on the node's test bridge, and its vm.json. */
+export interface CatalogVm {
+  name: string;
+  address: string;
+  config: string;
+}
+
+/**
+ * The appliance catalog (build/catalog, `npm run catalog`) on an ext4 disk for a node, with
+ * the vm.json of a `db` and a `web` instance on a bridge of the node (fgbr0, 10.77.0.1/24):
+ * web.0 at 10.77.0.2 counts its hits in db.0 at 10.77.0.3. Root disks are shared read-only.
+ */
+export function buildCatalogDisk(
+  dir: string,
+  catalog: string,
+): { image: string; vms: CatalogVm[] } {
+  const root = join(dir, "catalog");
+  rmSync(root, { recursive: true, force: true });
+  mkdirSync(root, { recursive: true });
+  for (const f of ["vmlinuz", "initrd.img", "db.ext4", "web.ext4", "manifest.json"])
+    sh("cp", ["--sparse=always", join(catalog, f), join(root, f)]);
+  const vm = (name: string, cls: string, ip: string, mac: string, tap: string, extra: string) => ({
+    memoryMiB: 256,
+    vcpus: 1,
+    kernel: "/cat/vmlinuz",
+    initrd: "/cat/initrd.img",
+    cmdline: `console=ttyS0 quiet fg.name=${name} fg.app=shop fg.ip=${ip}/24 ${extra}`,
+    disks: [{ path: `/cat/${cls}.ext4`, readOnly: true }],
+    nics: [{ tap, mac }],
+  });
+  const vms: CatalogVm[] = [
+    { name: "db.0", address: "10.77.0.3", config: "/cat/db.json" },
+    { name: "web.0", address: "10.77.0.2", config: "/cat/web.json" },
+  ];
+  writeFileSync(
+    join(root, "db.json"),
+    JSON.stringify(
+      vm("db.0", "db", "10.77.0.3", "02:00:0a:4d:00:03", "fgt1", "fg.p.maxmemory=64mb"),
+    ),
+  );
+  writeFileSync(
+    join(root, "web.json"),
+    JSON.stringify(
+      vm(
+        "web.0",
+        "web",
+        "10.77.0.2",
+        "02:00:0a:4d:00:02",
+        "fgt2",
+        "fg.t.db=10.77.0.3:6379 fg.p.title=flatgrid%20shop",
+      ),
+    ),
+  );
+  const image = join(dir, "catalog.ext4");
+  rmSync(image, { force: true });
+  sh("mke2fs", ["-q", "-t", "ext4", "-d", root, "-L", "catalog", image, "2G"]);
+  return { image, vms };
+}

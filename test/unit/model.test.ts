@@ -53,7 +53,7 @@ describe("application descriptors", () => {
     ]);
     assert.deepEqual(app.demand, { cpus: 3, memoryMiB: 2048 });
     assert.equal(app.instances[1]?.properties.title, "flatgrid shop");
-    assert.equal(app.instances[1]?.properties.workers, 2, "defaults fill in");
+    assert.equal(app.instances[0]?.properties.balance, "roundrobin", "defaults fill in");
   });
 
   it("names file, line and field", () => {
