@@ -1,6 +1,4 @@
 #!/usr/bin/env node
-import { spawnSync } from "node:child_process";
-import { createHash } from "node:crypto";
 import {
   chmodSync,
   copyFileSync,
@@ -16,6 +14,7 @@ import {
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CACHE, debianCloudKernel } from "./debian.js";
+import { run, sha256 } from "./tools.js";
 
 /**
  * `npm run image`: the flatgrid node image, from Debian packages and our bundle.
@@ -53,16 +52,6 @@ const PACKAGES = [
 
 function step(msg: string): void {
   process.stdout.write(`image: ${msg}\n`);
-}
-
-function run(cmd: string, args: string[], options: { cwd?: string; input?: Buffer } = {}): Buffer {
-  const r = spawnSync(cmd, args, { cwd: options.cwd, input: options.input, maxBuffer: 1 << 30 });
-  if (r.status !== 0) {
-    throw new Error(
-      `${cmd} ${args.join(" ")} failed (${r.status ?? r.signal}): ${r.stderr?.toString().slice(-2000)}`,
-    );
-  }
-  return r.stdout;
 }
 
 /** The root file system of Debian packages, extracted (mmdebstrap --variant=extract). */
@@ -154,10 +143,6 @@ function cpioImage(root: string, file: string): void {
     input: Buffer.from(`${list.join("\0")}\0`),
   });
   writeFileSync(file, run("gzip", ["-n", "-6"], { input: cpio }));
-}
-
-function sha256(file: string): string {
-  return createHash("sha256").update(readFileSync(file)).digest("hex");
 }
 
 function main(): void {

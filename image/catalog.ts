@@ -1,12 +1,10 @@
 #!/usr/bin/env node
-import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   chmodSync,
   copyFileSync,
   existsSync,
   mkdirSync,
-  readFileSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -17,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { type ApplianceClass, classRef, DEFAULT_CATALOG, readCatalog } from "../src/model/index.js";
 import { CACHE, debianCloudKernel, debianExtract } from "./debian.js";
 import { GUEST_INIT, type GuestKernel, guestModules } from "./guest.js";
+import { run, sha256 } from "./tools.js";
 
 /**
  * `npm run catalog`: the appliance classes' images, from Debian packages.
@@ -49,23 +48,6 @@ const CLASS_PACKAGES: Record<string, string[]> = {
 
 function step(msg: string): void {
   process.stdout.write(`catalog: ${msg}\n`);
-}
-
-function run(
-  cmd: string,
-  args: string[],
-  options: { cwd?: string; input?: Buffer; env?: NodeJS.ProcessEnv } = {},
-): Buffer {
-  const r = spawnSync(cmd, args, { ...options, maxBuffer: 1 << 30 });
-  if (r.status !== 0)
-    throw new Error(
-      `${cmd} ${args.join(" ")} failed (${r.status ?? r.signal}): ${r.stderr?.toString().slice(-2000)}`,
-    );
-  return r.stdout;
-}
-
-function sha256(file: string): string {
-  return createHash("sha256").update(readFileSync(file)).digest("hex");
 }
 
 /** A stable UUID from a name, for mke2fs -U and its directory hash seed. */

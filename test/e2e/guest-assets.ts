@@ -6,6 +6,7 @@ import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { debianExtract } from "../../image/debian.js";
+import type { GuestKernel } from "../../image/guest.js";
 
 function sh(cmd: string, args: string[], cwd?: string): Buffer {
   return execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 28 });
@@ -67,13 +68,6 @@ reboot -f
 
 export interface GuestAssets {
   image: string;
-}
-
-/** The kernel as image/debian.ts's debianCloudKernel() gives it: its modules are in `tree`. */
-export interface GuestKernel {
-  path: string;
-  version: string;
-  tree: string;
 }
 
 export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets {
