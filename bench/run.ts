@@ -5,6 +5,7 @@
 const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   grid: () => import("./grid.js"),
   apps: () => import("./apps.js"),
+  boot: () => import("./boot.js"),
 };
 
 const name = process.argv[2];

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { dirname, join } from "node:path";
 import { z } from "zod";
+import { APP_NAME } from "../model/index.js";
 import { ControlClient, listenPrivateSocket } from "../os/index.js";
 import { ApiError } from "./app-api.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
@@ -98,7 +99,15 @@ const createSchema = z.object({
 });
 
 async function appRoute(req: IncomingMessage, node: GridNode): Promise<[number, unknown]> {
-  const name = decodeURIComponent((req.url ?? "").slice("/v1/apps/".length));
+  let name = "";
+  try {
+    name = decodeURIComponent((req.url ?? "").slice("/v1/apps/".length));
+  } catch {
+    throw new ApiError(`not a valid path: ${req.url}`, "bad-request", 400);
+  }
+  // Names become etcd keys: only what a descriptor may be named gets that far.
+  if (name && !APP_NAME.test(name))
+    throw new ApiError(`no application named ${name}`, "no-such-app", 404);
   if (req.url === "/v1/apps") {
     if (req.method === "GET") return [200, { apps: await node.listApps() }];
     if (req.method === "POST") {

@@ -28,7 +28,8 @@ import { Source } from "./source.js";
  *     - { from: web.db, to: db.redis }
  */
 
-const NAME = /^[a-z][a-z0-9-]{0,31}$/;
+/** What applications and components may be called (they become etcd keys and host names). */
+export const NAME = /^[a-z][a-z0-9-]{0,31}$/;
 const CLASS_REF = /^[a-z][a-z0-9-]{0,31}@[1-9][0-9]*$/;
 const ENDPOINT = /^[a-z][a-z0-9-]{0,31}(\.[0-9]+)?\.[a-z][a-z0-9-]{0,31}$/;
 const size = z.union([z.string(), z.number()]).refine((v) => parseMiB(v) !== null, {

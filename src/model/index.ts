@@ -5,6 +5,7 @@ export {
   type Exposure,
   type Instance,
   type Link,
+  NAME as APP_NAME,
   parseApplication,
 } from "./application.js";
 export { type ApplianceClass, classRef, parseClass, type Terminal } from "./class-descriptor.js";

@@ -133,6 +133,8 @@ export function probe(path: string, sizeBytes: number): Signature {
 export interface DataPartitionOptions {
   format: "never" | "blank";
   mountpoint?: string;
+  /** The mount table to read (tests); /proc/mounts by default. */
+  mountsFile?: string;
   /** Injected for tests of the decision; the real ones read /sys and /dev. */
   devices?: () => BlockDevice[];
   probe?: (device: BlockDevice) => Signature;
@@ -233,6 +235,22 @@ async function mount(device: BlockDevice, mountpoint: string): Promise<void> {
   await run("mount", ["-t", "ext4", "-o", "noatime", device.path, mountpoint]);
 }
 
+/** The device mounted at `mountpoint`, from the mount table, or null. */
+export function mountedAt(mountpoint: string, mountsFile = "/proc/mounts"): string | null {
+  let table: string;
+  try {
+    table = readFileSync(mountsFile, "utf8");
+  } catch {
+    return null;
+  }
+  for (const line of table.split("\n")) {
+    const [device, at] = line.split(" ");
+    // The table escapes spaces as \040; our mountpoints have none.
+    if (at === mountpoint && device?.startsWith("/dev/")) return device;
+  }
+  return null;
+}
+
 function safeProbe(d: BlockDevice): Signature | null {
   try {
     return probe(d.path, d.sizeBytes);
@@ -247,6 +265,26 @@ export async function setUpDataPartition(
 ): Promise<DataPartitionStatus> {
   const mountpoint = options.mountpoint ?? DATA_MOUNTPOINT;
   const devices = (options.devices ?? blockDevices)();
+  // A supervisor restarted by init finds the partition mounted by its predecessor: e2fsck
+  // must never run on a mounted file system, and nothing else needs doing.
+  const mounted = mountedAt(mountpoint, options.mountsFile);
+  if (mounted) {
+    const device = devices.find((d) => d.path === mounted);
+    return {
+      state: "mounted",
+      device: mounted,
+      mountpoint,
+      sizeBytes: device?.sizeBytes ?? null,
+      formatted: false,
+      reason: `${mounted} mounted at ${mountpoint} (already, by an earlier start of the supervisor)`,
+      disks: devices.map((d) => ({
+        device: d.path,
+        sizeBytes: d.sizeBytes,
+        signature: null,
+        verdict: d.path === mounted ? "the data partition" : "not looked at: already set up",
+      })),
+    };
+  }
   const signatures = new Map(devices.map((d) => [d.name, (options.probe ?? safeProbe)(d)]));
   const { plan: p, verdicts } = plan(options.format, devices, signatures);
   const disks = (): DiskVerdict[] =>

@@ -107,6 +107,11 @@ describe("data partition on real block devices", () => {
     assert.equal(s.device, blank.path);
     assert.equal(s.formatted, false);
     assert.equal(readFileSync(join(mountpoint, "node-id"), "utf8"), "kept\n");
+    // A supervisor restarted by init finds it mounted and leaves it be (no e2fsck on it).
+    const again = await setUpDataPartition({ format: "blank", mountpoint, devices });
+    assert.equal(again.state, "mounted");
+    assert.equal(again.device, blank.path);
+    assert.match(again.reason, /already, by an earlier start of the supervisor/);
     umount();
   });
 
