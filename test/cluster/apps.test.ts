@@ -130,10 +130,9 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     const before = status(1);
     const db = before.instances.find((i) => i.id === "db.0");
     assert.ok(db?.node);
-    const nodes = up(await g.statuses());
-    const victim = (nodes.find((s) => s.nodeId === db.node)?.hostname ?? "").replace("node-", "");
-    const index = Number(victim);
-    assert.ok(index >= 1, `db.0 is on ${db.node}`);
+    // The instance's node as the registry names it (node-N runs in namespace N).
+    const index = Number((db.hostname ?? "").replace("node-", ""));
+    assert.ok(index >= 1, `db.0 is on ${db.node} (${db.hostname})`);
     const others = [1, 2, 3].filter((i) => i !== index);
     const killedAt = Date.now();
     await g.powerOff(index);

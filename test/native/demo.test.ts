@@ -1,15 +1,16 @@
-// The README's first command: `npm run demo` runs `flatgrid demo`, which boots init and the
-// supervisor in a namespace and powers them off again. It must keep working as written.
+// `flatgrid demo node` (the README's node demo) boots init and the supervisor in a namespace
+// and powers them off again. It must keep working as written. (`npm run demo` boots a
+// simulated grid, which the e2e sim test covers piece by piece.)
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { test } from "node:test";
 import { repo } from "./namespace.js";
 
-test("flatgrid demo boots a node in a namespace, shows it and powers it off", {
+test("flatgrid demo node boots a node in a namespace, shows it and powers it off", {
   timeout: 120_000,
 }, () => {
-  const r = spawnSync(process.execPath, [join(repo, "dist/src/cli/main.js"), "demo"], {
+  const r = spawnSync(process.execPath, [join(repo, "dist/src/cli/main.js"), "demo", "node"], {
     encoding: "utf8",
     timeout: 110_000,
   });
