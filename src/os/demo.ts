@@ -5,11 +5,11 @@ import { fileURLToPath } from "node:url";
 import type { ServiceSpecInput } from "./service-spec.js";
 
 /**
- * `flatgrid demo` (npm run demo): boots what exists of a flatgrid node, for real, in a
+ * `flatgrid demo node`: boots one flatgrid node's process foundation, for real, in a
  * private PID and mount namespace on this machine: native/init as PID 1, the supervisor as
  * PID 2, and a few services. Then it does what an operator would: lists services, reads
- * logs, restarts one, kills the supervisor, and powers the node off. The grid parts are
- * not built yet and the demo says so rather than pretending.
+ * logs, restarts one, kills the supervisor, and powers the node off. (`npm run demo` boots
+ * a whole simulated grid instead.) What is not built yet, it says rather than pretends.
  */
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -18,10 +18,8 @@ const SUPERVISOR = join(ROOT, "dist/src/os/main.js");
 const CLI = join(ROOT, "dist/src/cli/main.js");
 
 const NOT_BUILT = [
-  "node image (ISO, USB, PXE) and the QEMU-in-QEMU grid simulator",
-  "microVM monitor on /dev/kvm",
-  "mDNS discovery, grid formation, etcd and controller election",
-  "applications: descriptors, scheduler, agents, API",
+  "agents that start the VMs of applications, app networks and the HTTPS API",
+  "the ISO and PXE outputs of the node image",
   "the text-mode console on tty1",
 ];
 
@@ -155,7 +153,7 @@ export async function runDemo(): Promise<number> {
       `\nThe namespace ended ${end.signal === "SIGINT" ? "by power-off (the kernel turns reboot(POWER_OFF) in a PID namespace into SIGINT)" : `with ${JSON.stringify(end)}`}.\n`,
     );
     process.stdout.write(
-      `\nNot built yet (see \`issues\`):\n${NOT_BUILT.map((n) => `  - ${n}`).join("\n")}\n`,
+      `\nThe grid: \`npm run demo\` boots three simulated servers from the node image that form one.\nNot built yet (see \`issues\`):\n${NOT_BUILT.map((n) => `  - ${n}`).join("\n")}\n`,
     );
     return end.signal === "SIGINT" ? 0 : 1;
   } catch (err) {
