@@ -7,7 +7,6 @@
  * Kernel start is the kernel's first console line ("Linux version"), so the firmware and
  * QEMU's own start-up are left out of both.
  */
-import { spawn } from "node:child_process";
 import {
   chmodSync,
   mkdirSync,
@@ -22,7 +21,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { debianExtract } from "../image/debian.js";
 import { run as tool } from "../image/tools.js";
-import { chooseAccel, probeHostKvm, QEMU, READY_LINE } from "../src/sim/index.js";
+import { bootUntil, chooseAccel, probeHostKvm, READY_LINE } from "../src/sim/index.js";
 import { median, progress, report } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -49,60 +48,6 @@ function busyboxInitrd(dir: string): string {
   return file;
 }
 
-interface Boot {
-  kernelMs: number;
-  readyMs: number;
-}
-
-/** Boots QEMU with no NIC and no disk, and times the console lines. */
-function boot(initrd: string, ready: RegExp, cmdline: string): Promise<Boot> {
-  const accel = chooseAccel("auto", probeHostKvm());
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const qemu = spawn(
-      QEMU,
-      [
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-accel",
-        accel.accel,
-        "-cpu",
-        accel.cpu,
-        "-m",
-        "1024",
-        "-kernel",
-        join(IMAGE, "vmlinuz"),
-        "-initrd",
-        initrd,
-        "-append",
-        `console=ttyS0 ${cmdline}`,
-        "-serial",
-        "stdio",
-      ],
-      { stdio: ["ignore", "pipe", "pipe"] },
-    );
-    let text = "";
-    let kernelAt: number | null = null;
-    const timer = setTimeout(() => {
-      qemu.kill("SIGKILL");
-      reject(new Error(`no ${ready} within 600 s; the console says:\n${text.slice(-2000)}`));
-    }, 600_000);
-    qemu.stdout.on("data", (d: Buffer) => {
-      text += d.toString("latin1");
-      if (kernelAt === null && text.includes("Linux version")) kernelAt = performance.now();
-      if (ready.test(text)) {
-        const now = performance.now();
-        clearTimeout(timer);
-        qemu.kill("SIGKILL");
-        resolve({ kernelMs: (kernelAt ?? now) - started, readyMs: now - (kernelAt ?? started) });
-      }
-    });
-    qemu.on("error", reject);
-  });
-}
-
 export async function run(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), "flatgrid-bench-boot-"));
   try {
@@ -113,18 +58,27 @@ export async function run(): Promise<void> {
     const base: number[] = [];
     for (let i = 0; i < RUNS; i++) {
       // Alternate, so that whatever else the machine does falls on both alike.
-      const b = await boot(busybox, /busybox-ready/, "quiet");
-      base.push(b.readyMs);
-      progress(`run ${i + 1}: busybox initrd ready ${Math.round(b.readyMs)} ms after kernel start`);
-      const n = await boot(
-        join(IMAGE, "initrd.img"),
+      const kernel = (initrd: string, cmdline: string) => ({
+        vmlinuz: join(IMAGE, "vmlinuz"),
+        initrd,
+        cmdline: `console=ttyS0 ${cmdline}`,
+      });
+      const b = await bootUntil({ kernel: kernel(busybox, "quiet") }, /busybox-ready/);
+      const bMs = b.totalMs - (b.kernelMs ?? 0);
+      base.push(bMs);
+      progress(`run ${i + 1}: busybox initrd ready ${Math.round(bMs)} ms after kernel start`);
+      const n = await bootUntil(
+        {
+          kernel: kernel(
+            join(IMAGE, "initrd.img"),
+            "flatgrid.grid=bench flatgrid.token=bench-token-0123456789",
+          ),
+        },
         READY_LINE,
-        "flatgrid.grid=bench flatgrid.token=bench-token-0123456789",
       );
-      node.push(n.readyMs);
-      progress(
-        `run ${i + 1}: node supervisor ready ${Math.round(n.readyMs)} ms after kernel start`,
-      );
+      const nMs = n.totalMs - (n.kernelMs ?? 0);
+      node.push(nMs);
+      progress(`run ${i + 1}: node supervisor ready ${Math.round(nMs)} ms after kernel start`);
     }
     report({
       bench: "boot",

@@ -14,6 +14,7 @@ import {
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CACHE, debianCloudKernel } from "./debian.js";
+import { buildIso } from "./iso.js";
 import { run, sha256 } from "./tools.js";
 
 /**
@@ -22,13 +23,14 @@ import { run, sha256 } from "./tools.js";
  *   build/image/vmlinuz       the kernel
  *   build/image/initrd.img    the whole OS, run from RAM: native/init as /init, busybox,
  *                             kmod, iproute2, nftables, e2fsprogs, etcd, Node.js, flatgrid
+ *   build/image/flatgrid.iso  the hybrid ISO: BIOS and UEFI, from a CD or a USB stick (dd)
  *   build/image/manifest.json sha256 and size of each output, the package versions
  *
  * Packages come through mmdebstrap (extract only: no maintainer scripts run) and apt-get,
  * cached in /var/cache/flatgrid. Times and file order are fixed (SOURCE_DATE_EPOCH), so
  * two builds of the same inputs give the same initrd.
  *
- * Not built yet (issue: node image): the hybrid ISO, the PXE set, the curated module set of
+ * Not built yet (issue: node image): the PXE set, the curated module set of
  * linux-image-amd64 for real servers (this uses the cloud kernel, which boots fast in the
  * simulator), and an esbuild bundle (this copies dist/ and the production node_modules).
  */
@@ -164,8 +166,16 @@ function main(): void {
   installFlatgrid(root);
   step("initrd: cpio + gzip");
   cpioImage(root, join(OUT, "initrd.img"));
+  step("flatgrid.iso: grub-mkrescue (BIOS and UEFI; CD or USB stick)");
+  buildIso(
+    join(OUT, "vmlinuz"),
+    join(OUT, "initrd.img"),
+    join(OUT, "flatgrid.iso"),
+    join(STAGE, "iso"),
+    EPOCH,
+  );
   const outputs = Object.fromEntries(
-    ["vmlinuz", "initrd.img"].map((f) => [
+    ["vmlinuz", "initrd.img", "flatgrid.iso"].map((f) => [
       f,
       { sha256: sha256(join(OUT, f)), bytes: statSync(join(OUT, f)).size },
     ]),
@@ -181,7 +191,7 @@ function main(): void {
   );
   const mib = (n: number) => (n / 2 ** 20).toFixed(1);
   step(
-    `done in ${((Date.now() - started) / 1000).toFixed(0)} s: vmlinuz ${mib(outputs.vmlinuz?.bytes ?? 0)} MiB, initrd ${mib(outputs["initrd.img"]?.bytes ?? 0)} MiB in ${relative(process.cwd(), OUT) || OUT}`,
+    `done in ${((Date.now() - started) / 1000).toFixed(0)} s: vmlinuz ${mib(outputs.vmlinuz?.bytes ?? 0)} MiB, initrd ${mib(outputs["initrd.img"]?.bytes ?? 0)} MiB, flatgrid.iso ${mib(outputs["flatgrid.iso"]?.bytes ?? 0)} MiB in ${relative(process.cwd(), OUT) || OUT}`,
   );
 }
 

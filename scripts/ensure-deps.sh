@@ -18,7 +18,8 @@ debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-
 case "$purpose" in
   # mmdebstrap, cpio: the node image; qemu-system-x86: booting it (the e2e suite and the demo
   # grid do both).
-  test | image | demo) debs+=(mmdebstrap cpio gzip qemu-system-x86) ;;
+  # grub-*, xorriso, mtools: the hybrid ISO (grub-mkrescue); ovmf: booting it on UEFI.
+  test | image | demo) debs+=(mmdebstrap cpio gzip qemu-system-x86 grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools ovmf) ;;
   *) echo "ensure-deps.sh: unknown purpose '$purpose' (test, demo or image)" >&2; exit 2 ;;
 esac
 

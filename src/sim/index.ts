@@ -14,6 +14,7 @@ export { attachConsole, bootStep, lastLines, READY_LINE, readLog } from "./conso
 export { anyAlive, type DownResult, down } from "./down.js";
 export { SimError, type SimErrorCode } from "./errors.js";
 export { killProcessesIn, NS_PREFIX, namespaceExists, pidsInNamespace } from "./netns.js";
+export { bootUntil, type OneShot, type OneShotResult } from "./one-shot.js";
 export { kill, start } from "./power.js";
 export { QEMU, type QemuServer, qemuAlive, qemuArgs } from "./qemu.js";
 export { qmp } from "./qmp.js";

@@ -4,6 +4,7 @@
  * a service table holding the grid service; the grid service has the supervisor run etcd.
  * Tests read each node's state through its grid socket, as the CLI does.
  */
+import { spawnSync } from "node:child_process";
 import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { callGrid, type GridStatus } from "../../src/grid/index.js";
@@ -12,6 +13,7 @@ import { Cluster, type NodeProcess, sleep } from "./netns.js";
 const ROOT = join(import.meta.dirname, "..", "..", "..");
 const SUPERVISOR = join(ROOT, "dist", "src", "os", "main.js");
 const GRID = join(ROOT, "dist", "src", "grid", "main.js");
+const CLI = join(ROOT, "dist", "src", "cli", "main.js");
 
 export interface GridNodeHandle {
   index: number;
@@ -158,8 +160,23 @@ export class GridCluster {
       await sleep(200);
     }
     throw new Error(
-      `timed out after ${timeoutMs} ms waiting for ${what}; last statuses:\n${JSON.stringify(last.map(brief), null, 1)}`,
+      `timed out after ${timeoutMs} ms waiting for ${what}; last statuses:\n${JSON.stringify(last.map(brief), null, 1)}\n${this.gridLogs(40)}`,
     );
+  }
+
+  /** The end of every running node's grid service log, for failure messages. */
+  gridLogs(lines: number): string {
+    return this.nodes
+      .filter((n) => n.process)
+      .map((n) => {
+        const r = spawnSync(
+          process.execPath,
+          [CLI, "logs", "grid", "-n", String(lines), "--socket", n.socket],
+          { encoding: "utf8", timeout: 10_000 },
+        );
+        return `--- node-${n.index} grid log:\n${(r.stdout || r.stderr).trimEnd()}`;
+      })
+      .join("\n");
   }
 
   async destroy(): Promise<void> {
