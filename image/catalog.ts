@@ -127,12 +127,15 @@ while :; do setsid cttyhack sh; sleep 1; done
   }
 }
 
-/** The web class's page: its instance, its title, and a hit counter kept by its db. */
+/**
+ * The web class's page: its instance, its title, and a hit counter kept by its db. nc waits
+ * up to 10 s: a db on a busy node (nested, emulated) took more than 3 s to answer at times.
+ */
 const WEB_CGI = `#!/bin/sh
 . /run/flatgrid/env
 count=-
 if [ -n "$FG_T_DB" ]; then
-  count=$(printf 'INCR flatgrid:hits\\r\\nQUIT\\r\\n' | nc -w 3 "\${FG_T_DB%:*}" "\${FG_T_DB##*:}" | head -1 | tr -dc 0-9)
+  count=$(printf 'INCR flatgrid:hits\\r\\nQUIT\\r\\n' | nc -w 10 "\${FG_T_DB%:*}" "\${FG_T_DB##*:}" | head -1 | tr -dc 0-9)
 fi
 printf 'Content-Type: text/html\\r\\n\\r\\n'
 printf '<!doctype html><title>%s</title><h1>%s</h1><p>served by <b>%s</b> of %s</p><p>hits: %s</p>\\n' "$FG_P_TITLE" "$FG_P_TITLE" "$FG_NAME" "$FG_APP" "\${count:--}"

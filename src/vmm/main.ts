@@ -148,7 +148,7 @@ export async function runVmm(options: VmmOptions): Promise<number> {
   server?.close();
   if (options.socket) rmSync(options.socket, { force: true });
   process.stderr.write(
-    `flatgrid vmm: VM ended: ${end.reason}${end.reason === "error" ? `: ${end.message}` : ""}\n`,
+    `flatgrid vmm: VM ended: ${end.reason}${end.reason === "error" ? `: ${end.message}` : ""}${"detail" in end && end.detail ? ` (${end.detail})` : ""}\n`,
   );
   return end.reason === "error" ? 1 : 0;
 }

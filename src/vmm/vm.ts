@@ -99,8 +99,8 @@ export interface VmConfig {
 export type VmEnd =
   /** The guest asked for a reset (i8042), which for a microVM means stop. */
   | { reason: "reset"; resultCode: number | null }
-  /** The guest powered off or crashed the CPU. */
-  | { reason: "shutdown" | "halt"; resultCode: number | null }
+  /** The guest powered off or crashed the CPU (detail: a triple fault's registers). */
+  | { reason: "shutdown" | "halt"; resultCode: number | null; detail?: string }
   /** The VMM was asked to stop. */
   | { reason: "stopped"; resultCode: number | null }
   /** Something went wrong with the vCPU: the message says what. */
@@ -429,10 +429,21 @@ export class Vm extends EventEmitter {
         this.count("hlt");
         this.requestStop({ reason: "halt", resultCode: null });
         return false;
-      case KVM_EXIT_SHUTDOWN:
+      case KVM_EXIT_SHUTDOWN: {
+        // A triple fault: the guest's CPU reset itself. Where it was is all there is to go on.
         this.count("shutdown");
-        this.requestStop({ reason: "shutdown", resultCode: null });
+        let detail = "triple fault";
+        try {
+          const r = t.vcpu.getRegs();
+          const sr = t.vcpu.getSregs();
+          const hex = (v: bigint) => `0x${v.toString(16)}`;
+          detail += ` on vCPU ${t.id}: rip=${hex(r.get64("rip"))} rsp=${hex(r.get64("rsp"))} cr0=${hex(sr.get64("cr0"))} cr2=${hex(sr.get64("cr2"))} cr3=${hex(sr.get64("cr3"))} cr4=${hex(sr.get64("cr4"))} efer=${hex(sr.get64("efer"))}`;
+        } catch {
+          // The registers are a diagnosis, not a requirement.
+        }
+        this.requestStop({ reason: "shutdown", resultCode: null, detail });
         return false;
+      }
       case KVM_EXIT_SYSTEM_EVENT:
         this.count("system_event");
         this.requestStop({ reason: "shutdown", resultCode: null });

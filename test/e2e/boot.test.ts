@@ -226,25 +226,32 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
         "mkdir -p /cat && mount -o ro /dev/vdc /cat",
         "ip link add fgbr0 type bridge && ip addr add 10.77.0.1/24 dev fgbr0 && ip link set fgbr0 up",
         "for t in fgt1 fgt2; do ip tuntap add $t mode tap && ip link set $t master fgbr0 && ip link set $t up; done",
-        `{ flatgrid vmm --config ${db.config} > /tmp/db.log 2>&1 & flatgrid vmm --config ${web.config} > /tmp/web.log 2>&1 & echo started; }`,
       ].join(" && "),
       120_000,
     );
     assert.equal(setup.status, 0, setup.output);
-    const started = Date.now();
+    // db first, then web, which uses it: the order an agent starts them in.
     let logs = "";
-    for (;;) {
-      logs = (await sh.exec("cat /tmp/db.log /tmp/web.log | grep flatgrid", 120_000)).output;
-      if ((logs.match(/flatgrid-guest: ready/g) ?? []).length >= 2) break;
-      if (/VM ended|error/i.test(logs) || Date.now() - started > 400_000)
-        assert.fail(
-          `the appliances did not come up:\n${(await sh.exec("tail -n 40 /tmp/db.log /tmp/web.log", 60_000)).output}`,
-        );
-      await new Promise((r) => setTimeout(r, 5000));
+    for (const vm of [db, web]) {
+      const log = `/tmp/${vm.name}.log`;
+      await sh.exec(`{ flatgrid vmm --config ${vm.config} > ${log} 2>&1 & }`, 60_000);
+      const started = Date.now();
+      for (;;) {
+        const seen = (await sh.exec(`grep flatgrid ${log}`, 120_000)).output;
+        if (/flatgrid-guest: ready/.test(seen)) {
+          process.stdout.write(
+            `# ${vm.name} ready ${((Date.now() - started) / 1000).toFixed(0)} s after start:\n${seen.trimEnd().replace(/^/gm, "#   ")}\n`,
+          );
+          logs += seen;
+          break;
+        }
+        if (/VM ended/.test(seen) || Date.now() - started > 400_000)
+          assert.fail(
+            `${vm.name} did not come up:\n${(await sh.exec(`tail -n 60 ${log}`, 60_000)).output}`,
+          );
+        await new Promise((r) => setTimeout(r, 3000));
+      }
     }
-    process.stdout.write(
-      `# web.0 and db.0 ready ${((Date.now() - started) / 1000).toFixed(0)} s after start:\n${logs.replace(/^/gm, "#   ")}\n`,
-    );
     assert.match(logs, /flatgrid-guest: db\.0: db@1 on 1 cpus, eth0 10\.77\.0\.3\/24/);
     assert.match(logs, /flatgrid-guest: web\.0: web@1 on 1 cpus, eth0 10\.77\.0\.2\/24/);
     // The node's own HTTP client (busybox wget segfaulted on these emulated nodes).
