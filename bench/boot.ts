@@ -89,7 +89,7 @@ export async function run(): Promise<void> {
       baseline_value: median(base),
       note: `median of ${RUNS}, QEMU ${accel.accel} -cpu ${accel.cpu}, 1 vCPU, 1 GiB`,
     });
-    for (const f of ["vmlinuz", "initrd.img"])
+    for (const f of ["vmlinuz", "initrd.img", "flatgrid.iso"])
       report({
         bench: "boot",
         metric: `${f} size`,
