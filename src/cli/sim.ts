@@ -119,7 +119,7 @@ export function addSimCommands(program: Command): void {
     .addOption(
       new Option(
         "--boot <how>",
-        "kernel: vmlinuz + initrd.img directly (iso and pxe: to come)",
+        "kernel: vmlinuz + initrd.img directly (iso and pxe: not in the simulator yet)",
       ).default("kernel"),
     )
     .option("--memory <size>", "memory of each server, MiB or like 2G", mebibytes, 2048)

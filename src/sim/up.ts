@@ -59,7 +59,9 @@ function validate(o: UpOptions): void {
   if (o.boot !== undefined && o.boot !== "kernel") {
     if (o.boot === "iso" || o.boot === "pxe")
       throw new SimError(
-        `--boot ${o.boot} is not built yet: the image has no ISO or PXE outputs so far. Use --boot kernel (the default), which boots build/image/vmlinuz and initrd.img directly`,
+        o.boot === "iso"
+          ? "--boot iso is not built yet: build/image/flatgrid.iso exists (the e2e ISO test boots it), but the simulator cannot yet give a node booted from it its grid, which goes on the kernel command line. Use --boot kernel (the default), which boots build/image/vmlinuz and initrd.img directly"
+          : "--boot pxe is not built yet: the image has no PXE set so far. Use --boot kernel (the default), which boots build/image/vmlinuz and initrd.img directly",
         "not-supported",
       );
     throw new SimError(
