@@ -20,7 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { debianExtract } from "../image/debian.js";
-import { run as tool } from "../image/tools.js";
+import { cpioImage, run as tool } from "../image/tools.js";
 import { bootUntil, chooseAccel, probeHostKvm, READY_LINE } from "../src/sim/index.js";
 import { median, progress, report } from "./report.js";
 
@@ -41,10 +41,8 @@ function busyboxInitrd(dir: string): string {
     "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\necho busybox-ready\n/bin/busybox poweroff -f\n",
     { mode: 0o755 },
   );
-  const list = tool("find", [".", "-print0"], { cwd: root });
-  const cpio = tool("cpio", ["--quiet", "-o", "-H", "newc", "--null"], { cwd: root, input: list });
   const file = join(dir, "busybox-initrd.img");
-  writeFileSync(file, tool("gzip", ["-n"], { input: cpio }));
+  cpioImage(root, file);
   return file;
 }
 

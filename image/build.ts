@@ -8,14 +8,13 @@ import {
   readFileSync,
   rmSync,
   statSync,
-  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CACHE, debianCloudKernel } from "./debian.js";
 import { buildIso } from "./iso.js";
-import { run, sha256 } from "./tools.js";
+import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
 
 /**
  * `npm run image`: the flatgrid node image, from Debian packages and our bundle.
@@ -38,7 +37,6 @@ import { run, sha256 } from "./tools.js";
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const OUT = join(ROOT, "build/image");
 const STAGE = join(CACHE, "stage");
-const EPOCH = Number(process.env.SOURCE_DATE_EPOCH ?? 1_767_225_600); // 2026-01-01
 
 /** Debian packages in the image; their dependencies come along. */
 const PACKAGES = [
@@ -122,29 +120,7 @@ function installFlatgrid(root: string): void {
   copyFileSync(join(ROOT, "native/out/init"), join(root, "init"));
   chmodSync(join(root, "init"), 0o755);
   // busybox provides every small tool the packages above do not (sh, udhcpc, setsid...).
-  const busybox = join(root, "bin/busybox");
-  if (!existsSync(busybox)) throw new Error("busybox is missing from the root file system");
-  const applets = run(busybox, ["--list"]).toString().trim().split("\n");
-  const dirs = ["bin", "sbin", "usr/bin", "usr/sbin"];
-  for (const applet of applets) {
-    if (dirs.some((d) => existsSync(join(root, d, applet)))) continue;
-    symlinkSync("busybox", join(root, "bin", applet));
-  }
-}
-
-/** A newc cpio of the tree in sorted order with fixed times, gzip-compressed. */
-function cpioImage(root: string, file: string): void {
-  run("find", [root, "-exec", "touch", "-h", "-d", `@${EPOCH}`, "{}", "+"]);
-  const list = run("find", [".", "-print0"], { cwd: root })
-    .toString()
-    .split("\0")
-    .filter(Boolean)
-    .sort();
-  const cpio = run("cpio", ["--quiet", "-o", "-H", "newc", "--reproducible", "--null"], {
-    cwd: root,
-    input: Buffer.from(`${list.join("\0")}\0`),
-  });
-  writeFileSync(file, run("gzip", ["-n", "-6"], { input: cpio }));
+  linkBusyboxApplets(root);
 }
 
 function main(): void {

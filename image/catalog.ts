@@ -7,7 +7,6 @@ import {
   mkdirSync,
   rmSync,
   statSync,
-  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { join, relative } from "node:path";
@@ -15,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { type ApplianceClass, classRef, DEFAULT_CATALOG, readCatalog } from "../src/model/index.js";
 import { CACHE, debianCloudKernel, debianExtract } from "./debian.js";
 import { GUEST_INIT, type GuestKernel, guestModules } from "./guest.js";
-import { run, sha256 } from "./tools.js";
+import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256, stampTimes } from "./tools.js";
 
 /**
  * `npm run catalog`: the appliance classes' images, from Debian packages.
@@ -35,7 +34,6 @@ import { run, sha256 } from "./tools.js";
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const OUT = join(ROOT, "build/catalog");
 const STAGE = join(CACHE, "catalog-stage");
-const EPOCH = Number(process.env.SOURCE_DATE_EPOCH ?? 1_767_225_600);
 
 /** Debian packages of each class's root disk (busybox comes with every one). */
 const CLASS_PACKAGES: Record<string, string[]> = {
@@ -76,13 +74,7 @@ function installBusybox(root: string): void {
   const busybox = join(root, "bin/busybox");
   copyFileSync(join(debianExtract("busybox-static"), "bin/busybox"), busybox);
   chmodSync(busybox, 0o755);
-  const applets = run(busybox, ["--list"]).toString().trim().split("\n");
-  for (const applet of applets) {
-    const taken = ["bin", "sbin", "usr/bin", "usr/sbin"].some((d) =>
-      existsSync(join(root, d, applet)),
-    );
-    if (!taken) symlinkSync("busybox", join(root, "bin", applet));
-  }
+  linkBusyboxApplets(root);
 }
 
 /** The class's start script, run by the guest init once the root disk is the root. */
@@ -152,7 +144,7 @@ function rootDisk(cls: ApplianceClass, file: string): void {
   writeFileSync(join(root, "flatgrid/start"), startScript(cls), { mode: 0o755 });
   if (cls.name === "web") writeFileSync(join(root, "flatgrid/index.cgi"), WEB_CGI, { mode: 0o755 });
   writeFileSync(join(root, "flatgrid/class"), `${classRef(cls)}\n`);
-  run("find", [root, "-exec", "touch", "-h", "-d", `@${EPOCH}`, "{}", "+"]);
+  stampTimes(root);
   rmSync(file, { force: true });
   const uuid = uuidFor(classRef(cls));
   run(
@@ -201,17 +193,7 @@ function guestInitrd(kernel: GuestKernel, file: string): string[] {
   installBusybox(root);
   for (const d of ["proc", "sys", "dev", "newroot"]) mkdirSync(join(root, d), { recursive: true });
   writeFileSync(join(root, "init"), GUEST_INIT(modules.map((m) => m.name)), { mode: 0o755 });
-  run("find", [root, "-exec", "touch", "-h", "-d", `@${EPOCH}`, "{}", "+"]);
-  const list = run("find", [".", "-print0"], { cwd: root })
-    .toString()
-    .split("\0")
-    .filter(Boolean)
-    .sort();
-  const cpio = run("cpio", ["--quiet", "-o", "-H", "newc", "--reproducible", "--null"], {
-    cwd: root,
-    input: Buffer.from(`${list.join("\0")}\0`),
-  });
-  writeFileSync(file, run("gzip", ["-n", "-9"], { input: cpio }));
+  cpioImage(root, file, 9);
   return modules.map((m) => m.name);
 }
 

@@ -1,6 +1,6 @@
 import { closeSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { run } from "./tools.js";
+import { run, stampTimes } from "./tools.js";
 
 /**
  * The hybrid ISO: one file that boots from a CD or, written with dd, from a USB stick, on
@@ -46,7 +46,7 @@ export function buildIso(
   run("cp", [vmlinuz, join(stage, "boot/vmlinuz")]);
   run("cp", [initrd, join(stage, "boot/initrd.img")]);
   writeFileSync(join(stage, "boot/grub/grub.cfg"), grubConfig());
-  run("find", [stage, "-exec", "touch", "-h", "-d", `@${epoch}`, "{}", "+"]);
+  stampTimes(stage, epoch);
   rmSync(iso, { force: true });
   // Reproducible: mtools and xorriso take dates from SOURCE_DATE_EPOCH, but grub-mkrescue
   // copies its modules at build time, so every file date and the volume UUID are set here.

@@ -7,6 +7,7 @@ import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync 
 import { join } from "node:path";
 import { debianExtract } from "../../image/debian.js";
 import type { GuestKernel } from "../../image/guest.js";
+import { cpioImage } from "../../image/tools.js";
 
 function sh(cmd: string, args: string[], cwd?: string): Buffer {
   return execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 28 });
@@ -87,16 +88,7 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
   chmodSync(join(initrd, "bin/busybox"), 0o755);
   symlinkSync("busybox", join(initrd, "bin/sh"));
   writeFileSync(join(initrd, "init"), GUEST_INIT, { mode: 0o755 });
-  const list = sh("find", [".", "-print0"], initrd);
-  const cpio = execFileSync("cpio", ["--quiet", "-o", "-H", "newc", "--null"], {
-    cwd: initrd,
-    input: list,
-    maxBuffer: 1 << 28,
-  });
-  writeFileSync(
-    join(root, "initrd.img"),
-    execFileSync("gzip", ["-n"], { input: cpio, maxBuffer: 1 << 28 }),
-  );
+  cpioImage(initrd, join(root, "initrd.img"));
   const data = Buffer.alloc(1024 * 1024);
   data.write(DISK_MARKER, DISK_MARKER_OFFSET, "latin1");
   writeFileSync(join(root, "data.img"), data);
