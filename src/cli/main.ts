@@ -205,13 +205,21 @@ export function buildProgram(): Command {
     new Option("--grid-socket <path>", "the grid service's socket (default: beside --socket)").env(
       "FLATGRID_GRID_SOCKET",
     );
-  const gridStatus = async (options: CommonOptions & { gridSocket?: string }) => {
+  /** A call to this node's grid service, on the socket beside the supervisor's. */
+  const gridCall = async <T>(
+    options: CommonOptions & { gridSocket?: string },
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    body?: unknown,
+  ): Promise<T> => {
     // Loaded only here: the grid module brings etcd and TLS code no other command needs.
     const { callGrid, gridSocketPath } = await import("../grid/index.js");
-    const path =
+    const socket =
       options.gridSocket ?? gridSocketPath({ FLATGRID_SOCKET: options.socket ?? socketPath() });
-    return callGrid<GridStatus>("GET", "/v1/grid", path);
+    return callGrid<T>(method, path, socket, body);
   };
+  const gridStatus = (options: CommonOptions & { gridSocket?: string }) =>
+    gridCall<GridStatus>(options, "GET", "/v1/grid");
   const grid = program.command("grid").description("the grid this node belongs to");
   common(
     grid
@@ -267,17 +275,6 @@ export function buildProgram(): Command {
     }
   });
 
-  const appCall = async <T>(
-    options: CommonOptions & { gridSocket?: string },
-    method: "GET" | "POST" | "DELETE",
-    path: string,
-    body?: unknown,
-  ): Promise<T> => {
-    const { callGrid, gridSocketPath } = await import("../grid/index.js");
-    const socket =
-      options.gridSocket ?? gridSocketPath({ FLATGRID_SOCKET: options.socket ?? socketPath() });
-    return callGrid<T>(method, path, socket, body);
-  };
   const appPath = (name: string) => `/v1/apps/${encodeURIComponent(name)}`;
   common(
     app
@@ -292,7 +289,7 @@ export function buildProgram(): Command {
     } catch (err) {
       throw new Failure(`cannot read ${options.file}: ${(err as Error).message}`, "no-file");
     }
-    const { app: created } = await appCall<{ app: AppRecord }>(options, "POST", "/v1/apps", {
+    const { app: created } = await gridCall<{ app: AppRecord }>(options, "POST", "/v1/apps", {
       file: options.file,
       source,
     });
@@ -306,7 +303,7 @@ export function buildProgram(): Command {
   common(
     app.command("ls").description("the grid's applications").addOption(gridSocketOption()),
   ).action(async (options: CommonOptions & { gridSocket?: string }) => {
-    const { apps } = await appCall<{ apps: AppSummary[] }>(options, "GET", "/v1/apps");
+    const { apps } = await gridCall<{ apps: AppSummary[] }>(options, "GET", "/v1/apps");
     print(options, { apps }, () => appsTable(apps));
   });
   for (const [verb, description] of [
@@ -320,7 +317,7 @@ export function buildProgram(): Command {
         .argument("<name>", "the application")
         .addOption(gridSocketOption()),
     ).action(async (name: string, options: CommonOptions & { gridSocket?: string }) => {
-      const status = await appCall<AppStatus>(options, "GET", appPath(name));
+      const status = await gridCall<AppStatus>(options, "GET", appPath(name));
       print(options, status, () =>
         verb === "status" ? appStatusText(status) : appExplainText(status),
       );
@@ -333,7 +330,7 @@ export function buildProgram(): Command {
       .argument("<name>", "the application")
       .addOption(gridSocketOption()),
   ).action(async (name: string, options: CommonOptions & { gridSocket?: string }) => {
-    await appCall(options, "DELETE", appPath(name));
+    await gridCall(options, "DELETE", appPath(name));
     print(
       options,
       { destroyed: name },

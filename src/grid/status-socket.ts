@@ -39,29 +39,22 @@ export async function listenGridSocket(path: string, node: GridNode): Promise<Se
     };
     const route = `${req.method} ${req.url}`;
     if (route === "GET /v1/grid") return send(200, node.status());
-    if (route === "GET /v1/placements") {
-      node
-        .placements()
-        .then((placements) => send(200, { placements }))
+    // API calls: an ApiError is the answer, with its status and stable code.
+    const answer = (call: Promise<[number, unknown]>) => {
+      call
+        .then(([status, body]) => send(status, body))
         .catch((err: Error) =>
           err instanceof ApiError
-            ? send(err.status, { error: { code: err.code, message: err.message } })
+            ? send(err.status, {
+                error: { code: err.code, message: err.message, problems: err.problems },
+              })
             : send(500, { error: { code: "internal", message: err.message } }),
         );
-      return;
-    }
-    if (req.url === "/v1/apps" || req.url?.startsWith("/v1/apps/")) {
-      appRoute(req, node)
-        .then(([status, body]) => send(status, body))
-        .catch((err: Error) => {
-          if (err instanceof ApiError)
-            return send(err.status, {
-              error: { code: err.code, message: err.message, problems: err.problems },
-            });
-          send(500, { error: { code: "internal", message: err.message } });
-        });
-      return;
-    }
+    };
+    if (route === "GET /v1/placements")
+      return answer(node.placements().then((placements) => [200, { placements }]));
+    if (req.url === "/v1/apps" || req.url?.startsWith("/v1/apps/"))
+      return answer(appRoute(req, node));
     if (route === "POST /v1/grid/fence") {
       node
         .writeAsLastTerm()
