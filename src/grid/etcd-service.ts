@@ -62,6 +62,10 @@ export function etcdCommand(o: EtcdOptions): string[] {
     `--peer-key-file=${o.tls.key}`,
     `--heartbeat-interval=${o.heartbeatMs ?? 50}`,
     `--election-timeout=${o.electionMs ?? 500}`,
+    // A member that was cut off, or removed while its node was down and restarted from its old
+    // data, must not depose a healthy leader by campaigning with a higher term: without
+    // pre-vote it did, leases expired grid-wide, and live voters looked dead.
+    "--pre-vote=true",
     // Keep history bounded: the grid's state is small and changes often (leases, heartbeats).
     "--auto-compaction-mode=revision",
     "--auto-compaction-retention=10000",

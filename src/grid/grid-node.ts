@@ -438,6 +438,9 @@ export class GridNode extends EventEmitter {
             address: this.address,
             csr: req.csrPem,
           },
+          // A member emulated in software may take longer than a real one to answer; one that
+          // times out is distrusted, and the formation rule may then create a second grid.
+          5000 * this.o.timescale,
         );
         this.checkGrant(grant, peerCertPem, peer);
         const grid: StoredGrid = {

@@ -101,7 +101,10 @@ export async function reconcileMembership(ctx: MembershipContext): Promise<strin
       continue;
     }
     if (ctx.now - since < ctx.graceMs) continue;
-    if (!m.learner && voters.length <= 1) continue;
+    // Only when the other voters are a majority of the voters now: then the removal can
+    // commit without the "gone" member. Otherwise its success would prove the member alive,
+    // and the grid would shrink around a node that is only slow (2 voters -> 1 did happen).
+    if (!m.learner && voters.length - 1 < Math.floor(voters.length / 2) + 1) continue;
     const ops = [client.delete().key(downKey)];
     if (node) ops.push(client.delete().key(keys.assignment(node)));
     await election.guarded(...ops);
