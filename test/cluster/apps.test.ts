@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type AppStatus, callGrid } from "../../src/grid/index.js";
-import { formed, GridCluster, up } from "./grid-harness.js";
+import { formedWithVoters, GridCluster, up } from "./grid-harness.js";
 import { sleep, sweepStale } from "./netns.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -62,8 +62,9 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     scratch = mkdtempSync(join(tmpdir(), "flatgrid-apps-"));
     g = GridCluster.create({ nodes: 3, deadGraceMs: 60_000, instanceGraceMs: INSTANCE_GRACE_MS });
     g.startAll();
-    await g.until("one grid of 3 nodes", formed(3), 40_000);
-    progress("3 nodes: one grid");
+    // Three voters, so that killing any one node leaves quorum (with two, it would not).
+    await g.until("one grid of 3 nodes, 3 voters", formedWithVoters(3, 3), 60_000);
+    progress("3 nodes: one grid, 3 voters");
   });
 
   after(async () => {
@@ -151,7 +152,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     for (const i of before.instances.filter((x) => x.node !== db.node))
       assert.equal(after.instances.find((x) => x.id === i.id)?.node, i.node, `${i.id} stayed`);
     g.start(index);
-    await g.until("the node back in the grid", formed(3), 60_000);
+    await g.until("the node back in the grid", formedWithVoters(3, 3), 60_000);
   });
 
   it("app destroy removes the application and, through the controller, its placements", async () => {

@@ -207,6 +207,16 @@ export function formed(count: number) {
   };
 }
 
+/**
+ * One grid of `count` nodes whose etcd has grown to `voters` voters and no learners: only
+ * then can it lose a voter and keep quorum (2 voters of 3 nodes lose it with either).
+ */
+export function formedWithVoters(count: number, voters: number) {
+  const one = formed(count);
+  return (all: MaybeStatus[]) =>
+    one(all) && up(all).every((x) => x.voters.length === voters && x.learners.length === 0);
+}
+
 /** All `count` nodes agree on one controller, and it is not `old`. */
 export function newController(count: number, old: string | null | undefined) {
   return (all: MaybeStatus[]) => {
