@@ -152,9 +152,6 @@ export function appsTable(apps: AppSummary[]): string {
   );
 }
 
-const AGENT_NOTE =
-  "assigned: placed on that node by the controller. Agents, which will start the VMs there, are not built yet.";
-
 export function appStatusText(s: AppStatus): string {
   const a = s.app.spec;
   const rows = s.instances.map((i) => [
@@ -166,16 +163,37 @@ export function appStatusText(s: AppStatus): string {
     String(i.cpus),
     formatMiB(i.memoryMiB),
   ]);
-  const pending = s.instances.filter((i) => i.state === "pending").length;
+  const counts = new Map<string, number>();
+  for (const i of s.instances) counts.set(i.state, (counts.get(i.state) ?? 0) + 1);
+  const order = [
+    "running",
+    "starting",
+    "preparing",
+    "assigned",
+    "restarting",
+    "fenced",
+    "stopping",
+    "failed",
+    "pending",
+  ];
+  const summary = order
+    .filter((st) => counts.has(st))
+    .map((st) => `${counts.get(st)} ${st}`)
+    .join(", ");
+  // The instances that are not simply running, and why.
+  const notes = s.instances
+    .filter((i) => i.state !== "running" && (i.detail || i.state === "pending"))
+    .map(
+      (i) => `${i.id}: ${i.state}: ${i.detail || "no node fits (`flatgrid app explain` says why)"}`,
+    );
   return [
     `${s.app.name}: ${a.description || "(no description)"}`,
     `created     ${s.app.createdAt} from ${s.app.file}`,
     `needs       ${a.demand.cpus} CPUs, ${formatMiB(a.demand.memoryMiB)} of a budget of ${a.budget.cpus} CPUs, ${formatMiB(a.budget.memoryMiB)}`,
-    `instances   ${s.instances.length - pending} assigned, ${pending} pending${pending ? " (`flatgrid app explain` says why)" : ""}`,
+    `instances   ${summary}`,
     "",
     table(["INSTANCE", "CLASS", "STATE", "NODE", "ADDRESS", "CPUS", "MEMORY"], rows),
-    "",
-    AGENT_NOTE,
+    ...(notes.length ? ["", ...notes] : []),
   ].join("\n");
 }
 

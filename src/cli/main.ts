@@ -345,16 +345,34 @@ export function buildProgram(): Command {
     .option("--socket <path>", "control socket: state, stats, pause, resume, stop")
     .option("--wait-start", "create the VM but start it only on POST /v1/vm/start")
     .option("--no-console", "do not copy the guest console to stdout")
+    .option(
+      "--lease <file>",
+      "fencing: stop the VM when FILE has not been touched for --lease-ms (the agent touches it while its node is in the grid)",
+    )
+    .option("--lease-ms <ms>", "how old the lease file may get", (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 100)
+        throw new Error(`--lease-ms: ${v} is not a whole number of ms, 100 or more`);
+      return n;
+    })
     .action(
       async (options: {
         config: string;
         socket?: string;
         waitStart?: boolean;
         console: boolean;
+        lease?: string;
+        leaseMs?: number;
       }) => {
+        if (options.lease && !options.leaseMs) throw new Error("--lease needs --lease-ms");
         // Loaded only here: the VMM brings koffi and /dev/kvm, which no other command needs.
         const { runVmm } = await import("../vmm/index.js");
-        process.exitCode = await runVmm(options);
+        process.exitCode = await runVmm({
+          ...options,
+          lease: options.lease
+            ? { file: options.lease, maxAgeMs: options.leaseMs as number }
+            : undefined,
+        });
       },
     );
 

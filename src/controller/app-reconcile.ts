@@ -20,6 +20,8 @@ export interface AppRecord {
   source: string;
   spec: Application;
   createdAt: string;
+  /** Its network number, given at create: its addresses and its segment (agent/instance-plan). */
+  net?: number;
 }
 
 export interface PlacementRecord {

@@ -1,4 +1,5 @@
 import type { Etcd3 } from "etcd3";
+import { type InstanceState, instanceAddress } from "../agent/index.js";
 import type { AppRecord } from "../controller/index.js";
 import { type Catalog, DescriptorError, type Problem, parseApplication } from "../model/index.js";
 import { AppStoreError, createApp, destroyApp, readAppState } from "./app-store.js";
@@ -40,12 +41,20 @@ export interface InstanceStatus {
   cpus: number;
   memoryMiB: number;
   /**
-   * assigned: the controller placed it on a node; pending: no node fits (see reasons).
-   * Starting the VM on the node is the agent's part, which does not exist yet.
+   * pending: no node fits (see reasons); assigned: the controller placed it on a node whose
+   * agent has not reported it yet; then the agent's view (preparing, starting, running,
+   * restarting, failed, fenced, stopping).
    */
-  state: "assigned" | "pending";
+  state: "pending" | "assigned" | InstanceState;
+  /** What the agent says about that state (a VM's last end, an alert). */
+  detail: string;
+  /** Ends of its VM that were not asked for, in the last 24 hours. */
+  failures: number;
   node: string | null;
   hostname: string | null;
+  /** The node's address. */
+  nodeAddress: string | null;
+  /** The instance's own address on its application's network. */
   address: string | null;
   /** Why this node, or why no node. */
   reasons: string[];
@@ -62,7 +71,11 @@ function toApiError(err: unknown): never {
   if (err instanceof DescriptorError)
     throw new ApiError(err.message, "invalid-descriptor", 400, err.problems);
   if (err instanceof AppStoreError)
-    throw new ApiError(err.message, err.code, err.code === "app-exists" ? 409 : 404);
+    throw new ApiError(
+      err.message,
+      err.code,
+      { "app-exists": 409, "no-such-app": 404, "no-network": 507, busy: 503 }[err.code],
+    );
   throw err;
 }
 
@@ -74,15 +87,13 @@ export async function createApplication(
 ): Promise<AppRecord> {
   try {
     const spec = parseApplication(file, source, catalog);
-    const record: AppRecord = {
+    return await createApp(client, {
       name: spec.name,
       file,
       source,
       spec,
       createdAt: new Date().toISOString(),
-    };
-    await createApp(client, record);
-    return record;
+    });
   } catch (err) {
     return toApiError(err);
   }
@@ -131,16 +142,26 @@ export async function applicationStatus(
   const instances = app.spec.instances.map((i): InstanceStatus => {
     const p = placements.get(i.id);
     const node = p ? byId.get(p.node) : undefined;
+    const seen = node?.instances?.find((x) => x.app === name && x.instance === i.id);
     return {
       id: i.id,
       component: i.component,
       class: i.class,
       cpus: i.cpus,
       memoryMiB: i.memoryMiB,
-      state: p ? "assigned" : "pending",
+      state: seen?.state ?? (p ? "assigned" : "pending"),
+      detail: seen?.detail ?? "",
+      failures: seen?.failures ?? 0,
       node: p?.node ?? null,
       hostname: node?.hostname ?? null,
-      address: node?.address ?? null,
+      nodeAddress: node?.address ?? null,
+      address:
+        app.net === undefined
+          ? null
+          : instanceAddress(
+              app.net,
+              app.spec.instances.findIndex((x) => x.id === i.id),
+            ),
       reasons: p?.reasons ?? unplaced.get(i.id)?.reasons ?? ["not yet seen by the controller"],
       placedAt: p?.at ?? null,
     };

@@ -1,4 +1,5 @@
 import type { Etcd3 } from "etcd3";
+import { APP_NETS } from "../agent/index.js";
 import type {
   AppRecord,
   PlacementRecord,
@@ -16,7 +17,7 @@ import { keys } from "./layout.js";
 export class AppStoreError extends Error {
   constructor(
     message: string,
-    readonly code: "app-exists" | "no-such-app",
+    readonly code: "app-exists" | "no-such-app" | "no-network" | "busy",
   ) {
     super(message);
   }
@@ -34,24 +35,66 @@ function parseAll<T>(values: Record<string, string>): T[] {
   return out;
 }
 
-/** Stores a new application; refuses, without touching it, one that exists. */
-export async function createApp(client: Etcd3, app: AppRecord): Promise<void> {
-  const res = await client
-    .if(keys.app(app.name), "Version", "==", 0)
-    .then(client.put(keys.app(app.name)).value(JSON.stringify(app)))
-    .commit();
-  if (!res.succeeded)
-    throw new AppStoreError(
+/**
+ * Stores a new application with the lowest free network number (its addresses, see
+ * agent/instance-plan); refuses, without touching it, one that exists. Two creates at once
+ * may pick the same number: the transaction lets one win and the other tries the next.
+ */
+export async function createApp(client: Etcd3, app: Omit<AppRecord, "net">): Promise<AppRecord> {
+  const exists = () =>
+    new AppStoreError(
       `an application named ${app.name} exists already: \`flatgrid app destroy ${app.name}\` first, or choose another name`,
       "app-exists",
     );
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const used = new Set(
+      Object.keys((await client.getAll().prefix(keys.nets).strings()) ?? {}).map((k) =>
+        Number(k.slice(keys.nets.length)),
+      ),
+    );
+    let net = 0;
+    while (used.has(net)) net++;
+    if (net >= APP_NETS)
+      throw new AppStoreError(
+        `every one of the ${APP_NETS} application networks is taken: destroy an application first`,
+        "no-network",
+      );
+    const record: AppRecord = { ...app, net };
+    const res = await client
+      .if(keys.app(app.name), "Version", "==", 0)
+      .and(keys.net(net), "Version", "==", 0)
+      .then(
+        client.put(keys.app(app.name)).value(JSON.stringify(record)),
+        client.put(keys.net(net)).value(app.name),
+      )
+      .commit();
+    if (res.succeeded) return record;
+    if ((await client.get(keys.app(app.name)).string()) !== null) throw exists();
+  }
+  throw new AppStoreError(
+    "could not find a free application network: too many applications created at once, try again",
+    "busy",
+  );
 }
 
-/** Removes an application's desired state; the controller then removes its placements. */
+/** Removes an application's desired state and frees its network; the controller then removes its placements. */
 export async function destroyApp(client: Etcd3, name: string): Promise<void> {
-  const res = await client.delete().key(keys.app(name)).exec();
-  if (Number(res.deleted) === 0)
-    throw new AppStoreError(`no application named ${name}`, "no-such-app");
+  const kv = (await client.get(keys.app(name)).exec()).kvs[0];
+  if (!kv) throw new AppStoreError(`no application named ${name}`, "no-such-app");
+  let net: number | undefined;
+  try {
+    net = (JSON.parse(kv.value.toString()) as AppRecord).net;
+  } catch {
+    // Not a record we can read: remove it anyway.
+  }
+  const ops = [client.delete().key(keys.app(name))];
+  if (net !== undefined) ops.push(client.delete().key(keys.net(net)));
+  // The record as read: a destroy racing another on the same name removes it once.
+  const res = await client
+    .if(keys.app(name), "Mod", "==", kv.mod_revision)
+    .then(...ops)
+    .commit();
+  if (!res.succeeded) throw new AppStoreError(`no application named ${name}`, "no-such-app");
 }
 
 export interface AppState {

@@ -5,6 +5,7 @@ import { createServer, type Server } from "node:https";
 import { networkInterfaces, hostname as osHostname } from "node:os";
 import type { TLSSocket } from "node:tls";
 import type { Etcd3 } from "etcd3";
+import { Agent, type DesiredInstance } from "../agent/index.js";
 import { type NodeCapacity, reconcileApps } from "../controller/index.js";
 import { Discovery, type Peer } from "../discovery/index.js";
 import { type Catalog, DEFAULT_CATALOG, readCatalog } from "../model/index.js";
@@ -111,6 +112,12 @@ export interface GridNodeOptions {
   instanceGraceMs?: number;
   /** Appliance class descriptors for validating applications (default: the shipped ones). */
   catalogDir?: string;
+  /**
+   * Run the instances placed on this node (the agent): where their directories go, where
+   * the class images are, and how long the VMs may outlive this node's last contact with
+   * the grid (default a third of instanceGraceMs). Without it the node runs no instances.
+   */
+  agent?: { instancesDir: string; imagesDir: string; leaseMs?: number; command?: string[] };
   tickMs?: number;
   /** Multiplies every timing above and etcd's (flatgrid.timescale): 1 on real servers. */
   timescale?: number;
@@ -178,6 +185,7 @@ export class GridNode extends EventEmitter {
       | "supervisor"
       | "etcdBinary"
       | "catalogDir"
+      | "agent"
     >
   >;
   private phase: Phase = "unconfigured";
@@ -212,6 +220,10 @@ export class GridNode extends EventEmitter {
   /** Controller only: nodes holding placements whose record is gone, and since when. */
   private missingSince = new Map<string, number>();
   private catalog: Catalog | null = null;
+  private readonly agent: Agent | null;
+  /** What was placed here at the last read, and when it was read (agent only). */
+  private desired: DesiredInstance[] = [];
+  private desiredAt = 0;
   private readonly supervisor: ControlClient;
   private readonly logFn: NonNullable<GridNodeOptions["log"]>;
 
@@ -237,6 +249,16 @@ export class GridNode extends EventEmitter {
     };
     this.supervisor = options.supervisor ?? new ControlClient();
     this.logFn = options.log ?? (() => {});
+    const a = options.agent;
+    this.agent = a
+      ? new Agent({
+          dir: a.instancesDir,
+          images: a.imagesDir,
+          leaseMs: a.leaseMs ?? Math.floor(this.o.instanceGraceMs / 3),
+          command: a.command,
+          log: (level, msg) => this.logFn(level, `agent: ${msg}`),
+        })
+      : null;
   }
 
   private log(msg: string, fields?: Record<string, unknown>): void {
@@ -640,6 +662,7 @@ export class GridNode extends EventEmitter {
         await this.restartSession(wanted);
         return;
       }
+      if (this.agent) await this.agentTick(client);
       await this.registration?.publish(this.record());
       const assignment = (await client
         .get(keys.assignment(this.nodeId))
@@ -665,6 +688,27 @@ export class GridNode extends EventEmitter {
       return;
     }
     if (this.election?.term != null) await this.controllerTick(client);
+  }
+
+  /**
+   * The agent's turn, right after a read that reached a quorum: the VMs here may run for
+   * another lease; what was placed here is read again at most once a second.
+   */
+  private async agentTick(client: Etcd3): Promise<void> {
+    const agent = this.agent as Agent;
+    agent.renewLease();
+    if (Date.now() - this.desiredAt >= 1000 * this.o.timescale) {
+      const state = await readAppState(client);
+      const apps = new Map(state.apps.map((a) => [a.name, a]));
+      this.desired = state.placements
+        .filter((p) => p.node === this.nodeId)
+        .flatMap((p) => {
+          const app = apps.get(p.app);
+          return app ? [{ app, instance: p.instance }] : [];
+        });
+      this.desiredAt = Date.now();
+    }
+    agent.reconcile(this.desired);
   }
 
   private async controllerTick(client: Etcd3): Promise<void> {
@@ -812,6 +856,7 @@ export class GridNode extends EventEmitter {
         storage: storageOf(this.o.stateDir),
         kernel: inv.kernel,
       },
+      instances: this.agent?.observed() ?? [],
       startedAt: this.startedAt,
       updatedAt: new Date().toISOString(),
     };

@@ -1,3 +1,5 @@
+import type { ObservedInstance } from "../agent/index.js";
+
 /**
  * The etcd key layout of a grid, version 1. etcd is the grid's one source of truth; every
  * key flatgrid writes is listed here, so that a later version can migrate them.
@@ -14,6 +16,8 @@
  *   /flatgrid/v1/apps/<name>           an application's desired state (AppRecord), by the API
  *   /flatgrid/v1/placements/<app>/<i>  which node runs instance i (PlacementRecord), fenced
  *   /flatgrid/v1/schedule/<app>        the instances with no node, and why (ScheduleRecord)
+ *   /flatgrid/v1/nets/<n>              the application that holds network number n (its
+ *                                      addresses and segment, see agent/instance-plan)
  *
  * Writes by the controller are transactions guarded by the election key's create revision.
  */
@@ -38,6 +42,8 @@ export const keys = {
   placement: (app: string, instance: string) => `${PREFIX}placements/${app}/${instance}`,
   schedules: `${PREFIX}schedule/`,
   schedule: (app: string) => `${PREFIX}schedule/${app}`,
+  nets: `${PREFIX}nets/`,
+  net: (n: number) => `${PREFIX}nets/${n}`,
 } as const;
 
 export const PORTS = { api: 7443, etcdClient: 2379, etcdPeer: 2380 } as const;
@@ -77,6 +83,8 @@ export interface NodeRecord {
   health: "ok" | "degraded";
   problems: string[];
   inventory: unknown;
+  /** The instances this node's agent runs, as it sees them (absent: no agent). */
+  instances?: ObservedInstance[];
   startedAt: string;
   updatedAt: string;
 }

@@ -13,7 +13,7 @@ import { gridSocketPath, listenGridSocket } from "./status-socket.js";
 
 const USAGE = `usage: flatgrid-grid [--state-dir DIR] [--config-dir DIR] [--cmdline FILE] [--socket PATH]
   [--address IP] [--interface NAME]... [--window-ms N] [--dead-grace-ms N] [--instance-grace-ms N]
-  [--catalog DIR]`;
+  [--catalog DIR] [--instances DIR] [--images DIR] [--lease-ms N]`;
 
 const { values: args } = parseArgs({
   options: {
@@ -32,6 +32,10 @@ const { values: args } = parseArgs({
     "dead-grace-ms": { type: "string" },
     "instance-grace-ms": { type: "string" },
     catalog: { type: "string" },
+    // The agent: instance directories, and the appliance catalog's images on this node.
+    instances: { type: "string", default: "/var/lib/flatgrid/instances" },
+    images: { type: "string", default: "/var/lib/flatgrid/catalog" },
+    "lease-ms": { type: "string" },
     help: { type: "boolean", default: false },
   },
   strict: true,
@@ -69,6 +73,11 @@ const node = new GridNode({
   deadGraceMs: num(args["dead-grace-ms"]),
   instanceGraceMs: num(args["instance-grace-ms"]),
   catalogDir: args.catalog,
+  agent: {
+    instancesDir: args.instances,
+    imagesDir: args.images,
+    leaseMs: num(args["lease-ms"]),
+  },
   timescale: config.timescale,
   log: (level, msg, fields) => log[level](fields ?? {}, msg),
 });

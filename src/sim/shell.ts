@@ -11,6 +11,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * is not mistaken for typed input. QEMU serves one client per port: while someone else is
  * attached, open() connects but the shell never answers, and run() times out.
  */
+/** What busybox sh -i prints as it starts. */
+const RESTART_BANNER = /built-in shell \(ash\)/;
+
 export class NodeShell {
   private socket: Socket | null = null;
   /** Everything the shell printed since open(), carriage returns included. */
@@ -76,9 +79,27 @@ export class NodeShell {
     const end = `FG${tag}E`;
     const typed = `echo FG"${tag}B"; ${command}; echo FG"${tag}E"$?`;
     const pattern = new RegExp(`${begin}\\r?\\n([\\s\\S]*?)${end}(\\d+)`);
-    const out = await this.run(typed, pattern, timeoutMs);
-    const m = pattern.exec(out);
-    return { output: (m?.[1] ?? "").replace(/\r/g, ""), status: Number(m?.[2] ?? -1) };
+    // The supervisor restarts a debug shell that died; what was typed meanwhile is lost.
+    // A command that never began (no begin marker) is typed again, once the new shell is up.
+    const restarted = new RegExp(`${RESTART_BANNER.source}[\\s\\S]*\\n[^\\n]*# `);
+    for (let attempt = 1; ; attempt++) {
+      const out = await this.run(
+        typed,
+        new RegExp(`${pattern.source}|${restarted.source}`),
+        timeoutMs,
+      );
+      const m = pattern.exec(out);
+      if (m) return { output: (m[1] ?? "").replace(/\r/g, ""), status: Number(m[2] ?? -1) };
+      if (out.includes(begin))
+        throw new SimError(`the debug shell restarted while running "${command}"`, "shell");
+      if (attempt >= 3)
+        throw new SimError(
+          `the debug shell keeps restarting; it says:\n${out.slice(-2000)}`,
+          "shell",
+        );
+      this.socket?.write("\x15");
+      await sleep(1000);
+    }
   }
 
   close(): void {

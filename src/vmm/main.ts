@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { dirname } from "node:path";
 import { loadVmConfig } from "./config.js";
@@ -27,6 +27,21 @@ export interface VmmOptions {
   waitStart?: boolean;
   /** Copy the guest console to stdout. */
   console?: boolean;
+  /**
+   * Fencing: the VM stops once `file` is older than `maxAgeMs`. The agent touches it while
+   * its node reaches the grid; a node cut off, or an agent that hangs, stops renewing it, so
+   * its VMs stop before the controller places them elsewhere: no instance runs twice.
+   */
+  lease?: { file: string; maxAgeMs: number };
+}
+
+/** How old the lease file is, ms; Infinity when it is missing. */
+function leaseAge(file: string): number {
+  try {
+    return Date.now() - statSync(file).mtimeMs;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -143,12 +158,35 @@ export async function runVmm(options: VmmOptions): Promise<number> {
   }
   process.once("SIGTERM", () => void vm.stop());
   process.once("SIGINT", () => void vm.stop());
-  if (!options.waitStart) vm.start();
+  let leaseTimer: NodeJS.Timeout | null = null;
+  let fenced = false;
+  if (options.lease) {
+    const { file, maxAgeMs } = options.lease;
+    // Checked from the start: a VM whose node has no lease must not run even briefly.
+    const check = () => {
+      const age = leaseAge(file);
+      if (age <= maxAgeMs || fenced) return;
+      fenced = true;
+      process.stderr.write(
+        `flatgrid vmm: fenced: the node's lease ${file} ${age === Number.POSITIVE_INFINITY ? "is missing" : `was last renewed ${Math.round(age)} ms ago`} (at most ${maxAgeMs} ms): stopping the VM\n`,
+      );
+      void vm.stop();
+    };
+    check();
+    leaseTimer = setInterval(check, Math.max(50, Math.min(1000, Math.floor(maxAgeMs / 4))));
+  }
+  if (!options.waitStart && !fenced) vm.start();
   const end: VmEnd = await vm.ended;
+  if (leaseTimer) clearInterval(leaseTimer);
   server?.close();
   if (options.socket) rmSync(options.socket, { force: true });
   process.stderr.write(
     `flatgrid vmm: VM ended: ${end.reason}${end.reason === "error" ? `: ${end.message}` : ""}${"detail" in end && end.detail ? ` (${end.detail})` : ""}\n`,
   );
+  // Fenced is neither the guest's doing nor an error: the agent tells it apart by the code.
+  if (fenced) return FENCED_EXIT;
   return end.reason === "error" ? 1 : 0;
 }
+
+/** The exit code of a VMM that stopped its VM because the node's lease ran out. */
+export const FENCED_EXIT = 3;

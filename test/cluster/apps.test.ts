@@ -1,13 +1,17 @@
 /**
- * Applications on a real grid (3 node processes in network namespaces, real etcd): the
- * `flatgrid app` commands on any node store the desired state, the controller places the
- * instances, fenced by its term, and places them again once a dead node's grace is over.
- * (Starting the VMs is the agents' part, which does not exist yet: instances stop at
- * "assigned".)
+ * Applications on a real grid (3 node processes in network namespaces, real etcd, real KVM):
+ * the `flatgrid app` commands on any node store the desired state, the controller places the
+ * instances, fenced by its term, and each node's agent runs its instances as real
+ * `flatgrid vmm` processes. This host's KVM boots no Linux (see DESIGN.md), so the classes'
+ * kernel here is the freestanding idle guest; the simulator runs the real appliances.
+ * Faults: a VMM killed (restarted with backoff), a node powered off (its instances start
+ * elsewhere after the grace), a grid service paused (its VMs fence themselves first). All the
+ * while, a sampler checks that no instance ever has two VMMs.
  */
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -18,49 +22,125 @@ import { sleep, sweepStale } from "./netns.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 const SHOP = fileURLToPath(new URL("../../../examples/shop.yaml", import.meta.url));
-const INSTANCE_GRACE_MS = 3000;
+const IDLE = fileURLToPath(new URL("../../../native/out/testguest-idle.elf", import.meta.url));
+const INSTANCE_GRACE_MS = 6000;
+/** The agents' default: a third of the grace. */
+const LEASE_MS = INSTANCE_GRACE_MS / 3;
 
 function progress(msg: string): void {
   process.stderr.write(`  apps: ${msg}\n`);
 }
 
+/** A catalog as `npm run catalog` lays it out, whose kernel is the idle test guest. */
+function idleCatalog(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const sha = (f: string) =>
+    createHash("sha256")
+      .update(readFileSync(join(dir, f)))
+      .digest("hex");
+  copyFileSync(IDLE, join(dir, "vmlinuz"));
+  writeFileSync(join(dir, "initrd.img"), "the idle guest needs no initrd\n");
+  const classes: Record<string, unknown> = {};
+  for (const name of ["base", "web", "lb", "db"]) {
+    writeFileSync(join(dir, `${name}.ext4`), Buffer.alloc(64 * 1024, name));
+    classes[`${name}@1`] = {
+      id: sha(`${name}.ext4`),
+      rootfs: `${name}.ext4`,
+      sha256: sha(`${name}.ext4`),
+      bytes: 64 * 1024,
+      kernel: "vmlinuz",
+      initrd: "initrd.img",
+    };
+  }
+  writeFileSync(
+    join(dir, "manifest.json"),
+    JSON.stringify({
+      kernel: { version: "testguest-idle", sha256: sha("vmlinuz") },
+      initrd: { sha256: sha("initrd.img"), modules: [] },
+      classes,
+    }),
+  );
+  return dir;
+}
+
+/** Every VMM process of the test's nodes: which node (by state dir) runs which instance. */
+function vmms(base: string): { node: number; instance: string; pid: number }[] {
+  let out = "";
+  try {
+    out = execFileSync("pgrep", ["-af", "vmm --config"], { encoding: "utf8" });
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+  const re = new RegExp(
+    `${base.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}/n(\\d+)/state/instances/shop/([a-z]+\\.\\d+)/vm\\.json`,
+  );
+  return out
+    .split("\n")
+    .map((line) => ({ line, m: re.exec(line) }))
+    .filter((x) => x.m)
+    .map(({ line, m }) => ({
+      node: Number(m?.[1]),
+      instance: m?.[2] as string,
+      pid: Number(line.split(" ")[0]),
+    }));
+}
+
 describe("applications on a 3-node grid", { concurrency: false }, () => {
   let g: GridCluster;
   let scratch = "";
-  const cli = (index: number, ...args: string[]) => {
-    const r = spawnSync(process.execPath, [CLI, ...args, "--socket", g.node(index).socket], {
-      encoding: "utf8",
+  // Asynchronous, so that the sampler below keeps running while a command does.
+  const cli = (index: number, ...args: string[]) =>
+    new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+      execFile(
+        process.execPath,
+        [CLI, ...args, "--socket", g.node(index).socket],
+        { encoding: "utf8" },
+        (error, out, err) =>
+          resolve({ code: error ? ((error.code as number | undefined) ?? 1) : 0, out, err }),
+      );
     });
-    return { code: r.status, out: r.stdout, err: r.stderr };
-  };
-  const status = (index: number): AppStatus => {
-    const r = cli(index, "app", "status", "shop", "--json");
+  const status = async (index: number): Promise<AppStatus> => {
+    const r = await cli(index, "app", "status", "shop", "--json");
     assert.equal(r.code, 0, r.err);
     return JSON.parse(r.out) as AppStatus;
   };
-  const untilAssigned = async (
-    index: number,
-    timeoutMs: number,
-    check?: (s: AppStatus) => boolean,
-  ) => {
+  // The history check: sampled all along, no instance may ever have two VMMs at once.
+  let sampler: NodeJS.Timeout | null = null;
+  const doubles: string[] = [];
+  let samples = 0;
+  const running = async (index: number, timeoutMs: number, check?: (s: AppStatus) => boolean) => {
     const deadline = Date.now() + timeoutMs;
     let last: AppStatus | null = null;
     while (Date.now() < deadline) {
-      const r = cli(index, "app", "status", "shop", "--json");
+      const r = await cli(index, "app", "status", "shop", "--json");
       if (r.code === 0) {
         last = JSON.parse(r.out) as AppStatus;
-        if (last.instances.every((i) => i.state === "assigned") && (!check || check(last)))
+        if (last.instances.every((i) => i.state === "running") && (!check || check(last)))
           return last;
       }
-      await sleep(200);
+      await sleep(250);
     }
-    assert.fail(`shop not placed in ${timeoutMs} ms: ${JSON.stringify(last?.instances)}`);
+    assert.fail(
+      `shop not running in ${timeoutMs} ms: ${JSON.stringify(last?.instances.map((i) => [i.id, i.state, i.hostname, i.detail]))}`,
+    );
   };
 
   before(async () => {
     sweepStale();
     scratch = mkdtempSync(join(tmpdir(), "flatgrid-apps-"));
-    g = GridCluster.create({ nodes: 3, deadGraceMs: 60_000, instanceGraceMs: INSTANCE_GRACE_MS });
+    g = GridCluster.create({
+      nodes: 3,
+      deadGraceMs: 60_000,
+      instanceGraceMs: INSTANCE_GRACE_MS,
+      images: idleCatalog(join(scratch, "catalog")),
+    });
+    sampler = setInterval(() => {
+      samples++;
+      const seen = new Map<string, number[]>();
+      for (const v of vmms(g.base)) seen.set(v.instance, [...(seen.get(v.instance) ?? []), v.node]);
+      for (const [instance, nodes] of seen)
+        if (nodes.length > 1) doubles.push(`${instance} on nodes ${nodes.join(", ")}`);
+    }, 250);
     g.startAll();
     // Three voters, so that killing any one node leaves quorum (with two, it would not).
     await g.until("one grid of 3 nodes, 3 voters", formedWithVoters(3, 3), 60_000);
@@ -68,42 +148,99 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
   });
 
   after(async () => {
+    if (sampler) clearInterval(sampler);
     await g?.destroy();
     rmSync(scratch, { recursive: true, force: true });
   });
 
-  it("app create on one node; the controller places every instance, web spread over 3 nodes", async () => {
-    const r = cli(2, "app", "create", "-f", SHOP);
+  it("app create on one node; the controller places every instance, web spread over 3 nodes, and the agents run them", async () => {
+    const created = Date.now();
+    const r = await cli(2, "app", "create", "-f", SHOP);
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^shop: created, 5 instances/);
-    const s = await untilAssigned(3, 20_000);
+    const s = await running(3, 60_000);
+    progress(`every instance running ${((Date.now() - created) / 1000).toFixed(1)} s after create`);
     const webs = s.instances.filter((i) => i.component === "web");
     assert.equal(new Set(webs.map((i) => i.node)).size, 3, "one web per node");
     const nodes = up(await g.statuses());
     for (const i of s.instances) {
       const n = nodes[0]?.nodes.find((x) => x.nodeId === i.node);
       assert.ok(n, `${i.id} is on a registered node`);
-      assert.equal(i.address, n.address);
+      assert.equal(i.nodeAddress, n.address);
     }
-    const text = cli(1, "app", "status", "shop");
+    // Addresses on the application's own network, in descriptor order: lb, web × 3, db.
+    assert.deepEqual(
+      s.instances.map((i) => [i.id, i.address]),
+      [
+        ["lb.0", "10.128.0.2"],
+        ["web.0", "10.128.0.3"],
+        ["web.1", "10.128.0.4"],
+        ["web.2", "10.128.0.5"],
+        ["db.0", "10.128.0.6"],
+      ],
+    );
+    // One real VMM per instance, on the node the controller chose, with the guest running.
+    const procs = vmms(g.base);
+    assert.equal(procs.length, 5, JSON.stringify(procs));
+    for (const i of s.instances) {
+      const p = procs.find((x) => x.instance === i.id);
+      assert.ok(p, `${i.id} has a VMM`);
+      assert.equal(`node-${p.node}`, i.hostname, `${i.id} runs where it was placed`);
+      const dir = join(g.node(p.node).dir, "state", "instances", "shop", i.id);
+      assert.match(readFileSync(join(dir, "console.log"), "utf8"), /idle ready/);
+      const vm = JSON.parse(readFileSync(join(dir, "vm.json"), "utf8")) as { cmdline: string };
+      assert.match(
+        vm.cmdline,
+        new RegExp(`fg\\.name=${i.id.replace(".", "\\.")} fg\\.app=shop fg\\.ip=${i.address}%2F20`),
+      );
+      if (i.component === "web") {
+        assert.match(vm.cmdline, /fg\.t\.db=10\.128\.0\.6%3A6379/);
+        assert.match(vm.cmdline, /fg\.p\.title=flatgrid%20shop/);
+      }
+      if (i.component === "lb")
+        assert.match(
+          vm.cmdline,
+          /fg\.t\.backend=10\.128\.0\.3%3A80%2C10\.128\.0\.4%3A80%2C10\.128\.0\.5%3A80/,
+        );
+    }
+    const text = await cli(1, "app", "status", "shop");
     assert.equal(text.code, 0, text.err);
-    assert.match(text.out, /^instances {3}5 assigned, 0 pending$/m);
-    assert.match(text.out, /^web\.2 +web@1 +assigned +node-\d +10\.\d+\.\d+\.\d+ +0\.5 +256 MiB$/m);
+    assert.match(text.out, /^instances {3}5 running$/m);
+    assert.match(text.out, /^web\.2 +web@1 +running +node-\d +10\.128\.0\.5 +0\.5 +256 MiB$/m);
     progress(`app status on node 1:\n${text.out.replace(/^/gm, "    ")}`);
-    const ls = cli(3, "app", "ls");
+    const ls = await cli(3, "app", "ls");
     assert.match(ls.out, /^shop +5 +5 +3 +3 +2 GiB /m);
   });
 
-  it("app explain says why each instance is where it is", () => {
-    const r = cli(1, "app", "explain", "shop");
+  it("a VMM killed with SIGKILL: the agent starts the instance again, and counts the failure", async () => {
+    const victim = vmms(g.base).find((v) => v.instance === "web.1");
+    assert.ok(victim, "web.1 has a VMM");
+    process.kill(victim.pid, "SIGKILL");
+    const s = await running(1, 30_000, (x) => {
+      const w = x.instances.find((i) => i.id === "web.1");
+      return (
+        !!w &&
+        w.failures === 1 &&
+        vmms(g.base).some((v) => v.instance === "web.1" && v.pid !== victim.pid)
+      );
+    });
+    const w = s.instances.find((i) => i.id === "web.1");
+    assert.equal(w?.hostname, `node-${victim.node}`, "restarted on the same node");
+    progress(
+      `web.1's VMM killed: running again on node-${victim.node} (failures in 24 h: ${w?.failures})`,
+    );
+  });
+
+  it("app explain says why each instance is where it is", async () => {
+    const r = await cli(1, "app", "explain", "shop");
     assert.equal(r.code, 0, r.err);
     assert.match(r.out, /^web\.0 \(0\.5 CPUs, 256 MiB\): on node-\d/m);
     assert.match(r.out, /runs no other web instance of shop/);
     assert.match(r.out, /fits: [\d.]+ CPUs and \d+ MiB left after it/);
   });
 
-  it("a second create with the same name, and a bad descriptor, are refused with the reason", () => {
-    const again = cli(1, "app", "create", "-f", SHOP, "--json");
+  it("a second create with the same name, and a bad descriptor, are refused with the reason", async () => {
+    const again = await cli(1, "app", "create", "-f", SHOP, "--json");
     assert.equal(again.code, 1);
     const err = JSON.parse(again.out) as { error: { code: string; message: string } };
     assert.equal(err.error.code, "app-exists");
@@ -114,11 +251,11 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       bad,
       "name: broken\nbudget: { cpus: 1, memory: 1GiB }\ncomponents:\n  web:\n    class: nosuch@1\n",
     );
-    const r = cli(2, "app", "create", "-f", bad);
+    const r = await cli(2, "app", "create", "-f", bad);
     assert.equal(r.code, 1);
     assert.match(r.err, new RegExp(`${bad}:5:\\d+: components\\.web\\.class: .*nosuch@1`));
     // Nothing was stored, and shop is untouched.
-    const ls = cli(2, "app", "ls", "--json");
+    const ls = await cli(2, "app", "ls", "--json");
     assert.deepEqual(
       (JSON.parse(ls.out) as { apps: { name: string }[] }).apps.map((a) => a.name),
       ["shop"],
@@ -128,7 +265,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
   it("kill -9 of the node running db: after the grace period db is placed on another node", {
     timeout: 90_000,
   }, async () => {
-    const before = status(1);
+    const before = await status(1);
     const db = before.instances.find((i) => i.id === "db.0");
     assert.ok(db?.node);
     // The instance's node as the registry names it (node-N runs in namespace N).
@@ -140,12 +277,12 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     progress(
       `node ${index} (db.0, ${before.instances.filter((i) => i.node === db.node).length} instances) killed`,
     );
-    const after = await untilAssigned(others[0] as number, 60_000, (s) =>
+    const after = await running(others[0] as number, 60_000, (s) =>
       s.instances.every((i) => i.node !== db.node),
     );
     const seconds = (Date.now() - killedAt) / 1000;
     progress(
-      `every instance on a live node again ${seconds.toFixed(1)} s after the kill (instance grace ${INSTANCE_GRACE_MS / 1000} s)`,
+      `every instance running on a live node again ${seconds.toFixed(1)} s after the kill (instance grace ${INSTANCE_GRACE_MS / 1000} s)`,
     );
     assert.ok(seconds * 1000 >= INSTANCE_GRACE_MS, "nothing moved before the grace was over");
     // The instances that were not on the dead node did not move.
@@ -155,13 +292,61 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     await g.until("the node back in the grid", formedWithVoters(3, 3), 60_000);
   });
 
+  it("a paused grid service: its VMs fence themselves before the instances start elsewhere", {
+    timeout: 120_000,
+  }, async () => {
+    const all = up(await g.statuses());
+    const controller = all[0]?.controller;
+    // A node that is not the controller: the pause then tests the agent's fence alone.
+    const victim = [1, 2, 3].find(
+      (i) =>
+        vmms(g.base).some((v) => v.node === i) &&
+        (all.find((x) => x.hostname === `node-${i}`)?.nodeId ?? controller) !== controller,
+    );
+    assert.ok(victim, "a node that runs instances and is not the controller");
+    const moved = vmms(g.base)
+      .filter((v) => v.node === victim)
+      .map((v) => v.instance);
+    const pid = g.gridPid(victim);
+    const pausedAt = Date.now();
+    process.kill(pid, "SIGSTOP");
+    let fencedMs = 0;
+    try {
+      while (vmms(g.base).some((v) => v.node === victim)) {
+        assert.ok(Date.now() - pausedAt < 30_000, "the paused node's VMMs did not stop");
+        await sleep(100);
+      }
+      fencedMs = Date.now() - pausedAt;
+      const other = [1, 2, 3].find((i) => i !== victim) as number;
+      await running(other, 60_000, (x) =>
+        x.instances.every((i) => i.hostname !== `node-${victim}`),
+      );
+      const movedMs = Date.now() - pausedAt;
+      progress(
+        `grid service of node-${victim} paused: its VMs (${moved.join(", ")}) fenced after ${fencedMs} ms (lease ${LEASE_MS} ms), every instance running elsewhere after ${movedMs} ms (grace ${INSTANCE_GRACE_MS} ms)`,
+      );
+      assert.ok(fencedMs < INSTANCE_GRACE_MS, "fenced before the grace ran out");
+    } finally {
+      process.kill(pid, "SIGCONT");
+    }
+    // Back: nothing is placed on it any more, so it runs nothing, and no instance twice.
+    await g.until("the node back in the grid", formedWithVoters(3, 3), 60_000);
+    const s = await running(1, 30_000);
+    const procs = vmms(g.base);
+    assert.deepEqual(
+      procs.map((p) => p.instance).sort(),
+      s.instances.map((i) => i.id).sort(),
+      "one VMM per instance",
+    );
+  });
+
   it("app destroy removes the application and, through the controller, its placements", async () => {
-    const r = cli(3, "app", "destroy", "shop");
+    const r = await cli(3, "app", "destroy", "shop");
     assert.equal(r.code, 0, r.err);
-    const gone = cli(1, "app", "status", "shop", "--json");
+    const gone = await cli(1, "app", "status", "shop", "--json");
     assert.equal(gone.code, 1);
     assert.equal((JSON.parse(gone.out) as { error: { code: string } }).error.code, "no-such-app");
-    const again = cli(1, "app", "destroy", "shop");
+    const again = await cli(1, "app", "destroy", "shop");
     assert.equal(again.code, 1);
     assert.match(again.err, /no application named shop/);
     // Level-based: the controller notices the application is gone and removes its placements.
@@ -178,5 +363,15 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       await sleep(200);
     }
     assert.equal(left, 0, "no placement is left");
+    // The agents stop every VMM of it and remove the instances' directories.
+    const until = Date.now() + 30_000;
+    while (vmms(g.base).length > 0 && Date.now() < until) await sleep(200);
+    assert.deepEqual(vmms(g.base), [], "no VMM is left");
+  });
+
+  it("never, all along, did an instance have two VMMs at once", () => {
+    assert.ok(samples > 100, `the sampler ran (${samples} samples)`);
+    assert.deepEqual(doubles, []);
+    progress(`${samples} samples of every node's VMMs: no instance ever ran twice`);
   });
 });

@@ -32,6 +32,8 @@ export interface GridClusterOptions {
   windowMs?: number;
   deadGraceMs?: number;
   instanceGraceMs?: number;
+  /** The appliance catalog every node's agent runs instances from (default: none there). */
+  images?: string;
   log?: (line: string) => void;
 }
 
@@ -77,6 +79,8 @@ export class GridCluster {
         `--window-ms=${this.options.windowMs ?? 1500}`,
         `--dead-grace-ms=${this.options.deadGraceMs ?? 5000}`,
         `--instance-grace-ms=${this.options.instanceGraceMs ?? 5000}`,
+        `--instances=${join(dir, "state", "instances")}`,
+        `--images=${this.options.images ?? join(dir, "catalog")}`,
       ],
       logFormat: "json",
       stopTimeoutMs: 5000,

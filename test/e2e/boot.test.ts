@@ -234,7 +234,7 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     let logs = "";
     for (const vm of [db, web]) {
       const log = `/tmp/${vm.name}.log`;
-      await sh.exec(`{ flatgrid vmm --config ${vm.config} > ${log} 2>&1 & }`, 60_000);
+      await sh.exec(`{ flatgrid vmm --config ${vm.config} > ${log} 2>&1 < /dev/null & }`, 60_000);
       const started = Date.now();
       for (;;) {
         const seen = (await sh.exec(`grep flatgrid ${log}`, 120_000)).output;

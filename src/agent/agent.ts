@@ -1,0 +1,408 @@
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { type AppRecord, onInstanceFailure } from "../controller/index.js";
+import { ClassImages } from "./class-images.js";
+import { type InstancePlan, planInstance } from "./instance-plan.js";
+import { type VmExit, VmProcess } from "./vm-process.js";
+
+/**
+ * The agent of a node: runs the instances the controller placed here, one `flatgrid vmm`
+ * process each, and says how they are. Level-based: every call of reconcile() gets the whole
+ * list of what should run here and converges to it, so the grid service can restart at any
+ * time (it adopts the VMMs that still run).
+ *
+ * Fencing: the VMMs stop their VM once the node's lease file is older than `leaseMs`. The
+ * grid service renews it only after it reached a quorum of the grid, so a node cut off (or a
+ * hung grid service) stops its VMs by itself, before the controller's grace for that node
+ * runs out and the instances are placed elsewhere. No instance runs twice.
+ */
+
+/** What the VMM exits with when the lease ran out (vmm/main.ts FENCED_EXIT). */
+const FENCED_EXIT = 3;
+
+export type InstanceState =
+  | "preparing"
+  | "starting"
+  | "running"
+  | "restarting"
+  | "failed"
+  | "fenced"
+  | "stopping";
+
+/** An instance as this node sees it, published in its registry record. */
+export interface ObservedInstance {
+  app: string;
+  instance: string;
+  state: InstanceState;
+  /** When it entered this state (ISO time). */
+  since: string;
+  /** Why, in words: the last end of its VM, a missing class image, an alert. */
+  detail: string;
+  pid: number | null;
+  /** Ends of its VM that were not asked for, in the last 24 hours. */
+  failures: number;
+  /** Resident memory of its VMM process, guest RAM included, MiB. */
+  rssMiB: number | null;
+}
+
+/** What the controller placed on this node: the application and the instance's id. */
+export interface DesiredInstance {
+  app: AppRecord;
+  instance: string;
+}
+
+export interface AgentOptions {
+  /** Where instance directories (vm.json, console.log, vmm.pid) and the lease live. */
+  dir: string;
+  /** The appliance catalog on this node (see ClassImages). */
+  images: string;
+  /** How stale the lease may get before the VMMs stop their VMs. */
+  leaseMs: number;
+  /** How the CLI is run, for `vmm`: this checkout's by default. */
+  command?: string[];
+  /** SIGTERM, then SIGKILL after this long. */
+  stopGraceMs?: number;
+  log?: (level: "info" | "warn" | "error", msg: string) => void;
+}
+
+interface Managed {
+  key: string;
+  app: string;
+  instance: string;
+  dir: string;
+  state: InstanceState;
+  since: number;
+  detail: string;
+  vm: VmProcess | null;
+  /** vm.json as written: a different one means the VM must be started again. */
+  config: string | null;
+  failures: number[];
+  restartAt: number | null;
+  /** No longer wanted here: stop it and forget it. */
+  removing: boolean;
+  busy: boolean;
+  rssMiB: number | null;
+  /** Time of the last failed class check, to retry without hammering the disk. */
+  preparedAt: number;
+  /** Time of the last look at a running VMM (its state, its memory, its configuration). */
+  checkedAt: number;
+}
+
+const DEFAULT_COMMAND = [
+  process.execPath,
+  fileURLToPath(new URL("../cli/main.js", import.meta.url)),
+];
+const RETRY_PREPARE_MS = 10_000;
+const CHECK_RUNNING_MS = 3000;
+
+function vmConfig(plan: InstancePlan): string {
+  return `${JSON.stringify(
+    {
+      memoryMiB: plan.memoryMiB,
+      vcpus: plan.vcpus,
+      kernel: plan.parts.kernel,
+      ...(plan.parts.initrd ? { initrd: plan.parts.initrd } : {}),
+      cmdline: plan.cmdline,
+      // The class's root disk, shared by its instances and never written.
+      disks: [{ path: plan.parts.rootfs, readOnly: true }],
+    },
+    null,
+    2,
+  )}\n`;
+}
+
+export class Agent {
+  private readonly images: ClassImages;
+  private readonly managed = new Map<string, Managed>();
+  readonly leaseFile: string;
+  private readonly log: NonNullable<AgentOptions["log"]>;
+
+  constructor(private readonly o: AgentOptions) {
+    this.images = new ClassImages(o.images);
+    this.leaseFile = join(o.dir, "lease");
+    this.log = o.log ?? (() => {});
+    mkdirSync(o.dir, { recursive: true });
+    this.adoptAll();
+  }
+
+  private instanceDir(app: string, instance: string): string {
+    return join(this.o.dir, app, instance);
+  }
+
+  private newManaged(app: string, instance: string): Managed {
+    const dir = this.instanceDir(app, instance);
+    let failures: number[] = [];
+    try {
+      failures = JSON.parse(readFileSync(join(dir, "failures.json"), "utf8")) as number[];
+    } catch {
+      // None yet.
+    }
+    return {
+      key: `${app}/${instance}`,
+      app,
+      instance,
+      dir,
+      state: "preparing",
+      since: Date.now(),
+      detail: "",
+      vm: null,
+      config: null,
+      failures,
+      restartAt: null,
+      removing: false,
+      busy: false,
+      rssMiB: null,
+      preparedAt: 0,
+      checkedAt: 0,
+    };
+  }
+
+  /** VMMs a previous grid service started on this node, still running. */
+  private adoptAll(): void {
+    for (const app of readdirSync(this.o.dir, { withFileTypes: true })) {
+      if (!app.isDirectory()) continue;
+      for (const inst of readdirSync(join(this.o.dir, app.name), { withFileTypes: true })) {
+        if (!inst.isDirectory()) continue;
+        const m = this.newManaged(app.name, inst.name);
+        const vm = this.vmProcess(m.dir);
+        if (vm.adopt()) {
+          m.vm = vm;
+          m.config = existsSync(vm.config) ? readFileSync(vm.config, "utf8") : null;
+          this.setState(m, "starting", `adopted VMM pid ${vm.pid}`);
+          this.watch(m, vm);
+        } else {
+          m.removing = true;
+        }
+        this.managed.set(m.key, m);
+      }
+    }
+  }
+
+  private vmProcess(dir: string): VmProcess {
+    return new VmProcess({
+      dir,
+      command: this.o.command ?? DEFAULT_COMMAND,
+      lease: { file: this.leaseFile, maxAgeMs: this.o.leaseMs },
+    });
+  }
+
+  private setState(m: Managed, state: InstanceState, detail: string): void {
+    if (m.state !== state || m.detail !== detail) {
+      if (m.state !== state)
+        this.log(
+          state === "failed" ? "error" : "info",
+          `${m.key}: ${state}${detail ? ` (${detail})` : ""}`,
+        );
+      m.state = state;
+      m.detail = detail;
+      m.since = Date.now();
+    }
+  }
+
+  /** The node reached a quorum of its grid: its VMs may run for another leaseMs. */
+  renewLease(): void {
+    const now = new Date();
+    try {
+      utimesSync(this.leaseFile, now, now);
+    } catch {
+      writeFileSync(this.leaseFile, "");
+    }
+  }
+
+  /** Converges to `desired`, everything the controller placed on this node. Returns at once. */
+  reconcile(desired: readonly DesiredInstance[]): void {
+    const wanted = new Map(desired.map((d) => [`${d.app.name}/${d.instance}`, d]));
+    for (const [key, d] of wanted) {
+      let m = this.managed.get(key);
+      if (!m || m.removing) {
+        if (m?.busy) continue; // Still stopping the old one.
+        m = this.newManaged(d.app.name, d.instance);
+        this.managed.set(key, m);
+      }
+      this.step(m, d);
+    }
+    for (const m of this.managed.values()) {
+      if (wanted.has(m.key) && !m.removing) continue;
+      m.removing = true;
+      this.step(m, null);
+    }
+    for (const m of this.managed.values()) m.vm?.poll();
+  }
+
+  private step(m: Managed, d: DesiredInstance | null): void {
+    if (m.busy) return;
+    const run = (work: () => Promise<void>) => {
+      m.busy = true;
+      void work()
+        .catch((err: Error) => this.log("error", `${m.key}: ${err.message}`))
+        .finally(() => {
+          m.busy = false;
+        });
+    };
+    if (!d) {
+      run(() => this.remove(m));
+      return;
+    }
+    if (m.state === "failed" && m.vm === null && m.restartAt === null) return;
+    if (m.vm === null) {
+      if (m.restartAt !== null && Date.now() < m.restartAt) return;
+      if (m.state === "preparing" && m.preparedAt && Date.now() - m.preparedAt < RETRY_PREPARE_MS)
+        return;
+      run(() => this.launch(m, d));
+      return;
+    }
+    // A starting VMM is asked at every tick, a running one every few seconds.
+    const every = m.state === "starting" ? 0 : CHECK_RUNNING_MS;
+    if ((m.state === "starting" || m.state === "running") && Date.now() - m.checkedAt >= every) {
+      m.checkedAt = Date.now();
+      run(() => this.check(m, d));
+    }
+  }
+
+  private async launch(m: Managed, d: DesiredInstance): Promise<void> {
+    this.setState(m, "preparing", `checking the image of class ${this.classOf(d)}`);
+    let config: string;
+    try {
+      const spec = d.app.spec.instances.find((i) => i.id === d.instance);
+      const parts = await this.images.resolve(spec?.class ?? "?");
+      config = vmConfig(planInstance(d.app, d.instance, parts));
+    } catch (err) {
+      m.preparedAt = Date.now();
+      this.setState(m, "preparing", (err as Error).message);
+      return;
+    }
+    mkdirSync(m.dir, { recursive: true });
+    writeFileSync(join(m.dir, "vm.json"), config);
+    const vm = this.vmProcess(m.dir);
+    vm.start();
+    m.vm = vm;
+    m.config = config;
+    m.restartAt = null;
+    this.setState(m, "starting", `VMM pid ${vm.pid}`);
+    this.watch(m, vm);
+  }
+
+  private classOf(d: DesiredInstance): string {
+    return d.app.spec.instances.find((i) => i.id === d.instance)?.class ?? "?";
+  }
+
+  /** Running as it should? A VM whose configuration changed is started again. */
+  private async check(m: Managed, d: DesiredInstance): Promise<void> {
+    const vm = m.vm as VmProcess;
+    const answer = await vm.state();
+    if (answer?.state === "running") {
+      // Whole MiB: the registry record is written again only when something in it changed.
+      m.rssMiB = answer.memory ? Math.round(answer.memory.rssMiB) : null;
+      if (m.state === "starting") this.setState(m, "running", `VMM pid ${vm.pid}`);
+    }
+    let config: string | null = null;
+    try {
+      const spec = d.app.spec.instances.find((i) => i.id === d.instance);
+      const parts = await this.images.resolve(spec?.class ?? "?");
+      config = vmConfig(planInstance(d.app, d.instance, parts));
+    } catch {
+      return; // Keep what runs: a catalog problem now does not stop a running VM.
+    }
+    if (m.config !== null && config !== m.config) {
+      this.log("info", `${m.key}: its configuration changed: starting it again`);
+      m.removing = false;
+      this.setState(m, "stopping", "configuration changed");
+      m.restartAt = Date.now();
+      const stopping = vm;
+      m.vm = null;
+      await stopping.stop(this.o.stopGraceMs ?? 10_000);
+    }
+  }
+
+  private watch(m: Managed, vm: VmProcess): void {
+    void vm.done.then(() => {
+      if (m.vm !== vm) return; // Replaced on purpose (configuration change).
+      m.vm = null;
+      m.rssMiB = null;
+      this.ended(m, vm.exit as VmExit);
+    });
+  }
+
+  private ended(m: Managed, exit: VmExit): void {
+    const how =
+      exit.last ||
+      (exit.signal
+        ? `killed by ${exit.signal}`
+        : exit.code === null
+          ? "ended"
+          : `exit code ${exit.code}`);
+    if (m.removing) return;
+    if (exit.code === FENCED_EXIT || /(^|; )fenced:/.test(exit.last)) {
+      // Not the guest's fault: it runs again once this node is back in the grid.
+      this.setState(m, "fenced", how);
+      return;
+    }
+    const now = Date.now();
+    m.failures = [...m.failures.filter((t) => now - t < 24 * 3600_000), now];
+    try {
+      writeFileSync(join(m.dir, "failures.json"), JSON.stringify(m.failures));
+    } catch {
+      // The directory went away: nothing to keep.
+    }
+    const decision = onInstanceFailure(m.key, m.failures, now);
+    if (decision.action === "give-up") {
+      m.restartAt = null;
+      this.setState(m, "failed", `${how}; ${decision.alert}`);
+      return;
+    }
+    m.restartAt = decision.atMs;
+    this.setState(
+      m,
+      "restarting",
+      `${how}; starting again in ${Math.max(0, Math.round((decision.atMs - now) / 1000))} s (failure ${m.failures.length} of 3 in 24 h)`,
+    );
+  }
+
+  private async remove(m: Managed): Promise<void> {
+    if (m.vm) {
+      this.setState(m, "stopping", "no longer placed on this node");
+      await m.vm.stop(this.o.stopGraceMs ?? 10_000);
+      m.vm = null;
+    }
+    rmSync(m.dir, { recursive: true, force: true });
+    try {
+      // The application's directory goes with its last instance here.
+      const appDir = join(this.o.dir, m.app);
+      if (readdirSync(appDir).length === 0) rmSync(appDir, { recursive: true, force: true });
+    } catch {
+      // Gone already.
+    }
+    if (this.managed.get(m.key) === m) this.managed.delete(m.key);
+  }
+
+  observed(): ObservedInstance[] {
+    const now = Date.now();
+    return [...this.managed.values()]
+      .filter((m) => !(m.removing && m.vm === null))
+      .map((m) => ({
+        app: m.app,
+        instance: m.instance,
+        state: m.state,
+        since: new Date(m.since).toISOString(),
+        detail: m.detail,
+        pid: m.vm?.pid ?? null,
+        failures: m.failures.filter((t) => now - t < 24 * 3600_000).length,
+        rssMiB: m.rssMiB,
+      }))
+      .sort((a, b) =>
+        a.app === b.app ? (a.instance < b.instance ? -1 : 1) : a.app < b.app ? -1 : 1,
+      );
+  }
+
+  /** The grid service stops: the VMs keep running on the lease, for the next one to adopt. */
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,19 @@
+export {
+  Agent,
+  type AgentOptions,
+  type DesiredInstance,
+  type InstanceState,
+  type ObservedInstance,
+} from "./agent.js";
+export { ClassImageError, ClassImages } from "./class-images.js";
+export {
+  APP_NET_PREFIX,
+  APP_NETS,
+  appSubnet,
+  type ClassParts,
+  type InstancePlan,
+  InstancePlanError,
+  instanceAddress,
+  instanceMac,
+  planInstance,
+} from "./instance-plan.js";
