@@ -7,7 +7,7 @@ import { join } from "node:path";
  *
  * The configuration reaches the guest on the kernel command line, as fg.KEY=VALUE words with
  * VALUE percent-encoded (so spaces and quotes survive): fg.name (instance), fg.app, fg.ip
- * (address/prefix on eth0), fg.gw, fg.t.TERMINAL (the peers of an output terminal,
+ * (address/prefix on eth0), fg.mtu (eth0's), fg.gw, fg.t.TERMINAL (the peers of an output terminal,
  * host:port,...) and fg.p.PROPERTY. The init turns them into FG_NAME, FG_T_DB, FG_P_TITLE...
  * in /run/flatgrid/env for the class's /flatgrid/start.
  */
@@ -94,6 +94,8 @@ touch /newroot/run/flatgrid/env
 [ -n "$FG_NAME" ] && hostname "$(echo "$FG_NAME" | tr . -)"
 ip link set lo up
 if [ -n "$FG_IP" ]; then
+  # An application network is a VXLAN segment: smaller frames than the wire's.
+  [ -n "$FG_MTU" ] && ip link set eth0 mtu "$FG_MTU"
   ip addr add "$FG_IP" dev eth0 && ip link set eth0 up || fail "cannot configure eth0 with $FG_IP"
   [ -n "$FG_GW" ] && ip route add default via "$FG_GW"
 fi

@@ -14,7 +14,8 @@ cd "$(dirname "$0")/.."
 # util-linux: unshare, for init as PID 1 of a namespace. procps, iproute2: the node's tools.
 # iputils-ping: the kvm tests ping a guest through its virtio-net device.
 # etcd-server: the grid's state store, run by the grid service (cluster tests, demo).
-debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-ping etcd-server)
+# nftables: the agent's rules for application networks (only connected terminals talk).
+debs=(gcc make libc6-dev linux-libc-dev util-linux procps iproute2 kmod iputils-ping etcd-server nftables)
 case "$purpose" in
   # mmdebstrap, cpio: the node image; qemu-system-x86: booting it (the e2e suite and the demo
   # grid do both).

@@ -10,8 +10,10 @@ import {
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AppRecord, onInstanceFailure } from "../controller/index.js";
+import { planNetworks } from "./app-network.js";
 import { ClassImages } from "./class-images.js";
 import { type InstancePlan, planInstance } from "./instance-plan.js";
+import { NetworkApplier } from "./network-applier.js";
 import { type VmExit, VmProcess } from "./vm-process.js";
 
 /**
@@ -71,6 +73,11 @@ export interface AgentOptions {
   command?: string[];
   /** SIGTERM, then SIGKILL after this long. */
   stopGraceMs?: number;
+  /**
+   * Application networks (bridge, VXLAN from `self`, nftables): each instance gets a NIC on
+   * its application's segment. Without it, instances have no NIC.
+   */
+  network?: { self: string };
   log?: (level: "info" | "warn" | "error", msg: string) => void;
 }
 
@@ -104,7 +111,7 @@ const DEFAULT_COMMAND = [
 const RETRY_PREPARE_MS = 10_000;
 const CHECK_RUNNING_MS = 3000;
 
-function vmConfig(plan: InstancePlan): string {
+function vmConfig(plan: InstancePlan, nic: boolean): string {
   return `${JSON.stringify(
     {
       memoryMiB: plan.memoryMiB,
@@ -114,6 +121,7 @@ function vmConfig(plan: InstancePlan): string {
       cmdline: plan.cmdline,
       // The class's root disk, shared by its instances and never written.
       disks: [{ path: plan.parts.rootfs, readOnly: true }],
+      nics: nic ? [{ tap: plan.tap, mac: plan.mac }] : [],
     },
     null,
     2,
@@ -125,11 +133,13 @@ export class Agent {
   private readonly managed = new Map<string, Managed>();
   readonly leaseFile: string;
   private readonly log: NonNullable<AgentOptions["log"]>;
+  private readonly networks: NetworkApplier | null;
 
   constructor(private readonly o: AgentOptions) {
     this.images = new ClassImages(o.images);
     this.leaseFile = join(o.dir, "lease");
     this.log = o.log ?? (() => {});
+    this.networks = o.network ? new NetworkApplier(o.network.self, this.log) : null;
     mkdirSync(o.dir, { recursive: true });
     this.adoptAll();
   }
@@ -218,8 +228,19 @@ export class Agent {
     }
   }
 
-  /** Converges to `desired`, everything the controller placed on this node. Returns at once. */
-  reconcile(desired: readonly DesiredInstance[]): void {
+  /**
+   * Converges to `desired`, everything the controller placed on this node; `where` says on
+   * which node (underlay address) every instance of the grid is, for the networks. Returns
+   * at once.
+   */
+  reconcile(
+    desired: readonly DesiredInstance[],
+    where: ReadonlyMap<string, string> = new Map(),
+  ): void {
+    if (this.networks && this.o.network) {
+      const apps = [...new Map(desired.map((d) => [d.app.name, d.app])).values()];
+      void this.networks.apply(planNetworks(this.o.network.self, apps, where));
+    }
     const wanted = new Map(desired.map((d) => [`${d.app.name}/${d.instance}`, d]));
     for (const [key, d] of wanted) {
       let m = this.managed.get(key);
@@ -274,7 +295,17 @@ export class Agent {
     try {
       const spec = d.app.spec.instances.find((i) => i.id === d.instance);
       const parts = await this.images.resolve(spec?.class ?? "?");
-      config = vmConfig(planInstance(d.app, d.instance, parts));
+      const plan = planInstance(d.app, d.instance, parts);
+      if (this.networks && !this.networks.ready(plan.tap)) {
+        // The next apply makes it; try again at the next tick.
+        this.setState(
+          m,
+          "preparing",
+          `waiting for its network (tap ${plan.tap})${this.networks.lastError ? `: ${this.networks.lastError}` : ""}`,
+        );
+        return;
+      }
+      config = vmConfig(plan, this.networks !== null);
     } catch (err) {
       m.preparedAt = Date.now();
       this.setState(m, "preparing", (err as Error).message);
@@ -308,7 +339,7 @@ export class Agent {
     try {
       const spec = d.app.spec.instances.find((i) => i.id === d.instance);
       const parts = await this.images.resolve(spec?.class ?? "?");
-      config = vmConfig(planInstance(d.app, d.instance, parts));
+      config = vmConfig(planInstance(d.app, d.instance, parts), this.networks !== null);
     } catch {
       return; // Keep what runs: a catalog problem now does not stop a running VM.
     }

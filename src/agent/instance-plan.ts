@@ -1,4 +1,5 @@
 import type { AppRecord } from "../controller/index.js";
+import { APP_MTU, tapName } from "./net-names.js";
 
 /**
  * What one instance's VM looks like, from its application alone: the same on whatever node
@@ -63,6 +64,8 @@ export interface InstancePlan {
   class: string;
   address: string;
   mac: string;
+  /** Its tap on the node, in its application's bridge. */
+  tap: string;
   /** The application's network number (its bridge and VXLAN segment). */
   net: number;
   memoryMiB: number;
@@ -107,6 +110,7 @@ export function planInstance(app: AppRecord, instanceId: string, parts: ClassPar
     word("name", inst.id),
     word("app", app.name),
     word("ip", `${address}/${APP_NET_PREFIX}`),
+    word("mtu", APP_MTU),
     ...[...peers.entries()]
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([terminal, list]) => word(`t.${terminal}`, list.join(","))),
@@ -121,6 +125,7 @@ export function planInstance(app: AppRecord, instanceId: string, parts: ClassPar
     class: inst.class,
     address,
     mac: instanceMac(address),
+    tap: tapName(net, index),
     net,
     memoryMiB: inst.memoryMiB,
     vcpus: Math.max(1, Math.ceil(inst.cpus)),

@@ -117,7 +117,14 @@ export interface GridNodeOptions {
    * the class images are, and how long the VMs may outlive this node's last contact with
    * the grid (default a third of instanceGraceMs). Without it the node runs no instances.
    */
-  agent?: { instancesDir: string; imagesDir: string; leaseMs?: number; command?: string[] };
+  agent?: {
+    instancesDir: string;
+    imagesDir: string;
+    leaseMs?: number;
+    command?: string[];
+    /** false: instances get no NIC and the node no application networks. */
+    network?: boolean;
+  };
   tickMs?: number;
   /** Multiplies every timing above and etcd's (flatgrid.timescale): 1 on real servers. */
   timescale?: number;
@@ -223,6 +230,8 @@ export class GridNode extends EventEmitter {
   private readonly agent: Agent | null;
   /** What was placed here at the last read, and when it was read (agent only). */
   private desired: DesiredInstance[] = [];
+  /** app/instance -> the address of the node it is placed on (agent only). */
+  private where = new Map<string, string>();
   private desiredAt = 0;
   private readonly supervisor: ControlClient;
   private readonly logFn: NonNullable<GridNodeOptions["log"]>;
@@ -256,6 +265,7 @@ export class GridNode extends EventEmitter {
           images: a.imagesDir,
           leaseMs: a.leaseMs ?? Math.floor(this.o.instanceGraceMs / 3),
           command: a.command,
+          network: a.network === false ? undefined : { self: this.address },
           log: (level, msg) => this.logFn(level, `agent: ${msg}`),
         })
       : null;
@@ -706,9 +716,17 @@ export class GridNode extends EventEmitter {
           const app = apps.get(p.app);
           return app ? [{ app, instance: p.instance }] : [];
         });
+      const addresses = new Map(this.nodes.map((n) => [n.nodeId, n.address]));
+      addresses.set(this.nodeId, this.address);
+      this.where = new Map(
+        state.placements.flatMap((p) => {
+          const at = addresses.get(p.node);
+          return at ? [[`${p.app}/${p.instance}`, at] as [string, string]] : [];
+        }),
+      );
       this.desiredAt = Date.now();
     }
-    agent.reconcile(this.desired);
+    agent.reconcile(this.desired, this.where);
   }
 
   private async controllerTick(client: Etcd3): Promise<void> {

@@ -9,7 +9,7 @@
  * while, a sampler checks that no instance ever has two VMMs.
  */
 import assert from "node:assert/strict";
-import { execFile, execFileSync } from "node:child_process";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -61,6 +61,51 @@ function idleCatalog(dir: string): string {
     }),
   );
   return dir;
+}
+
+interface Probe {
+  address: string;
+  run(cmd: string): void;
+  ok(cmd: string): boolean;
+  remove(): void;
+}
+
+/**
+ * A namespace that stands in for an instance on the data path: a veth on its node's bridge
+ * named like the instance's ports (so the application's rules apply), its MAC and address.
+ */
+function probeOn(g: GridCluster, where: { index: number; address: string }, id: string): Probe {
+  const ns = `fgc-${process.pid}-pr${id.replace(/\W/g, "")}-n${where.index}`;
+  const nodeNs = g.cluster.node(where.index).ns;
+  const port = `fgt0i${id.replace(/\W/g, "")}p`.slice(0, 15);
+  const mac = `02:fb:${where.address
+    .split(".")
+    .map((b) => Number(b).toString(16).padStart(2, "0"))
+    .join(":")}`;
+  const sh = (cmd: string) => spawnSync("sh", ["-c", cmd], { encoding: "utf8" });
+  const setup = [
+    `ip netns add ${ns}`,
+    `ip -n ${nodeNs} link add ${port} mtu 1450 type veth peer name eth0 netns ${ns}`,
+    `ip -n ${nodeNs} link set ${port} master fgb0 up`,
+    `ip -n ${ns} link set eth0 address ${mac} mtu 1450 up`,
+    `ip -n ${ns} addr add ${where.address}/20 dev eth0`,
+    `ip -n ${ns} link set lo up`,
+  ].join(" && ");
+  const r = sh(setup);
+  assert.equal(r.status, 0, `probe for ${id}: ${r.stderr}`);
+  return {
+    address: where.address,
+    run: (cmd) => {
+      spawnSync("ip", ["netns", "exec", ns, "sh", "-c", cmd], { stdio: "ignore" });
+    },
+    ok: (cmd) =>
+      spawnSync("ip", ["netns", "exec", ns, "sh", "-c", cmd], { stdio: "ignore" }).status === 0,
+    remove: () => {
+      sh(
+        `ip netns pids ${ns} | xargs -r kill -9; ip -n ${nodeNs} link del ${port}; ip netns del ${ns}`,
+      );
+    },
+  };
 }
 
 /** Every VMM process of the test's nodes: which node (by state dir) runs which instance. */
@@ -210,6 +255,102 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     progress(`app status on node 1:\n${text.out.replace(/^/gm, "    ")}`);
     const ls = await cli(3, "app", "ls");
     assert.match(ls.out, /^shop +5 +5 +3 +3 +2 GiB /m);
+  });
+
+  it("the application's network: a bridge and VXLAN per node, only connected terminals talk, across nodes", async () => {
+    const s = await status(1);
+    const at = (id: string) => {
+      const i = s.instances.find((x) => x.id === id);
+      assert.ok(i?.hostname && i.address, `${id} is placed`);
+      return {
+        index: Number(i.hostname.replace("node-", "")),
+        address: i.address,
+        hostname: i.hostname,
+      };
+    };
+    // Every node runs a web: bridge fgb0 with VXLAN fgx0 (VNI 65536) and the taps of its
+    // instances; the VXLAN port floods to the other two nodes and knows each remote MAC.
+    for (const index of [1, 2, 3]) {
+      const links = JSON.parse(g.cluster.exec(index, "ip", "-j", "-d", "link", "show")) as {
+        ifname: string;
+        master?: string;
+        mtu: number;
+        linkinfo?: { info_kind: string; info_data?: { id?: number; learning?: boolean } };
+      }[];
+      const vx = links.find((l) => l.ifname === "fgx0");
+      assert.equal(vx?.linkinfo?.info_data?.id, 65536, `node-${index}: VXLAN fgx0`);
+      assert.equal(vx?.linkinfo?.info_data?.learning, false);
+      assert.equal(vx?.master, "fgb0");
+      const local = s.instances.filter((i) => i.hostname === `node-${index}`);
+      for (const i of local) {
+        const k = s.instances.indexOf(i);
+        const tap = links.find((l) => l.ifname === `fgt0i${k}`);
+        assert.equal(tap?.master, "fgb0", `node-${index}: ${i.id}'s tap`);
+        assert.equal(tap?.mtu, 1450);
+      }
+      const fdb = JSON.parse(
+        g.cluster.exec(index, "bridge", "-j", "fdb", "show", "dev", "fgx0"),
+      ) as {
+        mac: string;
+        dst?: string;
+      }[];
+      const remote = s.instances.filter((i) => i.hostname !== `node-${index}`);
+      for (const i of remote)
+        assert.ok(
+          fdb.some(
+            (e) =>
+              e.dst === i.nodeAddress &&
+              e.mac ===
+                `02:fb:${(i.address as string)
+                  .split(".")
+                  .map((b) => Number(b).toString(16).padStart(2, "0"))
+                  .join(":")}`,
+          ),
+          `node-${index}: ${i.id}'s MAC is behind ${i.nodeAddress}`,
+        );
+      assert.match(
+        g.cluster.exec(index, "nft", "list", "table", "bridge", "flatgrid"),
+        /tcp dport 6379 accept/,
+      );
+    }
+    // The data path, with the kernel alone (the idle guests do not speak): a probe namespace
+    // on an instance's node takes its address and MAC on a port of the bridge.
+    const db = at("db.0");
+    const web = s.instances
+      .map((i) => i.id)
+      .filter((id) => id.startsWith("web."))
+      .map(at)
+      .find((w) => w.index !== db.index);
+    assert.ok(web, "a web instance on another node than db.0");
+    const lb = at("lb.0");
+    const listen = (p: Probe, port: number) =>
+      p.run(
+        `node -e "require('net').createServer((c) => c.end('hi')).listen(${port}, '${p.address}')" >/dev/null 2>&1 &`,
+      );
+    const pdb = probeOn(g, db, "db.0");
+    const pweb = probeOn(g, web, s.instances.find((i) => i.address === web.address)?.id as string);
+    const plb = probeOn(g, lb, "lb.0");
+    try {
+      listen(pdb, 6379);
+      listen(pweb, 80);
+      listen(plb, 80);
+      await sleep(1500);
+      const connects = (from: Probe, to: Probe, port: number) =>
+        from.ok(`timeout 5 bash -c 'exec 3<>/dev/tcp/${to.address}/${port}'`);
+      assert.ok(
+        connects(pweb, pdb, 6379),
+        `web (node-${web.index}) reaches db:6379 (node-${db.index}) over VXLAN`,
+      );
+      assert.ok(connects(plb, pweb, 80), "lb reaches web:80");
+      assert.ok(!connects(pweb, plb, 80), "web does not reach lb:80: no such connection");
+      assert.ok(!connects(pdb, pweb, 80), "db does not reach web:80");
+      assert.ok(!pweb.ok(`ping -c 1 -W 2 ${pdb.address} >/dev/null`), "no ping between instances");
+      progress(
+        `network: web on node-${web.index} -> db:6379 on node-${db.index} and lb -> web:80 connect; web -> lb:80, db -> web:80 and ping are dropped`,
+      );
+    } finally {
+      for (const p of [pdb, pweb, plb]) p.remove();
+    }
   });
 
   it("a VMM killed with SIGKILL: the agent starts the instance again, and counts the failure", async () => {
@@ -367,6 +508,20 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     const until = Date.now() + 30_000;
     while (vmms(g.base).length > 0 && Date.now() < until) await sleep(200);
     assert.deepEqual(vmms(g.base), [], "no VMM is left");
+    // And the application's network with them: no bridge, VXLAN port or tap of it.
+    for (const index of [1, 2, 3]) {
+      let left = "";
+      for (let i = 0; i < 50; i++) {
+        left = g.cluster
+          .exec(index, "ip", "-o", "link", "show")
+          .split("\n")
+          .filter((l) => /^\d+: fg[btx]0/.test(l))
+          .join("\n");
+        if (!left) break;
+        await sleep(200);
+      }
+      assert.equal(left, "", `node-${index}: the network of shop is gone`);
+    }
   });
 
   it("never, all along, did an instance have two VMMs at once", () => {

@@ -47,7 +47,7 @@ describe("instance plans", () => {
     assert.equal(web.memoryMiB, 256);
     assert.equal(
       web.cmdline,
-      "console=ttyS0 quiet fg.name=web.1 fg.app=shop fg.ip=10.128.16.4%2F20 fg.t.db=10.128.16.6%3A6379 fg.p.title=flatgrid%20shop",
+      "console=ttyS0 quiet fg.name=web.1 fg.app=shop fg.ip=10.128.16.4%2F20 fg.mtu=1450 fg.t.db=10.128.16.6%3A6379 fg.p.title=flatgrid%20shop",
     );
     const lb = planInstance(shop, "lb.0", parts);
     assert.match(

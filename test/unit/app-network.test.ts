@@ -1,0 +1,65 @@
+// Application networks as plans: which links, forwarding entries and rules a node needs for
+// the instances placed on it and elsewhere. The cluster test applies them to real bridges,
+// VXLAN ports and nftables, and sends traffic through them.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { describe, it } from "node:test";
+import { nftRuleset, planNetworks } from "../../src/agent/app-network.js";
+import type { AppRecord } from "../../src/controller/index.js";
+import { DEFAULT_CATALOG, parseApplication, readCatalog } from "../../src/model/index.js";
+
+const ROOT = join(import.meta.dirname, "..", "..", "..");
+const source = readFileSync(join(ROOT, "examples/shop.yaml"), "utf8");
+const shop: AppRecord = {
+  name: "shop",
+  file: "shop.yaml",
+  source,
+  spec: parseApplication("shop.yaml", source, readCatalog(DEFAULT_CATALOG)),
+  createdAt: "2026-11-27T00:00:00.000Z",
+  net: 2,
+};
+const where = new Map([
+  ["shop/lb.0", "10.0.0.1"],
+  ["shop/web.0", "10.0.0.2"],
+  ["shop/web.1", "10.0.0.1"],
+  ["shop/web.2", "10.0.0.3"],
+  ["shop/db.0", "10.0.0.2"],
+]);
+
+describe("application network plans", () => {
+  it("gives a node with instances a bridge, a VXLAN port and a tap each", () => {
+    const [p, ...rest] = planNetworks("10.0.0.1", [shop], where);
+    assert.equal(rest.length, 0);
+    assert.ok(p);
+    assert.equal(p.bridge, "fgb2");
+    assert.equal(p.vxlan, "fgx2");
+    assert.equal(p.vni, 65538);
+    assert.deepEqual(p.taps, ["fgt2i0", "fgt2i2"]);
+    assert.deepEqual(p.remoteNodes, ["10.0.0.2", "10.0.0.3"]);
+    assert.deepEqual(p.remoteMacs, [
+      { mac: "02:fb:0a:80:20:03", node: "10.0.0.2" },
+      { mac: "02:fb:0a:80:20:05", node: "10.0.0.3" },
+      { mac: "02:fb:0a:80:20:06", node: "10.0.0.2" },
+    ]);
+  });
+
+  it("gives a node without instances of an application nothing of it", () => {
+    assert.deepEqual(planNetworks("10.0.0.9", [shop], where), []);
+    const { net: _, ...old } = shop;
+    assert.deepEqual(planNetworks("10.0.0.1", [old], where), [], "no network number, no network");
+  });
+
+  it("lets through the connected pairs and their replies, drops spoofing and the rest", () => {
+    const rules = nftRuleset(planNetworks("10.0.0.1", [shop], where));
+    assert.match(rules, /^delete table bridge flatgrid$/m);
+    assert.match(rules, /iifname "fgt2i0" ether type ip ip saddr != 10\.128\.32\.2 drop/);
+    assert.match(rules, /iifname "fgt2i0" ether saddr != 02:fb:0a:80:20:02 drop/);
+    assert.match(rules, /iifname \{ "fgx2", "fgt2i\*" \} jump app2/);
+    assert.match(rules, /ip saddr 10\.128\.32\.3 ip daddr 10\.128\.32\.6 tcp dport 6379 accept/);
+    assert.match(rules, /ip saddr 10\.128\.32\.6 ip daddr 10\.128\.32\.3 tcp sport 6379 accept/);
+    assert.match(rules, /ip saddr 10\.128\.32\.2 ip daddr 10\.128\.32\.4 tcp dport 80 accept/);
+    assert.doesNotMatch(rules, /daddr 10\.128\.32\.2 tcp dport/, "nothing connects to lb");
+    assert.match(rules, /accept\n {4}drop\n {2}\}/, "the chain ends with drop");
+  });
+});
