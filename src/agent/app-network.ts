@@ -1,5 +1,5 @@
 import type { AppRecord } from "../controller/index.js";
-import { instanceAddress, instanceMac } from "./instance-plan.js";
+import { APP_NET_PREFIX, appGateway, instanceAddress, instanceMac } from "./instance-plan.js";
 import { bridgeName, tapName, vxlanName } from "./net-names.js";
 
 /**
@@ -34,6 +34,19 @@ export interface AppNetPlan {
   remoteMacs: { mac: string; node: string }[];
   /** The nftables rules of its chain, in order (the last drops the rest). */
   rules: string[];
+  /**
+   * Terminals of instances here published on this node's address (the descriptor's
+   * `expose`): node port -> instance address and terminal port, by DNAT.
+   */
+  published: {
+    instance: string;
+    port: number;
+    address: string;
+    terminalPort: number;
+    protocol: "tcp" | "udp";
+  }[];
+  /** The node's address on the network (.1/20), when it publishes something of it. */
+  gateway: string | null;
 }
 
 /**
@@ -70,6 +83,21 @@ export function planNetworks(
       );
     }
     rules.push("drop");
+    const published = app.spec.exposures.flatMap((e) =>
+      instances
+        .filter(
+          (i) => i.component === e.component && i.node === self && e.terminalPort !== undefined,
+        )
+        // One instance per node port: with several of a component here, the first.
+        .slice(0, 1)
+        .map((i) => ({
+          instance: i.id,
+          port: e.port,
+          address: i.address,
+          terminalPort: e.terminalPort,
+          protocol: e.protocol,
+        })),
+    );
     plans.push({
       app: app.name,
       net,
@@ -87,6 +115,8 @@ export function planNetworks(
       remoteNodes: [...new Set(remote.map((i) => i.node as string))].sort(),
       remoteMacs: remote.map((i) => ({ mac: instanceMac(i.address), node: i.node as string })),
       rules,
+      published,
+      gateway: published.length ? `${appGateway(net)}/${APP_NET_PREFIX}` : null,
     });
   }
   return plans;
@@ -113,6 +143,18 @@ export function nftRuleset(plans: readonly AppNetPlan[]): string {
   for (const p of plans)
     lines.push(`    iifname { "${p.vxlan}", "fgt${p.net}i*" } jump app${p.net}`);
   lines.push("  }");
+  // The node's own address on a network (where it publishes a terminal) stays on this
+  // node: every node that publishes something of an application has the same one.
+  lines.push("  chain output {", "    type filter hook output priority 0; policy accept;");
+  for (const p of plans)
+    if (p.gateway) {
+      const gw = p.gateway.split("/")[0];
+      lines.push(
+        `    oifname "${p.vxlan}" ether type arp arp saddr ip ${gw} drop`,
+        `    oifname "${p.vxlan}" ether type ip ip saddr ${gw} drop`,
+      );
+    }
+  lines.push("  }");
   for (const p of plans) {
     lines.push(`  chain app${p.net} {`, `    comment "${p.app}"`);
     for (const r of p.rules) lines.push(`    ${r}`);
@@ -120,4 +162,51 @@ export function nftRuleset(plans: readonly AppNetPlan[]): string {
   }
   lines.push("}");
   return `${lines.join("\n")}\n`;
+}
+
+/**
+ * The whole `table ip flatgrid`: published terminals. A connection to this node's address on
+ * a published port goes to the instance (DNAT; masqueraded, so the guest needs no route),
+ * and nothing else is forwarded into or out of an application's network.
+ */
+export function natRuleset(self: string, plans: readonly AppNetPlan[]): string {
+  const dnat: string[] = [];
+  const masq: string[] = [];
+  for (const p of plans)
+    for (const x of p.published) {
+      dnat.push(
+        `    ip daddr ${self} ${x.protocol} dport ${x.port} dnat to ${x.address}:${x.terminalPort}`,
+      );
+      masq.push(
+        `    oifname "${p.bridge}" ip daddr ${x.address} ${x.protocol} dport ${x.terminalPort} masquerade`,
+      );
+    }
+  return `${[
+    "table ip flatgrid",
+    "delete table ip flatgrid",
+    "table ip flatgrid {",
+    "  chain prerouting {",
+    "    type nat hook prerouting priority dstnat; policy accept;",
+    ...dnat,
+    "  }",
+    // Clients on the node itself reach a published terminal at the node's address too.
+    "  chain output {",
+    "    type nat hook output priority -100; policy accept;",
+    ...dnat,
+    "  }",
+    "  chain postrouting {",
+    "    type nat hook postrouting priority srcnat; policy accept;",
+    ...masq,
+    "  }",
+    "  chain forward {",
+    "    type filter hook forward priority 0; policy accept;",
+    // Routed only: frames bridged within a network (fgb to fgb) pass here too when the
+    // kernel hands bridged traffic to IP hooks (br_netfilter), and are not ours to judge.
+    '    iifname != "fgb*" oifname "fgb*" ct status dnat accept',
+    '    iifname != "fgb*" oifname "fgb*" drop',
+    '    iifname "fgb*" oifname != "fgb*" ct state established,related accept',
+    '    iifname "fgb*" oifname != "fgb*" drop',
+    "  }",
+    "}",
+  ].join("\n")}\n`;
 }

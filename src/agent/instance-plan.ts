@@ -36,6 +36,12 @@ export function appSubnet(net: number): string {
   return `${ipv4(APP_NET_BASE + net * APP_NET_SIZE)}/${APP_NET_PREFIX}`;
 }
 
+/** The node's own address on an application's network (.1), where it publishes a terminal. */
+export function appGateway(net: number): string {
+  appSubnet(net);
+  return ipv4(APP_NET_BASE + net * APP_NET_SIZE + 1);
+}
+
 export function instanceAddress(net: number, index: number): string {
   appSubnet(net);
   if (!Number.isInteger(index) || index < 0 || index >= MAX_INSTANCES)

@@ -1,6 +1,7 @@
 import { execFile } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import type { AppNetPlan } from "./app-network.js";
-import { nftRuleset, VXLAN_PORT } from "./app-network.js";
+import { natRuleset, nftRuleset, VXLAN_PORT } from "./app-network.js";
 import { APP_MTU } from "./net-names.js";
 
 /**
@@ -53,6 +54,7 @@ export class NetworkApplier {
   /** The links of the last successful apply: a tap is ready once it is here. */
   private applied = new Set<string>();
   lastError: string | null = null;
+  private routing = false;
 
   constructor(
     private readonly self: string,
@@ -138,7 +140,7 @@ export class NetworkApplier {
       const br = links.get(p.bridge);
       if (br?.operstate === "DOWN" || br?.mtu !== APP_MTU)
         await ip("link", "set", p.bridge, "mtu", String(APP_MTU), "up");
-      await this.forwarding(p);
+      await this.fdb(p);
     }
     // What is no longer here: the links of applications gone and of instances moved away.
     const wanted = new Set(plans.flatMap((p) => [p.bridge, p.vxlan, ...p.taps]));
@@ -149,10 +151,12 @@ export class NetworkApplier {
       await ip("link", "del", name).catch(() => {});
       this.log("info", `network: removed ${name}`);
     }
-    const rules = nftRuleset(plans);
+    await this.gateways(plans);
+    const rules = nftRuleset(plans) + natRuleset(this.self, plans);
     if (plans.length === 0 && this.lastRules === "") {
       // Nothing here, maybe ever: drop a table a previous run left, without needing nft.
       await this.exec("nft", ["delete", "table", "bridge", "flatgrid"]).catch(() => {});
+      await this.exec("nft", ["delete", "table", "ip", "flatgrid"]).catch(() => {});
       this.lastRules = rules;
     } else if (rules !== this.lastRules) {
       await this.exec("nft", ["-f", "-"], rules);
@@ -161,8 +165,31 @@ export class NetworkApplier {
     this.applied = wanted;
   }
 
+  /**
+   * The node's address on the networks where it publishes a terminal, and routing, which
+   * DNAT needs (the forward chain of table ip flatgrid lets through only that).
+   */
+  private async gateways(plans: readonly AppNetPlan[]): Promise<void> {
+    for (const p of plans) {
+      const addrs = JSON.parse(await this.exec("ip", ["-j", "addr", "show", "dev", p.bridge])) as {
+        addr_info?: { family: string; local: string; prefixlen: number }[];
+      }[];
+      const have = (addrs[0]?.addr_info ?? [])
+        .filter((a) => a.family === "inet")
+        .map((a) => `${a.local}/${a.prefixlen}`);
+      for (const a of have)
+        if (a !== p.gateway) await this.exec("ip", ["addr", "del", a, "dev", p.bridge]);
+      if (p.gateway && !have.includes(p.gateway))
+        await this.exec("ip", ["addr", "add", p.gateway, "dev", p.bridge]);
+    }
+    if (plans.some((p) => p.gateway) && !this.routing) {
+      writeFileSync("/proc/sys/net/ipv4/ip_forward", "1\n");
+      this.routing = true;
+    }
+  }
+
   /** The VXLAN port's forwarding entries: a flood entry per remote node, one per remote MAC. */
-  private async forwarding(p: AppNetPlan): Promise<void> {
+  private async fdb(p: AppNetPlan): Promise<void> {
     const bridge = (...args: string[]) => this.exec("bridge", args);
     const now = (
       JSON.parse(await bridge("-j", "fdb", "show", "dev", p.vxlan)) as FdbEntry[]

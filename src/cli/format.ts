@@ -191,6 +191,10 @@ export function appStatusText(s: AppStatus): string {
     `created     ${s.app.createdAt} from ${s.app.file}`,
     `needs       ${a.demand.cpus} CPUs, ${formatMiB(a.demand.memoryMiB)} of a budget of ${a.budget.cpus} CPUs, ${formatMiB(a.budget.memoryMiB)}`,
     `instances   ${summary}`,
+    ...(s.published ?? []).map(
+      (x) =>
+        `published   ${x.component}.${x.terminal} at ${x.endpoint ?? "(nowhere yet)"}${x.instance ? ` (${x.instance})` : ""}`,
+    ),
     "",
     table(["INSTANCE", "CLASS", "STATE", "NODE", "ADDRESS", "CPUS", "MEMORY"], rows),
     ...(notes.length ? ["", ...notes] : []),

@@ -64,6 +64,13 @@ export interface InstanceStatus {
 export interface AppStatus {
   app: AppRecord;
   instances: InstanceStatus[];
+  /** Terminals published on a node's address (`expose`), where they are now. */
+  published: {
+    component: string;
+    terminal: string;
+    instance: string | null;
+    endpoint: string | null;
+  }[];
 }
 
 function toApiError(err: unknown): never {
@@ -166,5 +173,24 @@ export async function applicationStatus(
       placedAt: p?.at ?? null,
     };
   });
-  return { app, instances };
+  // Each node that runs an instance of the component publishes it (the first one there).
+  const published = app.spec.exposures.flatMap((e): AppStatus["published"] => {
+    const seen = new Set<string>();
+    const on = instances.filter(
+      (x) =>
+        x.component === e.component &&
+        x.nodeAddress &&
+        !seen.has(x.nodeAddress) &&
+        seen.add(x.nodeAddress),
+    );
+    if (on.length === 0)
+      return [{ component: e.component, terminal: e.terminal, instance: null, endpoint: null }];
+    return on.map((i) => ({
+      component: e.component,
+      terminal: e.terminal,
+      instance: i.id,
+      endpoint: `${i.nodeAddress}:${e.port}`,
+    }));
+  });
+  return { app, instances, published };
 }

@@ -102,6 +102,8 @@ export interface Exposure {
   terminal: string;
   /** Port on the node's LAN address. */
   port: number;
+  /** The terminal's own port on the instance. */
+  terminalPort: number;
   protocol: "tcp" | "udp";
 }
 
@@ -235,7 +237,13 @@ function resolve(d: Parsed, catalog: Catalog, report: Report): Application {
           `port ${port} is already exposed by ${taken}`,
         );
       ports.set(port, `${name}.${terminal}`);
-      exposures.push({ component: name, terminal, port, protocol: t.protocol });
+      exposures.push({
+        component: name,
+        terminal,
+        port,
+        terminalPort: t.port,
+        protocol: t.protocol,
+      });
     }
   }
 

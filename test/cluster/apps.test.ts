@@ -345,8 +345,40 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       assert.ok(!connects(pweb, plb, 80), "web does not reach lb:80: no such connection");
       assert.ok(!connects(pdb, pweb, 80), "db does not reach web:80");
       assert.ok(!pweb.ok(`ping -c 1 -W 2 ${pdb.address} >/dev/null`), "no ping between instances");
+      // lb.http is published on its node's address, port 80: a client on another node's
+      // network reaches it there; the reply comes back through the node.
+      const client = [1, 2, 3].find((i) => i !== lb.index) as number;
+      const endpoint = s.published.find((x) => x.component === "lb")?.endpoint;
+      const lbNode = up(await g.statuses()).find((x) => x.hostname === lb.hostname)?.address;
+      assert.equal(endpoint, `${lbNode}:80`, "app status names the endpoint");
+      const got = spawnSync(
+        "ip",
+        [
+          "netns",
+          "exec",
+          g.cluster.node(client).ns,
+          "timeout",
+          "5",
+          "bash",
+          "-c",
+          `exec 3<>/dev/tcp/${lbNode}/80; head -c 2 <&3`,
+        ],
+        { encoding: "utf8" },
+      );
+      assert.equal(got.stdout, "hi", `node-${client} reaches lb.0 at ${endpoint}: ${got.stderr}`);
+      const other = spawnSync("ip", [
+        "netns",
+        "exec",
+        g.cluster.node(client).ns,
+        "timeout",
+        "3",
+        "bash",
+        "-c",
+        `exec 3<>/dev/tcp/${lbNode}/81`,
+      ]);
+      assert.notEqual(other.status, 0, "nothing else is published");
       progress(
-        `network: web on node-${web.index} -> db:6379 on node-${db.index} and lb -> web:80 connect; web -> lb:80, db -> web:80 and ping are dropped`,
+        `network: web on node-${web.index} -> db:6379 on node-${db.index} and lb -> web:80 connect; web -> lb:80, db -> web:80 and ping are dropped; lb.http answers at ${endpoint} from node-${client}`,
       );
     } finally {
       for (const p of [pdb, pweb, plb]) p.remove();
@@ -448,9 +480,19 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     const moved = vmms(g.base)
       .filter((v) => v.node === victim)
       .map((v) => v.instance);
-    const pid = g.gridPid(victim);
+    // The grid service as its supervisor runs it now (a pgrep can race a restart: retry).
+    let pid = 0;
+    for (let i = 0; i < 20 && !pid; i++) {
+      const p = g.gridPid(victim);
+      try {
+        if (p > 0) process.kill(p, "SIGSTOP");
+        pid = p;
+      } catch {
+        await sleep(250);
+      }
+    }
+    assert.ok(pid > 0, `node-${victim}'s grid service found and paused`);
     const pausedAt = Date.now();
-    process.kill(pid, "SIGSTOP");
     let fencedMs = 0;
     try {
       while (vmms(g.base).some((v) => v.node === victim)) {

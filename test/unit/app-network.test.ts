@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
-import { nftRuleset, planNetworks } from "../../src/agent/app-network.js";
+import { natRuleset, nftRuleset, planNetworks } from "../../src/agent/app-network.js";
 import type { AppRecord } from "../../src/controller/index.js";
 import { DEFAULT_CATALOG, parseApplication, readCatalog } from "../../src/model/index.js";
 
@@ -61,5 +61,26 @@ describe("application network plans", () => {
     assert.match(rules, /ip saddr 10\.128\.32\.2 ip daddr 10\.128\.32\.4 tcp dport 80 accept/);
     assert.doesNotMatch(rules, /daddr 10\.128\.32\.2 tcp dport/, "nothing connects to lb");
     assert.match(rules, /accept\n {4}drop\n {2}\}/, "the chain ends with drop");
+  });
+
+  it("publishes lb's http on the address of the node that runs lb, and only there", () => {
+    const [here] = planNetworks("10.0.0.1", [shop], where);
+    assert.deepEqual(here?.published, [
+      { instance: "lb.0", port: 80, address: "10.128.32.2", terminalPort: 80, protocol: "tcp" },
+    ]);
+    assert.equal(here?.gateway, "10.128.32.1/20");
+    const nat = natRuleset("10.0.0.1", here ? [here] : []);
+    assert.match(nat, /ip daddr 10\.0\.0\.1 tcp dport 80 dnat to 10\.128\.32\.2:80/);
+    assert.match(nat, /oifname "fgb2" ip daddr 10\.128\.32\.2 tcp dport 80 masquerade/);
+    assert.match(nat, /iifname != "fgb\*" oifname "fgb\*" drop/);
+    // The node's .1 never crosses to other nodes, which may have the same one.
+    assert.match(
+      nftRuleset(here ? [here] : []),
+      /oifname "fgx2" ether type arp arp saddr ip 10\.128\.32\.1 drop/,
+    );
+    const [there] = planNetworks("10.0.0.2", [shop], where);
+    assert.deepEqual(there?.published, []);
+    assert.equal(there?.gateway, null);
+    assert.doesNotMatch(natRuleset("10.0.0.2", there ? [there] : []), /dnat to/);
   });
 });
