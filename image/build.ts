@@ -116,6 +116,8 @@ function installFlatgrid(root: string): void {
   for (const dir of prod) cpSync(dir, join(lib, relative(ROOT, dir)), { recursive: true });
   // Class descriptors: `flatgrid app validate` on a node checks against them.
   cpSync(join(ROOT, "catalog"), join(lib, "catalog"), { recursive: true });
+  // The example applications, for `flatgrid app create -f` on a node.
+  cpSync(join(ROOT, "examples"), join(lib, "examples"), { recursive: true });
   cpSync(join(ROOT, "rootfs"), root, { recursive: true });
   copyFileSync(join(ROOT, "native/out/init"), join(root, "init"));
   chmodSync(join(root, "init"), 0o755);

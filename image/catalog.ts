@@ -103,14 +103,16 @@ mkdir -p /tmp/haproxy
 printf 'global\\n    maxconn 4096\\ndefaults\\n    mode http\\n    timeout connect 5s\\n    timeout client 30s\\n    timeout server 30s\\nfrontend http\\n    bind :80\\n    default_backend web\\nbackend web\\n    balance %s\\n%b' "\${FG_P_BALANCE:-roundrobin}" "$servers" > /tmp/haproxy/haproxy.cfg
 say "lb: haproxy on port 80 over $i backends"
 say ready
-exec haproxy -db -f /tmp/haproxy/haproxy.cfg
+# Its log in RAM, not on the console: every byte on an emulated UART is a VM exit, and a
+# slow write once held haproxy long enough for its watchdog to kill it.
+exec haproxy -db -f /tmp/haproxy/haproxy.cfg > /tmp/haproxy/haproxy.log 2>&1
 `;
     }
     case "db":
       return `${head}mkdir -p /tmp/redis
 say "db: redis on port 6379"
 say ready
-exec redis-server --bind 0.0.0.0 --protected-mode no --port 6379 --dir /tmp/redis --save "" --maxmemory "\${FG_P_MAXMEMORY:-256mb}" --daemonize no
+exec redis-server --bind 0.0.0.0 --protected-mode no --port 6379 --dir /tmp/redis --save "" --maxmemory "\${FG_P_MAXMEMORY:-256mb}" --daemonize no --logfile /tmp/redis/redis.log
 `;
     default:
       return `${head}say ready
@@ -182,6 +184,10 @@ function rootDisk(cls: ApplianceClass, file: string): void {
   run("debugfs", ["-w", "-f", script, file], {
     env: { ...process.env, E2FSPROGS_FAKE_TIME: String(EPOCH) },
   });
+  // Shrunk to what it holds: every node hashes a class's parts before it runs them, and a
+  // 1 GiB disk of mostly holes costs minutes to hash on an emulated node. The root disk is
+  // read-only; an instance's writable space is not on it.
+  run("resize2fs", ["-M", file], { env: { ...process.env, E2FSPROGS_FAKE_TIME: String(EPOCH) } });
 }
 
 function guestInitrd(kernel: GuestKernel, file: string): string[] {
@@ -238,7 +244,9 @@ function main(): void {
       kernel: "vmlinuz",
       initrd: "initrd.img",
     };
-    step(`${classRef(cls)}: ${file} (${cls.diskMiB} MiB, id ${id.slice(0, 12)})`);
+    step(
+      `${classRef(cls)}: ${file} (${Math.round(statSync(join(OUT, file)).size / 2 ** 20)} MiB, id ${id.slice(0, 12)})`,
+    );
   }
   writeFileSync(join(OUT, "manifest.json"), `${JSON.stringify(manifest, null, 2)}\n`);
   step(

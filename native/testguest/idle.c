@@ -7,7 +7,7 @@
 
 int guest_main(void)
 {
-	puts_serial("idle ready\n");
+	puts_serial("flatgrid-guest: ready\n");
 	for (;;)
 		__asm__ volatile("cli; hlt" : : : "memory");
 }

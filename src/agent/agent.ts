@@ -34,6 +34,7 @@ const FENCED_EXIT = 3;
 export type InstanceState =
   | "preparing"
   | "starting"
+  | "booting"
   | "running"
   | "restarting"
   | "failed"
@@ -281,9 +282,12 @@ export class Agent {
       run(() => this.launch(m, d));
       return;
     }
-    // A starting VMM is asked at every tick, a running one every few seconds.
-    const every = m.state === "starting" ? 0 : CHECK_RUNNING_MS;
-    if ((m.state === "starting" || m.state === "running") && Date.now() - m.checkedAt >= every) {
+    // A starting or booting VM is looked at every tick, a running one every few seconds.
+    const every = m.state === "running" ? CHECK_RUNNING_MS : 0;
+    if (
+      (m.state === "starting" || m.state === "booting" || m.state === "running") &&
+      Date.now() - m.checkedAt >= every
+    ) {
       m.checkedAt = Date.now();
       run(() => this.check(m, d));
     }
@@ -333,7 +337,10 @@ export class Agent {
     if (answer?.state === "running") {
       // Whole MiB: the registry record is written again only when something in it changed.
       m.rssMiB = answer.memory ? Math.round(answer.memory.rssMiB) : null;
-      if (m.state === "starting") this.setState(m, "running", `VMM pid ${vm.pid}`);
+      if (m.state === "starting") this.setState(m, "booting", `VMM pid ${vm.pid}`);
+      // Running means the guest said so: the guest init's last line before its service.
+      if (m.state === "booting" && vm.guestReady())
+        this.setState(m, "running", `VMM pid ${vm.pid}`);
     }
     let config: string | null = null;
     try {

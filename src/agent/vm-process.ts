@@ -130,6 +130,16 @@ export class VmProcess {
     return true;
   }
 
+  /** Whether the guest of this run said `flatgrid-guest: ready` on its console. */
+  guestReady(): boolean {
+    try {
+      const text = readFileSync(this.log, "latin1");
+      return /^flatgrid-guest: ready\r?$/m.test(text.slice(text.lastIndexOf(START_MARK)));
+    } catch {
+      return false;
+    }
+  }
+
   /** For an adopted VMM, which is not our child: notices its end by polling. */
   poll(): void {
     if (this.exit || this.child || this.pid === null) return;

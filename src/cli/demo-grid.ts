@@ -1,8 +1,13 @@
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import type { GridStatus } from "../grid/index.js";
 import {
   anyAlive,
   DEFAULT_DIR,
+  lanGet,
   loadState,
+  NodeShell,
   nodeGridStatus,
   plural,
   readState,
@@ -16,14 +21,96 @@ import { simStatusText } from "./sim.js";
 /**
  * `npm run demo`: a grid of simulated servers booted from the node image (build/image), on
  * the simulator's private bridge, left running for the operator to look at. It shows each
- * node's ready line, waits until the nodes have formed one grid with a controller, and prints
- * that grid as `flatgrid grid status` on node-1 sees it.
+ * node's ready line, waits until the nodes have formed one grid with a controller, prints
+ * that grid as `flatgrid grid status` on node-1 sees it, then deploys the example application
+ * (examples/shop.yaml, from the catalog disk every node gets) and asks it for pages.
  */
 export interface GridDemoOptions {
   nodes: number;
   memoryMiB: number;
+  cpus: number;
+  /** Deploy examples/shop.yaml from the catalog (build/catalog) once the grid is formed. */
+  app: boolean;
   /** How long to wait for the grid once every node is ready. */
   gridTimeoutMs: number;
+  /** How long to wait for every instance of the application to run. */
+  appTimeoutMs: number;
+}
+
+const CATALOG = fileURLToPath(new URL("../../../build/catalog", import.meta.url));
+
+interface AppView {
+  instances: { id: string; state: string; hostname: string | null }[];
+  published: { component: string; terminal: string; endpoint: string | null }[];
+}
+
+/** `flatgrid app status NAME --json` on a node, through its debug shell. */
+async function appOn(node: SimNode, command: string): Promise<string> {
+  const shell = new NodeShell(node.qemu.shellSocket);
+  try {
+    await shell.open(300);
+    return (await shell.exec(command, 180_000)).output;
+  } finally {
+    shell.close();
+  }
+}
+
+/** Creates shop on node-1, waits until it runs, and asks it for a page three times. */
+async function deployShop(
+  nodes: SimNode[],
+  namespace: string,
+  o: GridDemoOptions,
+): Promise<boolean> {
+  const first = nodes[0] as SimNode;
+  say(`== flatgrid app create -f examples/shop.yaml, on ${first.name}`);
+  const created = await appOn(first, "flatgrid app create -f /usr/lib/flatgrid/examples/shop.yaml");
+  say(`  ${created.trim()}`);
+  say();
+  say("== the controller places the instances; each node's agent runs its own in microVMs");
+  const started = Date.now();
+  let last = "";
+  let view: AppView | null = null;
+  for (;;) {
+    const out = await appOn(first, "flatgrid app status shop --json").catch(() => "");
+    try {
+      view = JSON.parse(out.split("\n").find((l) => l.startsWith("{")) ?? "null") as AppView;
+    } catch {
+      view = null;
+    }
+    const line = view?.instances?.map((i) => `${i.id} ${i.state}`).join(", ") ?? "no answer yet";
+    if (line !== last)
+      say(`  ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s  ${line}`);
+    last = line;
+    if (view?.instances?.every((i) => i.state === "running")) break;
+    if (Date.now() - started > o.appTimeoutMs) return false;
+    await sleep(5000);
+  }
+  say();
+  say(`== flatgrid app status shop, on ${first.name}`);
+  say(
+    (await appOn(first, "flatgrid app status shop"))
+      .trimEnd()
+      .split("\n")
+      .map((l) => `  ${l}`)
+      .join("\n"),
+  );
+  const endpoint = view.published.find((p) => p.component === "lb")?.endpoint;
+  if (!endpoint) return false;
+  say();
+  say(`== three requests to lb at ${endpoint}, from the servers' LAN`);
+  for (let i = 0; i < 3; i++) {
+    const r = await lanGet(namespace, `http://${endpoint}/`);
+    const page = r.error
+      ? `error: ${r.error}`
+      : r.body
+          .replace(/<[^>]+>/g, " ")
+          .replace(/\s+/g, " ")
+          .trim();
+    say(`  ${page}`);
+  }
+  say();
+  say(`shop runs; see it again with: ./flatgrid sim get http://${endpoint}/`);
+  return true;
 }
 
 const say = (line = "") => process.stdout.write(`${line}\n`);
@@ -59,7 +146,8 @@ async function waitForGrid(nodes: SimNode[], o: GridDemoOptions): Promise<GridSt
 const NEXT_STEPS = `The grid stays up. From this directory, as root:
   ./flatgrid sim status        each server, and its grid as the node sees it
   ./flatgrid sim console 2     node-2's serial console (Ctrl-] leaves)
-  ./flatgrid sim kill 1        pull node-1's power: watch another node take over
+  ./flatgrid sim kill 1        pull node-1's power: another node takes over, its instances
+                               start elsewhere after the grace period (2.5 min emulated)
   ./flatgrid sim start 1       power it on again: it rejoins as itself (data partition)
   ./flatgrid sim down          stop the servers and remove the private network`;
 
@@ -79,9 +167,15 @@ export async function runGridDemo(o: GridDemoOptions): Promise<number> {
     `== booting ${plural(o.nodes, "simulated server")} from build/image, each with a blank disk, on a private bridge`,
   );
   const started = Date.now();
+  if (o.app && !existsSync(join(CATALOG, "manifest.json"))) {
+    say("The appliance catalog is not built (build/catalog): npm run catalog, or --no-app.");
+    return 1;
+  }
   const result = await up({
     nodes: o.nodes,
     memoryMiB: o.memoryMiB,
+    cpus: o.cpus,
+    catalog: o.app ? CATALOG : undefined,
     progress: (line) => say(`  ${line}`),
   });
   say();
@@ -111,6 +205,17 @@ export async function runGridDemo(o: GridDemoOptions): Promise<number> {
     `${plural(o.nodes, "server")} booted and formed grid "${grid.grid?.name}" in ${((Date.now() - started) / 1000).toFixed(0)} s.`,
   );
   say();
+  if (o.app) {
+    const ok = await deployShop(nodes, loadState(DEFAULT_DIR).namespace, o);
+    say();
+    if (!ok) {
+      say(
+        `shop did not run within ${(o.appTimeoutMs / 1000).toFixed(0)} s: the grid is left up; \`flatgrid app status shop\` on a node says why.`,
+      );
+      say(NEXT_STEPS);
+      return 1;
+    }
+  }
   say(NEXT_STEPS);
   return 0;
 }

@@ -167,6 +167,7 @@ export function appStatusText(s: AppStatus): string {
   for (const i of s.instances) counts.set(i.state, (counts.get(i.state) ?? 0) + 1);
   const order = [
     "running",
+    "booting",
     "starting",
     "preparing",
     "assigned",

@@ -394,21 +394,28 @@ export function buildProgram(): Command {
     )
     .addArgument(new Argument("[what]", "what to show").choices(["grid", "node"]).default("grid"))
     .option("--nodes <count>", "servers in the grid", (v) => Number.parseInt(v, 10), 3)
-    .option("--memory <MiB>", "memory of each server", (v) => Number.parseInt(v, 10), 1536)
-    .action(async (what: string, o: { nodes: number; memory: number }) => {
-      if (what === "node") {
-        process.exitCode = await runDemo();
-        return;
-      }
-      if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 9)
-        throw new Failure("--nodes must be a whole number from 1 to 9", "usage");
-      const { runGridDemo } = await import("./demo-grid.js");
-      process.exitCode = await runGridDemo({
-        nodes: o.nodes,
-        memoryMiB: o.memory,
-        gridTimeoutMs: 480_000,
-      });
-    });
+    .option("--memory <MiB>", "memory of each server", (v) => Number.parseInt(v, 10), 2048)
+    .option("--cpus <count>", "vCPUs of each server", (v) => Number.parseInt(v, 10), 2)
+    .option("--no-app", "do not deploy the example application (examples/shop.yaml)")
+    .action(
+      async (what: string, o: { nodes: number; memory: number; cpus: number; app: boolean }) => {
+        if (what === "node") {
+          process.exitCode = await runDemo();
+          return;
+        }
+        if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > 9)
+          throw new Failure("--nodes must be a whole number from 1 to 9", "usage");
+        const { runGridDemo } = await import("./demo-grid.js");
+        process.exitCode = await runGridDemo({
+          nodes: o.nodes,
+          memoryMiB: o.memory,
+          cpus: o.cpus,
+          app: o.app,
+          gridTimeoutMs: 480_000,
+          appTimeoutMs: 900_000,
+        });
+      },
+    );
   return program;
 }
 

@@ -6,6 +6,7 @@ import {
   down,
   findNode,
   kill,
+  lanGet,
   lastLines,
   loadState,
   type NodeStatus,
@@ -137,10 +138,15 @@ export function addSimCommands(program: Command): void {
         "directory with vmlinuz and initrd.img (default: build/image)",
       ).env("FLATGRID_SIM_IMAGE"),
     )
+    .option(
+      "--catalog <dir>",
+      "an appliance catalog (build/catalog) on a read-only disk for every node's agent",
+    )
     .option("--timeout <seconds>", "how long to wait for the ready lines", wholeNumber, 600)
     .action(
       async (
         o: SimOptions & {
+          catalog?: string;
           nodes: number;
           boot: string;
           memory: number;
@@ -162,6 +168,7 @@ export function addSimCommands(program: Command): void {
           token: o.token,
           accel: o.accel,
           image: o.image,
+          catalog: o.catalog,
           timeoutMs: o.timeout * 1000,
           progress,
         });
@@ -227,6 +234,18 @@ export function addSimCommands(program: Command): void {
         { node: node.name, pid: node.pid, killedAt: node.killedAt },
         () => `${node.name}: QEMU pid ${node.pid} killed (kill -9)`,
       );
+    });
+
+  simCommand(
+    sim,
+    "get",
+    "an HTTP GET from the servers' LAN (the simulator's namespace), e.g. of a published terminal",
+  )
+    .argument("<url>", "like http://10.215.0.2/")
+    .action(async (url: string, o: SimOptions) => {
+      const r = await lanGet(loadState(o.dir).namespace, url);
+      print(o, r, () => (r.error ? `error: ${r.error}` : r.body.trimEnd()));
+      if (r.error || (r.status ?? 500) >= 400) process.exitCode = 1;
     });
 
   simCommand(

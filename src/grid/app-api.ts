@@ -42,7 +42,7 @@ export interface InstanceStatus {
   memoryMiB: number;
   /**
    * pending: no node fits (see reasons); assigned: the controller placed it on a node whose
-   * agent has not reported it yet; then the agent's view (preparing, starting, running,
+   * agent has not reported it yet; then the agent's view (preparing, starting, booting, running,
    * restarting, failed, fenced, stopping).
    */
   state: "pending" | "assigned" | InstanceState;

@@ -11,6 +11,7 @@ import {
 import { join } from "node:path";
 import { promisify } from "node:util";
 import {
+  CATALOG_LABEL,
   DATA_LABEL,
   describe,
   EDGE_BYTES,
@@ -30,7 +31,12 @@ const run = promisify(execFile);
  * A disk is formatted only when the configuration allows it (flatgrid.format=blank) and only
  * when it is blank: every sampled byte zero, no partition table, no file system. Anything else
  * is never written, and the reason is reported disk by disk.
+ *
+ * An ext4 file system labelled FGCATALOG (an appliance catalog on a disk or a USB stick) is
+ * mounted read-only at /var/lib/flatgrid/catalog, where the agent takes class images from.
  */
+
+export const CATALOG_MOUNTPOINT = "catalog";
 
 export const DATA_MOUNTPOINT = "/var/lib/flatgrid";
 
@@ -66,6 +72,8 @@ export interface DataPartitionStatus {
   /** One sentence for the log and the console. */
   reason: string;
   disks: DiskVerdict[];
+  /** The catalog disk mounted read-only under the mountpoint, or why not; null: none. */
+  catalog: { device: string; mounted: boolean; reason: string } | null;
 }
 
 /** Devices that are never local disks: loop, RAM, CD-ROM, floppy, network block devices. */
@@ -140,6 +148,7 @@ export interface DataPartitionOptions {
   probe?: (device: BlockDevice) => Signature;
   mkfs?: (device: BlockDevice) => Promise<void>;
   mount?: (device: BlockDevice, mountpoint: string) => Promise<void>;
+  mountReadOnly?: (device: BlockDevice, mountpoint: string) => Promise<void>;
 }
 
 export type Plan =
@@ -152,7 +161,7 @@ export function plan(
   format: "never" | "blank",
   devices: BlockDevice[],
   signatures: Map<string, Signature | null>,
-): { plan: Plan; verdicts: Map<string, string> } {
+): { plan: Plan; verdicts: Map<string, string>; catalog: BlockDevice | null } {
   const verdicts = new Map<string, string>();
   const ours = devices.filter((d) => {
     const s = signatures.get(d.name);
@@ -167,6 +176,11 @@ export function plan(
         `another FLATGRID file system: ${first.name} is used, this one is left alone`,
       );
   }
+  const catalog = devices.find((d) => {
+    const s = signatures.get(d.name);
+    return s?.kind === "ext" && s.label === CATALOG_LABEL;
+  });
+  if (catalog) verdicts.set(catalog.name, "the appliance catalog: mounted read-only");
   const blank: BlockDevice[] = [];
   for (const d of devices) {
     if (verdicts.has(d.name)) continue;
@@ -193,13 +207,13 @@ export function plan(
   }
   if (first) {
     for (const d of blank) verdicts.set(d.name, "blank, unused: the data partition is elsewhere");
-    return { plan: { action: "mount", device: first, others }, verdicts };
+    return { plan: { action: "mount", device: first, others }, verdicts, catalog: catalog ?? null };
   }
   const target = blank[0];
   if (target && format === "blank") {
     verdicts.set(target.name, "was blank: formatted as the data partition (flatgrid.format=blank)");
     for (const d of blank.slice(1)) verdicts.set(d.name, "blank, unused");
-    return { plan: { action: "format", device: target }, verdicts };
+    return { plan: { action: "format", device: target }, verdicts, catalog: catalog ?? null };
   }
   for (const d of blank)
     verdicts.set(d.name, "blank: not formatted, because flatgrid.format is not blank");
@@ -209,7 +223,7 @@ export function plan(
       : target
         ? `no FLATGRID data partition; ${target.name} is blank, and flatgrid.format=blank on the kernel command line would make it one`
         : "no FLATGRID data partition, and no blank disk to make one on";
-  return { plan: { action: "none", reason }, verdicts };
+  return { plan: { action: "none", reason }, verdicts, catalog: catalog ?? null };
 }
 
 async function mkfs(device: BlockDevice): Promise<void> {
@@ -233,6 +247,11 @@ async function mount(device: BlockDevice, mountpoint: string): Promise<void> {
   }
   mkdirSync(mountpoint, { recursive: true });
   await run("mount", ["-t", "ext4", "-o", "noatime", device.path, mountpoint]);
+}
+
+async function mountReadOnly(device: BlockDevice, mountpoint: string): Promise<void> {
+  mkdirSync(mountpoint, { recursive: true });
+  await run("mount", ["-t", "ext4", "-o", "ro,noatime", device.path, mountpoint]);
 }
 
 /** The device mounted at `mountpoint`, from the mount table, or null. */
@@ -259,10 +278,47 @@ function safeProbe(d: BlockDevice): Signature | null {
   }
 }
 
-/** Finds, formats when allowed, and mounts the data partition; never throws. */
+/**
+ * Finds, formats when allowed, and mounts the data partition, then the catalog disk under it;
+ * never throws.
+ */
 export async function setUpDataPartition(
   options: DataPartitionOptions,
 ): Promise<DataPartitionStatus> {
+  const { status, catalog } = await dataPartition(options);
+  const at = join(status.mountpoint, CATALOG_MOUNTPOINT);
+  const already = mountedAt(at, options.mountsFile);
+  if (already)
+    return {
+      ...status,
+      catalog: { device: already, mounted: true, reason: `${already} mounted at ${at} (already)` },
+    };
+  if (!catalog) return { ...status, catalog: null };
+  try {
+    await (options.mountReadOnly ?? mountReadOnly)(catalog, at);
+    return {
+      ...status,
+      catalog: {
+        device: catalog.path,
+        mounted: true,
+        reason: `${catalog.path} mounted read-only at ${at}`,
+      },
+    };
+  } catch (err) {
+    return {
+      ...status,
+      catalog: {
+        device: catalog.path,
+        mounted: false,
+        reason: `${catalog.path} holds a catalog but could not be mounted: ${(err as Error).message}`,
+      },
+    };
+  }
+}
+
+async function dataPartition(
+  options: DataPartitionOptions,
+): Promise<{ status: Omit<DataPartitionStatus, "catalog">; catalog: BlockDevice | null }> {
   const mountpoint = options.mountpoint ?? DATA_MOUNTPOINT;
   const devices = (options.devices ?? blockDevices)();
   // A supervisor restarted by init finds the partition mounted by its predecessor: e2fsck
@@ -270,23 +326,27 @@ export async function setUpDataPartition(
   const mounted = mountedAt(mountpoint, options.mountsFile);
   if (mounted) {
     const device = devices.find((d) => d.path === mounted);
+    // Whatever else is there was seen by that earlier start; the catalog too.
     return {
-      state: "mounted",
-      device: mounted,
-      mountpoint,
-      sizeBytes: device?.sizeBytes ?? null,
-      formatted: false,
-      reason: `${mounted} mounted at ${mountpoint} (already, by an earlier start of the supervisor)`,
-      disks: devices.map((d) => ({
-        device: d.path,
-        sizeBytes: d.sizeBytes,
-        signature: null,
-        verdict: d.path === mounted ? "the data partition" : "not looked at: already set up",
-      })),
+      catalog: null,
+      status: {
+        state: "mounted",
+        device: mounted,
+        mountpoint,
+        sizeBytes: device?.sizeBytes ?? null,
+        formatted: false,
+        reason: `${mounted} mounted at ${mountpoint} (already, by an earlier start of the supervisor)`,
+        disks: devices.map((d) => ({
+          device: d.path,
+          sizeBytes: d.sizeBytes,
+          signature: null,
+          verdict: d.path === mounted ? "the data partition" : "not looked at: already set up",
+        })),
+      },
     };
   }
   const signatures = new Map(devices.map((d) => [d.name, (options.probe ?? safeProbe)(d)]));
-  const { plan: p, verdicts } = plan(options.format, devices, signatures);
+  const { plan: p, verdicts, catalog } = plan(options.format, devices, signatures);
   const disks = (): DiskVerdict[] =>
     devices.map((d) => ({
       device: d.path,
@@ -294,7 +354,7 @@ export async function setUpDataPartition(
       signature: signatures.get(d.name) ?? null,
       verdict: verdicts.get(d.name) ?? "",
     }));
-  const inRam = (reason: string): DataPartitionStatus => ({
+  const inRam = (reason: string): Omit<DataPartitionStatus, "catalog"> => ({
     state: "ram",
     device: null,
     mountpoint,
@@ -303,7 +363,7 @@ export async function setUpDataPartition(
     reason: `${reason}: node state is kept in RAM and lost at reboot`,
     disks: disks(),
   });
-  if (p.action === "none") return inRam(p.reason);
+  if (p.action === "none") return { status: inRam(p.reason), catalog };
   const device = p.device;
   let formatted = false;
   try {
@@ -317,18 +377,24 @@ export async function setUpDataPartition(
       device.name,
       `${formatted ? "formatted, but " : ""}not mounted: ${(err as Error).message}`,
     );
-    return inRam(
-      `the data partition ${device.path} could not be ${formatted ? "mounted" : "set up"}`,
-    );
+    return {
+      status: inRam(
+        `the data partition ${device.path} could not be ${formatted ? "mounted" : "set up"}`,
+      ),
+      catalog,
+    };
   }
   return {
-    state: "mounted",
-    device: device.path,
-    mountpoint,
-    sizeBytes: device.sizeBytes,
-    formatted,
-    reason: `${device.path} ${formatted ? "formatted and " : ""}mounted at ${mountpoint}`,
-    disks: disks(),
+    catalog,
+    status: {
+      state: "mounted",
+      device: device.path,
+      mountpoint,
+      sizeBytes: device.sizeBytes,
+      formatted,
+      reason: `${device.path} ${formatted ? "formatted and " : ""}mounted at ${mountpoint}`,
+      disks: disks(),
+    },
   };
 }
 

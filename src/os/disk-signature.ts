@@ -13,6 +13,8 @@ export const MIDDLE_BYTES = 64 << 10;
 
 /** The file system label that marks flatgrid's data partition. */
 export const DATA_LABEL = "FLATGRID";
+/** An appliance catalog on a disk or stick (`npm run catalog` makes build/catalog.img). */
+export const CATALOG_LABEL = "FGCATALOG";
 
 export type Signature =
   | { kind: "blank" }

@@ -72,9 +72,11 @@ export async function bringUpStorage(
   const data = await setUpDataPartition({ format: config.format });
   note(`data partition: ${data.reason}`, data.state === "mounted" ? 30 : 40);
   for (const disk of data.disks) {
-    if (disk.device === data.device) continue;
+    if (disk.device === data.device || disk.device === data.catalog?.device) continue;
     note(`disk ${disk.device} (${formatBytes(disk.sizeBytes)}): ${disk.verdict}`);
   }
+  if (data.catalog)
+    note(`appliance catalog: ${data.catalog.reason}`, data.catalog.mounted ? 30 : 40);
   return { notes, data };
 }
 

@@ -13,6 +13,7 @@ export {
 export { attachConsole, bootStep, lastLines, READY_LINE, readLog } from "./console.js";
 export { anyAlive, type DownResult, down } from "./down.js";
 export { SimError, type SimErrorCode } from "./errors.js";
+export { type LanResponse, lanGet } from "./lan.js";
 export { killProcessesIn, NS_PREFIX, namespaceExists, pidsInNamespace } from "./netns.js";
 export { bootUntil, type OneShot, type OneShotResult } from "./one-shot.js";
 export { kill, start } from "./power.js";

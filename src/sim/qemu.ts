@@ -20,6 +20,8 @@ export interface QemuServer {
   mac: string;
   /** Raw disk files, in order: /dev/vda, /dev/vdb... */
   disks: string[];
+  /** Raw disk files after those, read-only (one file may serve every node). */
+  readOnlyDisks?: string[];
   /** ttyS0: a unix socket to attach to, and a log that records everything, attached or not. */
   consoleSocket: string;
   consoleLog: string;
@@ -71,6 +73,10 @@ export function qemuArgs(s: QemuServer): string[] {
     ...s.disks.flatMap((file, i) => [
       "-drive",
       `file=${file},if=virtio,format=raw,index=${i},discard=unmap`,
+    ]),
+    ...(s.readOnlyDisks ?? []).flatMap((file, i) => [
+      "-drive",
+      `file=${file},if=virtio,format=raw,index=${s.disks.length + i},readonly=on`,
     ]),
     // A tap on the simulator's bridge: never QEMU user networking.
     "-netdev",

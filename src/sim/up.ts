@@ -1,6 +1,15 @@
 import { spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type AccelRequest, chooseAccel, probeHostKvm } from "./accel.js";
@@ -44,6 +53,11 @@ export interface UpOptions {
   diskGiB?: number;
   /** Disk files given to every node after its own blank disk (tests). */
   extraDisks?: string[];
+  /**
+   * An appliance catalog directory (build/catalog): put on a read-only disk labelled
+   * FGCATALOG that every node mounts at /var/lib/flatgrid/catalog for its agent.
+   */
+  catalog?: string;
   timeoutMs?: number;
   progress?: Progress;
 }
@@ -128,6 +142,28 @@ function kernelCommandLine(grid: string, token: string, index: number, timescale
   ].join(" ");
 }
 
+/** An ext4 image of a catalog directory, labelled FGCATALOG (mke2fs -d keeps holes). */
+function catalogDisk(catalog: string, file: string): void {
+  if (!existsSync(join(catalog, "manifest.json")))
+    throw new SimError(
+      `${catalog} is not an appliance catalog (no manifest.json): npm run catalog`,
+      "host",
+    );
+  let bytes = 0;
+  for (const f of readdirSync(catalog)) bytes += statSync(join(catalog, f)).size;
+  const mib = Math.ceil((bytes * 1.1) / 2 ** 20) + 64;
+  rmSync(file, { force: true });
+  const r = spawnSync(
+    "mke2fs",
+    ["-q", "-t", "ext4", "-L", "FGCATALOG", "-d", catalog, file, `${mib}M`],
+    {
+      encoding: "utf8",
+    },
+  );
+  if (r.status !== 0)
+    throw new SimError(`cannot make the catalog disk ${file}: ${r.stderr}`, "host");
+}
+
 /** A sparse raw file: a blank disk that costs nothing until the node writes to it. */
 function blankDisk(file: string, gib: number): void {
   const fd = openSync(file, "w", 0o600);
@@ -179,6 +215,12 @@ export async function up(o: UpOptions): Promise<UpResult> {
     progress(
       `network: namespace ${state.namespace}, bridge ${BRIDGE_ADDRESS}, no route out; grid "${grid}", token in ${state.tokenFile}`,
     );
+    let catalogImage: string | null = null;
+    if (o.catalog) {
+      catalogImage = join(dir, "catalog.img");
+      catalogDisk(o.catalog, catalogImage);
+      progress(`catalog: ${o.catalog} on a read-only disk (FGCATALOG) for every node`);
+    }
     for (let index = 1; index <= o.nodes; index++) {
       const files = nodeFiles(dir, index);
       mkdirSync(files.dir, { recursive: true, mode: 0o700 });
@@ -196,6 +238,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
         tap,
         mac: `52:54:00:15:00:${index.toString(16).padStart(2, "0")}`,
         disks: [files.disk, ...(o.extraDisks ?? [])],
+        readOnlyDisks: catalogImage ? [catalogImage] : [],
         consoleSocket: files.consoleSocket,
         consoleLog: files.consoleLog,
         shellSocket: files.shellSocket,

@@ -232,7 +232,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       assert.ok(p, `${i.id} has a VMM`);
       assert.equal(`node-${p.node}`, i.hostname, `${i.id} runs where it was placed`);
       const dir = join(g.node(p.node).dir, "state", "instances", "shop", i.id);
-      assert.match(readFileSync(join(dir, "console.log"), "utf8"), /idle ready/);
+      assert.match(readFileSync(join(dir, "console.log"), "utf8"), /flatgrid-guest: ready/);
       const vm = JSON.parse(readFileSync(join(dir, "vm.json"), "utf8")) as { cmdline: string };
       assert.match(
         vm.cmdline,
@@ -349,7 +349,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       // network reaches it there; the reply comes back through the node.
       const client = [1, 2, 3].find((i) => i !== lb.index) as number;
       const endpoint = s.published.find((x) => x.component === "lb")?.endpoint;
-      const lbNode = up(await g.statuses()).find((x) => x.hostname === lb.hostname)?.address;
+      const lbNode = s.instances.find((i) => i.id === "lb.0")?.nodeAddress;
       assert.equal(endpoint, `${lbNode}:80`, "app status names the endpoint");
       const got = spawnSync(
         "ip",

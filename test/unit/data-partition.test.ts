@@ -191,6 +191,23 @@ describe("which disk becomes the data partition", () => {
     assert.match(r.verdicts.get("sde") ?? "", /holds the signature of xfs: not ours/);
   });
 
+  it("finds a catalog disk (FGCATALOG) beside the data partition, and never formats it", () => {
+    const catalog: Signature = { kind: "ext", type: "ext4", label: "FGCATALOG", uuid: "c" };
+    const r = plan(
+      "blank",
+      [disk("vda"), disk("vdb", { readOnly: true })],
+      new Map<string, Signature | null>([
+        ["vda", blank],
+        ["vdb", catalog],
+      ]),
+    );
+    assert.equal(r.plan.action, "format");
+    assert.equal(r.catalog?.name, "vdb");
+    assert.match(r.verdicts.get("vdb") ?? "", /the appliance catalog: mounted read-only/);
+    const none = plan("never", [disk("vda")], new Map([["vda", photos]]));
+    assert.equal(none.catalog, null);
+  });
+
   it("with two FLATGRID file systems, uses the first and names the other", () => {
     const r = plan(
       "never",

@@ -49,7 +49,7 @@ describe("application descriptors", () => {
       port: 80,
     });
     assert.deepEqual(app.exposures, [
-      { component: "lb", terminal: "http", port: 80, protocol: "tcp" },
+      { component: "lb", terminal: "http", port: 80, terminalPort: 80, protocol: "tcp" },
     ]);
     assert.deepEqual(app.demand, { cpus: 3, memoryMiB: 2048 });
     assert.equal(app.instances[1]?.properties.title, "flatgrid shop");
