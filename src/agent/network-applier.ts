@@ -45,7 +45,10 @@ interface FdbEntry {
 }
 
 const ZERO_MAC = "00:00:00:00:00:00";
-const OURS = /^fg[btx]\d+(i\d+)?$/;
+/** Exactly the names the agent gives (net-names.ts): any other link is not ours to touch. */
+const OURS = /^(fgb\d+|fgx\d+|fgt\d+i\d+)$/;
+/** The same plans are applied again this often, to repair what someone changed by hand. */
+const REAPPLY_MS = 30_000;
 
 export class NetworkApplier {
   private running: Promise<void> | null = null;
@@ -67,8 +70,18 @@ export class NetworkApplier {
     return this.applied.has(tap);
   }
 
-  /** Applies `plans` (now, or right after the apply under way); resolves when applied. */
+  private appliedKey = "";
+  private appliedAt = 0;
+
+  /**
+   * Applies `plans` (now, or right after the apply under way); resolves when applied. The
+   * same plans as the last successful apply are skipped for a while: every apply runs
+   * `ip` and `bridge`, which an emulated node feels at every tick.
+   */
   apply(plans: AppNetPlan[]): Promise<void> {
+    const key = JSON.stringify(plans);
+    if (!this.running && key === this.appliedKey && Date.now() - this.appliedAt < REAPPLY_MS)
+      return Promise.resolve();
     this.pending = plans;
     if (this.running) return this.running;
     this.running = (async () => {
@@ -78,6 +91,8 @@ export class NetworkApplier {
         try {
           await this.applyNow(next);
           this.lastError = null;
+          this.appliedKey = JSON.stringify(next);
+          this.appliedAt = Date.now();
         } catch (err) {
           const msg = (err as Error).message;
           if (msg !== this.lastError) this.log("error", `network: ${msg}`);

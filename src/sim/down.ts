@@ -2,7 +2,15 @@ import { spawnSync } from "node:child_process";
 import { existsSync, rmdirSync, rmSync } from "node:fs";
 import { removeNetwork } from "./netns.js";
 import { qemuAlive } from "./qemu.js";
-import { nodeFiles, readState, resolveDir, type SimState, statePath, tokenPath } from "./state.js";
+import {
+  catalogImagePath,
+  nodeFiles,
+  readState,
+  resolveDir,
+  type SimState,
+  statePath,
+  tokenPath,
+} from "./state.js";
 import type { Progress } from "./text.js";
 
 /** Whether anything recorded in the state still runs. */
@@ -43,11 +51,13 @@ export function down(options: { dir?: string; progress?: Progress } = {}): DownR
   rmSync(tokenPath(dir), { force: true });
   rmSync(`${statePath(dir)}.tmp`, { force: true });
   rmSync(statePath(dir), { force: true });
+  rmSync(catalogImagePath(dir), { force: true });
   try {
     rmdirSync(dir);
+    progress(`removed ${dir}`);
   } catch {
     // Not empty: someone else's files, which are not ours to remove.
+    progress(`left ${dir}: it holds files that are not the simulator's`);
   }
-  progress(`removed ${dir}`);
   return result;
 }

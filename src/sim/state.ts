@@ -50,6 +50,8 @@ export function resolveDir(dir?: string): string {
 
 export const statePath = (dir: string) => join(dir, "sim.json");
 export const tokenPath = (dir: string) => join(dir, "token");
+/** The catalog disk every node shares (sim up --catalog). */
+export const catalogImagePath = (dir: string) => join(dir, "catalog.img");
 
 export function nodeFiles(dir: string, index: number) {
   const d = join(dir, `node-${index}`);

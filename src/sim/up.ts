@@ -20,6 +20,7 @@ import { addTap, createNetwork, NS_PREFIX } from "./netns.js";
 import { QEMU, type QemuServer, startQemu } from "./qemu.js";
 import { type ReadyNode, waitReady } from "./ready.js";
 import {
+  catalogImagePath,
   claimDir,
   nodeFiles,
   readState,
@@ -217,7 +218,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
     );
     let catalogImage: string | null = null;
     if (o.catalog) {
-      catalogImage = join(dir, "catalog.img");
+      catalogImage = catalogImagePath(dir);
       catalogDisk(o.catalog, catalogImage);
       progress(`catalog: ${o.catalog} on a read-only disk (FGCATALOG) for every node`);
     }

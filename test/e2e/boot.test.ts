@@ -225,7 +225,7 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
       [
         "mkdir -p /cat && mount -o ro /dev/vdc /cat",
         "ip link add fgbr0 type bridge && ip addr add 10.77.0.1/24 dev fgbr0 && ip link set fgbr0 up",
-        "for t in fgt1 fgt2; do ip tuntap add $t mode tap && ip link set $t master fgbr0 && ip link set $t up; done",
+        "for t in e2et1 e2et2; do ip tuntap add $t mode tap && ip link set $t master fgbr0 && ip link set $t up; done",
       ].join(" && "),
       120_000,
     );

@@ -147,7 +147,7 @@ export function buildCatalogDisk(
   writeFileSync(
     join(root, "db.json"),
     JSON.stringify(
-      vm("db.0", "db", "10.77.0.3", "02:00:0a:4d:00:03", "fgt1", "fg.p.maxmemory=64mb"),
+      vm("db.0", "db", "10.77.0.3", "02:00:0a:4d:00:03", "e2et1", "fg.p.maxmemory=64mb"),
     ),
   );
   writeFileSync(
@@ -158,7 +158,7 @@ export function buildCatalogDisk(
         "web",
         "10.77.0.2",
         "02:00:0a:4d:00:02",
-        "fgt2",
+        "e2et2",
         "fg.t.db=10.77.0.3:6379 fg.p.title=flatgrid%20shop",
       ),
     ),
