@@ -4,6 +4,7 @@ import {
   readdirSync,
   readFileSync,
   rmSync,
+  statSync,
   utimesSync,
   writeFileSync,
 } from "node:fs";
@@ -219,14 +220,26 @@ export class Agent {
     }
   }
 
-  /** The node reached a quorum of its grid: its VMs may run for another leaseMs. */
-  renewLease(): void {
-    const now = new Date();
+  /** When the last proof of membership was asked for. */
+  private provenAt = 0;
+
+  get leaseMs(): number {
+    return this.o.leaseMs;
+  }
+
+  /**
+   * The node reached a quorum of its grid with a read sent at `provenAt`: its VMs may run
+   * until leaseMs after that moment (not after now: the tick may have stalled since).
+   */
+  renewLease(provenAt: number): void {
+    this.provenAt = Math.max(this.provenAt, provenAt);
+    const at = new Date(provenAt);
     try {
-      utimesSync(this.leaseFile, now, now);
+      if (statSync(this.leaseFile).mtimeMs >= provenAt) return;
     } catch {
       writeFileSync(this.leaseFile, "");
     }
+    utimesSync(this.leaseFile, at, at);
   }
 
   /**
@@ -313,6 +326,12 @@ export class Agent {
     } catch (err) {
       m.preparedAt = Date.now();
       this.setState(m, "preparing", (err as Error).message);
+      return;
+    }
+    // Checking the image took a while: start only on a fresh proof that this node is in
+    // the grid (what is placed here may have moved meanwhile); the next tick tries again.
+    if (Date.now() - this.provenAt > this.o.leaseMs / 2) {
+      this.setState(m, "preparing", "waiting for a fresh answer from the grid");
       return;
     }
     mkdirSync(m.dir, { recursive: true });

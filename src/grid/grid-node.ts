@@ -652,6 +652,9 @@ export class GridNode extends EventEmitter {
     if (!client) return;
     try {
       // A linearizable read needs a quorum: it is how this node knows the grid is there.
+      // When the proof of membership was asked for: a tick can stall after it (a paused
+      // process, an overloaded node), and the VMs' lease must not outlive the proof.
+      const provenAt = Date.now();
       await client.get(keys.grid).string();
       this.members = await listMembers(client);
       const voterUrls = this.members.filter((m) => !m.learner).flatMap((m) => m.clientUrls);
@@ -672,7 +675,7 @@ export class GridNode extends EventEmitter {
         await this.restartSession(wanted);
         return;
       }
-      if (this.agent) await this.agentTick(client);
+      if (this.agent) await this.agentTick(client, provenAt);
       await this.registration?.publish(this.record());
       const assignment = (await client
         .get(keys.assignment(this.nodeId))
@@ -704,9 +707,12 @@ export class GridNode extends EventEmitter {
    * The agent's turn, right after a read that reached a quorum: the VMs here may run for
    * another lease; what was placed here is read again at most once a second.
    */
-  private async agentTick(client: Etcd3): Promise<void> {
+  private async agentTick(client: Etcd3, provenAt: number): Promise<void> {
     const agent = this.agent as Agent;
-    agent.renewLease();
+    agent.renewLease(provenAt);
+    // A proof that is no longer fresh (this tick stalled after its read) starts nothing: what
+    // is placed here may have moved meanwhile. The next tick proves it again.
+    if (Date.now() - provenAt > agent.leaseMs / 2) return;
     if (Date.now() - this.desiredAt >= 1000 * this.o.timescale) {
       const state = await readAppState(client);
       const apps = new Map(state.apps.map((a) => [a.name, a]));
