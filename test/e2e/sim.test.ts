@@ -1,8 +1,5 @@
 // `flatgrid sim` end to end: three QEMU servers booted from the built image on the
-// simulator's private bridge form one grid; the example application shop runs on it (its
-// agents start real Linux appliances on the nodes' nested KVM, from the catalog disk) and
-// serves through lb's published port; the node running db is killed; `sim down` leaves
-// nothing.
+// simulator's private bridge form one grid, a node is killed, and `sim down` leaves nothing.
 // The CLI is run as an operator would run it; the nodes are reached only through their
 // serial ports (debug shell on ttyS1) and the simulator's namespace.
 import assert from "node:assert/strict";
@@ -91,113 +88,10 @@ after(() => {
   rmSync(DIR, { recursive: true, force: true });
 });
 
-/** The application of examples/shop.yaml, as `flatgrid app status shop --json` gives it. */
-interface Shop {
-  instances: { id: string; state: string; hostname: string | null; detail: string }[];
-  published: { component: string; endpoint: string | null }[];
-}
-
-async function shopStatus(shell: NodeShell): Promise<Shop | null> {
-  const { output } = await shell.exec("flatgrid app status shop --json", 180_000);
-  const json = output.split("\n").find((l) => l.startsWith("{"));
-  try {
-    const s = JSON.parse(json ?? "null") as Shop & { error?: unknown };
-    return s && !s.error ? s : null;
-  } catch {
-    return null;
-  }
-}
-
-/** GET http://ENDPOINT/ from the simulator's network, as a client on the servers' LAN. */
-function get(endpoint: string): string {
-  try {
-    return execFileSync(
-      "ip",
-      [
-        "netns",
-        "exec",
-        namespace,
-        process.execPath,
-        "-e",
-        `fetch('http://${endpoint}/', { signal: AbortSignal.timeout(40000) }).then((r) => r.text()).then((t) => process.stdout.write(t), (e) => process.stdout.write('error: ' + (e.cause?.code ?? e.name)))`,
-      ],
-      { encoding: "utf8", timeout: 60_000 },
-    );
-  } catch (err) {
-    return `error: ${(err as Error).message}`;
-  }
-}
-
-/** Polls until every instance of shop runs; prints each change of states. */
-async function shopRunning(shell: NodeShell, timeoutMs: number, check?: (s: Shop) => boolean) {
-  const started = Date.now();
-  let said = "";
-  for (;;) {
-    const s = await shopStatus(shell);
-    const states = s
-      ? s.instances.map((i) => `${i.id} ${i.state} ${i.hostname ?? "-"}`).join(", ")
-      : "no status";
-    if (states !== said) {
-      process.stdout.write(
-        `# shop after ${((Date.now() - started) / 1000).toFixed(0)} s: ${states}\n`,
-      );
-      said = states;
-    }
-    if (s?.instances.every((i) => i.state === "running") && (!check || check(s))) return s;
-    if (Date.now() - started > timeoutMs)
-      assert.fail(`shop did not run in ${timeoutMs / 1000} s: ${JSON.stringify(s?.instances)}`);
-    // Every `flatgrid` run costs an emulated node seconds of CPU: not too often.
-    await sleep(20_000);
-  }
-}
-
-/** GETs until `want` holds over the pages seen; returns them. 5xx and timeouts are retried. */
-async function pages(endpoint: string, want: (seen: string[]) => boolean, timeoutMs: number) {
-  const started = Date.now();
-  const seen: string[] = [];
-  for (;;) {
-    const page = get(endpoint);
-    const served = /served by <b>([^<]+)<\/b> of shop<\/p><p>hits: ([^<]+)</.exec(page);
-    process.stdout.write(
-      `# GET ${endpoint}: ${
-        served
-          ? `${served[1]}, hits ${served[2]}`
-          : page
-              .replace(/<[^>]+>/g, " ")
-              .trim()
-              .slice(0, 80)
-      }\n`,
-    );
-    if (served) seen.push(page);
-    if (want(seen)) return seen;
-    if (Date.now() - started > timeoutMs)
-      assert.fail(`GET ${endpoint}: not what was wanted in ${timeoutMs / 1000} s`);
-    await sleep(2000);
-  }
-}
-
-const servedBy = (page: string) => /served by <b>([^<]+)<\/b>/.exec(page)?.[1];
-const hits = (page: string) => Number(/hits: (\d+)/.exec(page)?.[1] ?? Number.NaN);
-
-describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_400_000 }, () => {
+describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => {
   it(`sim up --nodes ${NODES} boots every node to its ready line`, async () => {
     const started = Date.now();
-    // 2 CPUs and 2 GiB each: shop (3 CPUs, 2 GiB) fits, and still fits on two of them.
-    const r = await sim(
-      [
-        "up",
-        "--nodes",
-        String(NODES),
-        "--memory",
-        "2048",
-        "--cpus",
-        "2",
-        "--catalog",
-        join(ROOT, "build/catalog"),
-        "--json",
-      ],
-      900_000,
-    );
+    const r = await sim(["up", "--nodes", String(NODES), "--memory", "1024", "--json"], 900_000);
     assert.equal(r.status, 0, `sim up failed:\n${r.stdout}\n${r.stderr.slice(-3000)}`);
     const result = JSON.parse(r.stdout) as {
       namespace: string;
@@ -301,71 +195,27 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_400_000 }, () => 
     }
   });
 
-  let endpoint = "";
-  let dbNode = 0;
-
-  it("shop (lb -> web x 3 -> db) created on node-1 runs, and lb answers at its node's address: every web in turn, one hit counter", async () => {
-    const shell = new NodeShell(loadState(DIR).nodes[0]?.qemu.shellSocket as string);
-    await shell.open();
-    try {
-      const created = Date.now();
-      const c = await shell.exec(
-        "flatgrid app create -f /usr/lib/flatgrid/examples/shop.yaml",
-        180_000,
-      );
-      assert.equal(c.status, 0, c.output);
-      assert.match(c.output, /shop: created, 5 instances/);
-      const s = await shopRunning(shell, 900_000);
-      const deploy = (Date.now() - created) / 1000;
-      endpoint = s.published.find((p) => p.component === "lb")?.endpoint ?? "";
-      assert.match(endpoint, /^10\.215\.0\.\d:80$/);
-      dbNode = Number(s.instances.find((i) => i.id === "db.0")?.hostname?.replace("node-", ""));
-      // Round robin over the three webs, each reading the one counter in db.
-      const seen = await pages(
-        endpoint,
-        (p) => new Set(p.map(servedBy)).size === 3 && p.filter((x) => hits(x) > 0).length >= 2,
-        300_000,
-      );
-      const counted = seen.map(hits).filter((n) => n > 0);
-      assert.ok(
-        (counted.at(-1) ?? 0) > (counted[0] ?? 0),
-        `the counter goes up: ${counted.join(", ")}`,
-      );
-      process.stdout.write(
-        `# shop: every instance running ${deploy.toFixed(0)} s after create; lb at ${endpoint} served by ${[...new Set(seen.map(servedBy))].sort().join(", ")}\n`,
-      );
-      const text = await shell.exec("flatgrid app status shop", 180_000);
-      for (const line of text.output.trimEnd().split("\n")) process.stdout.write(`# ${line}\n`);
-    } finally {
-      shell.close();
-    }
-  });
-
-  // After this kill, the instances of the dead node are placed again once the grace is over
-  // (150 s here) and start on the others: the cluster suite checks that path, with real
-  // VMMs. Here the two emulated servers left, each running nested Linux guests, lose their
-  // etcd leases under the load as often as not (see the README): a wait for db to serve
-  // again would fail on the simulator's speed, not on flatgrid.
-  it("sim kill of the node that runs db: that QEMU is gone, and sim status shows it dead", async () => {
-    assert.ok(dbNode >= 1, "shop ran, and db.0 is on a node");
-    const pid = loadState(DIR).nodes[dbNode - 1]?.pid;
-    const k = await sim(["kill", String(dbNode)]);
+  it("sim kill 1 kills node-1's QEMU, and sim status shows it dead", async () => {
+    const pid = loadState(DIR).nodes[0]?.pid;
+    const k = await sim(["kill", "1"]);
     assert.equal(k.status, 0, k.stderr);
-    assert.match(k.stdout, new RegExp(`node-${dbNode}: QEMU pid ${pid} killed`));
+    assert.match(k.stdout, new RegExp(`node-1: QEMU pid ${pid} killed`));
     assert.ok(pid && !ourQemus().includes(pid), "that QEMU is gone");
     const r = await sim(["status", "--json", "--no-grid"]);
     assert.equal(r.status, 0, r.stderr);
-    const st = JSON.parse(r.stdout) as SimStatus;
+    const s = JSON.parse(r.stdout) as SimStatus;
     assert.deepEqual(
-      st.nodes.map((n) => [n.name, n.running]),
-      [1, 2, 3].map((i) => [`node-${i}`, i !== dbNode]),
+      s.nodes.map((n) => [n.name, n.running]),
+      [
+        ["node-1", false],
+        ["node-2", true],
+        ["node-3", true],
+      ],
     );
-    assert.ok(st.nodes[dbNode - 1]?.killedAt);
+    assert.ok(s.nodes[0]?.killedAt);
+    assert.equal(s.nodes[1]?.vm, "running");
     const text = await sim(["status", "--no-grid"]);
-    assert.match(
-      text.stdout,
-      new RegExp(`^node-${dbNode} +killed +- +10\\.215\\.0\\.${dbNode}\\/24`, "m"),
-    );
+    assert.match(text.stdout, /^node-1 +killed +- +10\.215\.0\.1\/24/m);
   });
 
   it("sim down stops everything and removes the namespace and the state", async () => {
