@@ -310,9 +310,7 @@ export class Agent {
     this.setState(m, "preparing", `checking the image of class ${this.classOf(d)}`);
     let config: string;
     try {
-      const spec = d.app.spec.instances.find((i) => i.id === d.instance);
-      const parts = await this.images.resolve(spec?.class ?? "?");
-      const plan = planInstance(d.app, d.instance, parts);
+      const plan = await this.plan(d);
       if (this.networks && !this.networks.ready(plan.tap)) {
         // The next apply makes it; try again at the next tick.
         this.setState(
@@ -349,6 +347,11 @@ export class Agent {
     return d.app.spec.instances.find((i) => i.id === d.instance)?.class ?? "?";
   }
 
+  /** The instance's VM, from its application and its class's checked parts. */
+  private async plan(d: DesiredInstance): Promise<InstancePlan> {
+    return planInstance(d.app, d.instance, await this.images.resolve(this.classOf(d)));
+  }
+
   /** Running as it should? A VM whose configuration changed is started again. */
   private async check(m: Managed, d: DesiredInstance): Promise<void> {
     const vm = m.vm as VmProcess;
@@ -363,9 +366,7 @@ export class Agent {
     }
     let config: string | null = null;
     try {
-      const spec = d.app.spec.instances.find((i) => i.id === d.instance);
-      const parts = await this.images.resolve(spec?.class ?? "?");
-      config = vmConfig(planInstance(d.app, d.instance, parts), this.networks !== null);
+      config = vmConfig(await this.plan(d), this.networks !== null);
     } catch {
       return; // Keep what runs: a catalog problem now does not stop a running VM.
     }

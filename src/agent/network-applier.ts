@@ -52,7 +52,7 @@ const REAPPLY_MS = 30_000;
 
 export class NetworkApplier {
   private running: Promise<void> | null = null;
-  private pending: AppNetPlan[] | null = null;
+  private pending: { plans: AppNetPlan[]; key: string } | null = null;
   private lastRules = "";
   /** The links of the last successful apply: a tap is ready once it is here. */
   private applied = new Set<string>();
@@ -82,16 +82,16 @@ export class NetworkApplier {
     const key = JSON.stringify(plans);
     if (!this.running && key === this.appliedKey && Date.now() - this.appliedAt < REAPPLY_MS)
       return Promise.resolve();
-    this.pending = plans;
+    this.pending = { plans, key };
     if (this.running) return this.running;
     this.running = (async () => {
       while (this.pending) {
         const next = this.pending;
         this.pending = null;
         try {
-          await this.applyNow(next);
+          await this.applyNow(next.plans);
           this.lastError = null;
-          this.appliedKey = JSON.stringify(next);
+          this.appliedKey = next.key;
           this.appliedAt = Date.now();
         } catch (err) {
           const msg = (err as Error).message;

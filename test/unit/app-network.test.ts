@@ -2,23 +2,11 @@
 // the instances placed on it and elsewhere. The cluster test applies them to real bridges,
 // VXLAN ports and nftables, and sends traffic through them.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { describe, it } from "node:test";
 import { natRuleset, nftRuleset, planNetworks } from "../../src/agent/app-network.js";
-import type { AppRecord } from "../../src/controller/index.js";
-import { DEFAULT_CATALOG, parseApplication, readCatalog } from "../../src/model/index.js";
+import { shopRecord } from "./shop-record.js";
 
-const ROOT = join(import.meta.dirname, "..", "..", "..");
-const source = readFileSync(join(ROOT, "examples/shop.yaml"), "utf8");
-const shop: AppRecord = {
-  name: "shop",
-  file: "shop.yaml",
-  source,
-  spec: parseApplication("shop.yaml", source, readCatalog(DEFAULT_CATALOG)),
-  createdAt: "2026-11-27T00:00:00.000Z",
-  net: 2,
-};
+const shop = shopRecord(2);
 const where = new Map([
   ["shop/lb.0", "10.0.0.1"],
   ["shop/web.0", "10.0.0.2"],

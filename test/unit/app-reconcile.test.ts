@@ -3,11 +3,8 @@
 // of a node that is gone (held for the grace period, then placed again) or of an application
 // that is destroyed. The cluster test runs the same loop in a real controller on real etcd.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
-  type AppRecord,
   type NodeCapacity,
   type PlacementRecord,
   type ReconcileInput,
@@ -15,18 +12,9 @@ import {
   reconcileApps,
   type ScheduleRecord,
 } from "../../src/controller/index.js";
-import { DEFAULT_CATALOG, parseApplication, readCatalog } from "../../src/model/index.js";
+import { shopRecord } from "./shop-record.js";
 
-const ROOT = join(import.meta.dirname, "..", "..", "..");
-const catalog = readCatalog(DEFAULT_CATALOG);
-const source = readFileSync(join(ROOT, "examples/shop.yaml"), "utf8");
-const shop: AppRecord = {
-  name: "shop",
-  file: "shop.yaml",
-  source,
-  spec: parseApplication("shop.yaml", source, catalog),
-  createdAt: "2026-11-27T00:00:00.000Z",
-};
+const shop = shopRecord();
 
 const node = (id: string, cpus = 2, memoryMiB = 4096): NodeCapacity => ({
   id,

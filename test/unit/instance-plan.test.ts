@@ -2,8 +2,6 @@
 // application's network, its peers per output terminal, its properties, all on the kernel
 // command line the guest init reads. The cluster test runs these plans in real VMMs.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { describe, it } from "node:test";
 import {
   APP_NETS,
@@ -13,19 +11,9 @@ import {
   instanceMac,
   planInstance,
 } from "../../src/agent/index.js";
-import type { AppRecord } from "../../src/controller/index.js";
-import { DEFAULT_CATALOG, parseApplication, readCatalog } from "../../src/model/index.js";
+import { shopRecord } from "./shop-record.js";
 
-const ROOT = join(import.meta.dirname, "..", "..", "..");
-const source = readFileSync(join(ROOT, "examples/shop.yaml"), "utf8");
-const shop: AppRecord = {
-  name: "shop",
-  file: "shop.yaml",
-  source,
-  spec: parseApplication("shop.yaml", source, readCatalog(DEFAULT_CATALOG)),
-  createdAt: "2026-11-27T00:00:00.000Z",
-  net: 1,
-};
+const shop = shopRecord(1);
 const parts = { kernel: "/c/vmlinuz", initrd: "/c/initrd.img", rootfs: "/c/web.ext4" };
 
 describe("instance plans", () => {
