@@ -10,12 +10,15 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { Cgroup } from "../cgroups/index.js";
 import { type AppRecord, onInstanceFailure } from "../controller/index.js";
+// Not ../vmm/index.js: that loads koffi and the KVM bindings into the grid service.
+import { FENCED_EXIT } from "../vmm/process-contract.js";
 import { planNetworks } from "./app-network.js";
 import { ClassImages } from "./class-images.js";
 import { type InstancePlan, planInstance } from "./instance-plan.js";
 import { NetworkApplier } from "./network-applier.js";
-import { type VmExit, VmProcess } from "./vm-process.js";
+import { type VmExit, VmProcess, type VmState } from "./vm-process.js";
 
 /**
  * The agent of a node: runs the instances the controller placed here, one `flatgrid vmm`
@@ -28,9 +31,6 @@ import { type VmExit, VmProcess } from "./vm-process.js";
  * hung grid service) stops its VMs by itself, before the controller's grace for that node
  * runs out and the instances are placed elsewhere. No instance runs twice.
  */
-
-/** What the VMM exits with when the lease ran out (vmm/main.ts FENCED_EXIT). */
-const FENCED_EXIT = 3;
 
 export type InstanceState =
   | "preparing"
@@ -54,8 +54,28 @@ export interface ObservedInstance {
   pid: number | null;
   /** Ends of its VM that were not asked for, in the last 24 hours. */
   failures: number;
-  /** Resident memory of its VMM process, guest RAM included, MiB. */
-  rssMiB: number | null;
+  /** What it used, sampled every few seconds while its VM runs. */
+  metrics: InstanceMetrics | null;
+}
+
+/** An instance's use of its node, from its control group, its VMM and its tap. */
+export interface InstanceMetrics {
+  /** CPU over the last sample, percent of one CPU (200 = two CPUs busy). */
+  cpuPercent: number;
+  /** Memory charged to its control group (guest RAM it touched, the VMM's own), MiB. */
+  memoryMiB: number;
+  /** Its control group's memory limit, MiB. */
+  memoryLimitMiB: number;
+  /** Out-of-memory kills in its control group since it was made. */
+  oomKills: number;
+  /** Since its VM started: what the guest read and wrote on its disks. */
+  diskReadBytes: number;
+  diskWriteBytes: number;
+  /** Since its NIC was made: what the guest received and sent. */
+  netRxBytes: number;
+  netTxBytes: number;
+  /** When this was sampled (ISO time). */
+  at: string;
 }
 
 /** What the controller placed on this node: the application and the instance's id. */
@@ -80,6 +100,11 @@ export interface AgentOptions {
    * its application's segment. Without it, instances have no NIC.
    */
   network?: { self: string };
+  /**
+   * The control group below which each VMM runs, in `<parent>/<app>/<instance>` with its
+   * CPU and memory limits (flatgrid by default; the cluster tests give each node its own).
+   */
+  cgroupParent?: string;
   log?: (level: "info" | "warn" | "error", msg: string) => void;
 }
 
@@ -99,7 +124,9 @@ interface Managed {
   /** No longer wanted here: stop it and forget it. */
   removing: boolean;
   busy: boolean;
-  rssMiB: number | null;
+  metrics: InstanceMetrics | null;
+  /** The control group's CPU time at the last sample, to compute the next one's percent. */
+  lastCpu: { usec: number; at: number } | null;
   /** Time of the last failed class check, to retry without hammering the disk. */
   preparedAt: number;
   /** Time of the last look at a running VMM (its state, its memory, its configuration). */
@@ -112,6 +139,8 @@ const DEFAULT_COMMAND = [
 ];
 const RETRY_PREPARE_MS = 10_000;
 const CHECK_RUNNING_MS = 3000;
+/** Metrics go into the registry record, which is written when it changes: not too often. */
+const SAMPLE_MS = 10_000;
 
 function vmConfig(plan: InstancePlan, nic: boolean): string {
   return `${JSON.stringify(
@@ -128,6 +157,14 @@ function vmConfig(plan: InstancePlan, nic: boolean): string {
     null,
     2,
   )}\n`;
+}
+
+function tapCounter(tap: string, counter: "rx_bytes" | "tx_bytes"): number {
+  try {
+    return Number(readFileSync(`/sys/class/net/${tap}/statistics/${counter}`, "utf8").trim());
+  } catch {
+    return 0;
+  }
 }
 
 export class Agent {
@@ -172,7 +209,8 @@ export class Agent {
       restartAt: null,
       removing: false,
       busy: false,
-      rssMiB: null,
+      metrics: null,
+      lastCpu: null,
       preparedAt: 0,
       checkedAt: 0,
     };
@@ -185,7 +223,7 @@ export class Agent {
       for (const inst of readdirSync(join(this.o.dir, app.name), { withFileTypes: true })) {
         if (!inst.isDirectory()) continue;
         const m = this.newManaged(app.name, inst.name);
-        const vm = this.vmProcess(m.dir);
+        const vm = this.vmProcess(m);
         if (vm.adopt()) {
           m.vm = vm;
           m.config = existsSync(vm.config) ? readFileSync(vm.config, "utf8") : null;
@@ -199,12 +237,26 @@ export class Agent {
     }
   }
 
-  private vmProcess(dir: string): VmProcess {
+  private vmProcess(m: Managed): VmProcess {
     return new VmProcess({
-      dir,
+      dir: m.dir,
       command: this.o.command ?? DEFAULT_COMMAND,
       lease: { file: this.leaseFile, maxAgeMs: this.o.leaseMs },
+      cgroup: this.cgroupPath(m),
     });
+  }
+
+  private cgroupPath(m: Managed): string {
+    return `${this.o.cgroupParent ?? "flatgrid"}/${m.app}/${m.instance}`;
+  }
+
+  /** The instance's control group, or null when this machine has none to read. */
+  private cgroup(m: Managed): Cgroup | null {
+    try {
+      return new Cgroup(this.cgroupPath(m));
+    } catch {
+      return null;
+    }
   }
 
   private setState(m: Managed, state: InstanceState, detail: string): void {
@@ -334,7 +386,7 @@ export class Agent {
     }
     mkdirSync(m.dir, { recursive: true });
     writeFileSync(join(m.dir, "vm.json"), config);
-    const vm = this.vmProcess(m.dir);
+    const vm = this.vmProcess(m);
     vm.start();
     m.vm = vm;
     m.config = config;
@@ -357,8 +409,9 @@ export class Agent {
     const vm = m.vm as VmProcess;
     const answer = await vm.state();
     if (answer?.state === "running") {
-      // Whole MiB: the registry record is written again only when something in it changed.
-      m.rssMiB = answer.memory ? Math.round(answer.memory.rssMiB) : null;
+      // The first percent needs a second sample: that one comes at the next look.
+      if (Date.now() - (m.lastCpu?.at ?? 0) >= (m.metrics ? SAMPLE_MS : CHECK_RUNNING_MS))
+        this.sample(m, answer);
       if (m.state === "starting") this.setState(m, "booting", `VMM pid ${vm.pid}`);
       // Running means the guest said so: the guest init's last line before its service.
       if (m.state === "booting" && vm.guestReady())
@@ -381,11 +434,47 @@ export class Agent {
     }
   }
 
+  /** Reads what the instance used: control group, the VMM's disk counters, its tap. */
+  private sample(m: Managed, answer: VmState): void {
+    const group = this.cgroup(m);
+    if (!group) return;
+    const now = Date.now();
+    const use = group.usage();
+    const prev = m.lastCpu;
+    m.lastCpu = { usec: use.cpuUsec, at: now };
+    if (!prev || now <= prev.at) return; // a percent needs two samples
+    const tap = (() => {
+      try {
+        return (JSON.parse(m.config ?? "{}") as { nics?: { tap: string }[] }).nics?.[0]?.tap;
+      } catch {
+        return undefined;
+      }
+    })();
+    const disks = answer.stats?.disks ?? [];
+    // Whole units: the registry record is written again only when something in it changed.
+    m.metrics = {
+      cpuPercent: Math.max(
+        0,
+        Math.round(((use.cpuUsec - prev.usec) / ((now - prev.at) * 1000)) * 100),
+      ),
+      memoryMiB: Math.round(use.memoryBytes / 2 ** 20),
+      memoryLimitMiB: Math.round(group.limits().memoryBytes / 2 ** 20),
+      oomKills: use.oomKills,
+      diskReadBytes: disks.reduce((n, d) => n + d.bytesRead, 0),
+      diskWriteBytes: disks.reduce((n, d) => n + d.bytesWritten, 0),
+      // The tap's receive side is what the guest sent, and the other way round.
+      netRxBytes: tap ? tapCounter(tap, "tx_bytes") : 0,
+      netTxBytes: tap ? tapCounter(tap, "rx_bytes") : 0,
+      at: new Date(now).toISOString(),
+    };
+  }
+
   private watch(m: Managed, vm: VmProcess): void {
     void vm.done.then(() => {
       if (m.vm !== vm) return; // Replaced on purpose (configuration change).
       m.vm = null;
-      m.rssMiB = null;
+      m.metrics = null;
+      m.lastCpu = null;
       this.ended(m, vm.exit as VmExit);
     });
   }
@@ -432,6 +521,11 @@ export class Agent {
       m.vm = null;
     }
     rmSync(m.dir, { recursive: true, force: true });
+    // Its control group goes too, once the killed VMM has left it.
+    const group = this.cgroup(m);
+    const keep = (this.o.cgroupParent ?? "flatgrid").split("/").length;
+    for (let i = 0; group && !group.remove(keep) && i < 20; i++)
+      await new Promise((r) => setTimeout(r, 100));
     try {
       // The application's directory goes with its last instance here.
       const appDir = join(this.o.dir, m.app);
@@ -454,7 +548,7 @@ export class Agent {
         detail: m.detail,
         pid: m.vm?.pid ?? null,
         failures: m.failures.filter((t) => now - t < 24 * 3600_000).length,
-        rssMiB: m.rssMiB,
+        metrics: m.metrics,
       }))
       .sort((a, b) =>
         a.app === b.app ? (a.instance < b.instance ? -1 : 1) : a.app < b.app ? -1 : 1,

@@ -2,6 +2,7 @@ export {
   Agent,
   type AgentOptions,
   type DesiredInstance,
+  type InstanceMetrics,
   type InstanceState,
   type ObservedInstance,
 } from "./agent.js";

@@ -22,6 +22,15 @@ export interface VmProcessOptions {
   /** argv[0..] that runs the CLI, e.g. [process.execPath, ".../cli/main.js"]. */
   command: string[];
   lease: { file: string; maxAgeMs: number };
+  /** The control group it runs in (flatgrid vmm --cgroup). */
+  cgroup?: string;
+}
+
+/** What GET /v1/vm of a VMM answers, as far as the agent reads it. */
+export interface VmState {
+  state: string;
+  stats?: { disks?: { bytesRead: number; bytesWritten: number }[] };
+  memory?: { rssMiB: number };
 }
 
 function alive(pid: number): boolean {
@@ -96,6 +105,7 @@ export class VmProcess {
           this.o.lease.file,
           "--lease-ms",
           String(this.o.lease.maxAgeMs),
+          ...(this.o.cgroup ? ["--cgroup", this.o.cgroup] : []),
         ],
         // Its own session: a restart of the grid service's process group leaves it running.
         { detached: true, stdio: ["ignore", out, out] },
@@ -147,7 +157,7 @@ export class VmProcess {
   }
 
   /** The VMM's answer to GET /v1/vm, or null when it does not answer (yet). */
-  state(timeoutMs = 2000): Promise<{ state: string; memory?: { rssMiB: number } } | null> {
+  state(timeoutMs = 2000): Promise<VmState | null> {
     return new Promise((resolve) => {
       const req = request(
         { socketPath: this.socket, path: "/v1/vm", timeout: timeoutMs },

@@ -162,6 +162,8 @@ export function appStatusText(s: AppStatus): string {
     i.address ?? "-",
     String(i.cpus),
     formatMiB(i.memoryMiB),
+    i.metrics ? `${i.metrics.cpuPercent}%` : "-",
+    i.metrics ? formatMiB(i.metrics.memoryMiB) : "-",
   ]);
   const counts = new Map<string, number>();
   for (const i of s.instances) counts.set(i.state, (counts.get(i.state) ?? 0) + 1);
@@ -197,7 +199,11 @@ export function appStatusText(s: AppStatus): string {
         `published   ${x.component}.${x.terminal} at ${x.endpoint ?? "(nowhere yet)"}${x.instance ? ` (${x.instance})` : ""}`,
     ),
     "",
-    table(["INSTANCE", "CLASS", "STATE", "NODE", "ADDRESS", "CPUS", "MEMORY"], rows),
+    // CPU% and USED: what it uses of what it was given (its control group's count).
+    table(
+      ["INSTANCE", "CLASS", "STATE", "NODE", "ADDRESS", "CPUS", "MEMORY", "CPU%", "USED"],
+      rows,
+    ),
     ...(notes.length ? ["", ...notes] : []),
   ].join("\n");
 }

@@ -355,6 +355,10 @@ export function buildProgram(): Command {
         throw new Error(`--lease-ms: ${v} is not a whole number of ms, 100 or more`);
       return n;
     })
+    .option(
+      "--cgroup <path>",
+      "run inside this control group below /sys/fs/cgroup (made if needed), limited to the VM's vCPUs and its memory plus the monitor's own",
+    )
     .action(
       async (options: {
         config: string;
@@ -363,12 +367,27 @@ export function buildProgram(): Command {
         console: boolean;
         lease?: string;
         leaseMs?: number;
+        cgroup?: string;
       }) => {
         if (options.lease && !options.leaseMs) throw new Error("--lease needs --lease-ms");
+        if (options.cgroup) {
+          const { enterVmCgroup } = await import("../vmm/process-contract.js");
+          const { CgroupError } = await import("../cgroups/index.js");
+          try {
+            enterVmCgroup(options.cgroup, options.config);
+          } catch (err) {
+            if (!(err instanceof CgroupError)) throw err;
+            // No VM without its limits: an instance must not take more than it was given.
+            process.stderr.write(`flatgrid vmm: VM ended: error: ${err.message}\n`);
+            process.exitCode = 1;
+            return;
+          }
+        }
         // Loaded only here: the VMM brings koffi and /dev/kvm, which no other command needs.
         const { runVmm } = await import("../vmm/index.js");
+        const { cgroup: _, ...vmm } = options;
         process.exitCode = await runVmm({
-          ...options,
+          ...vmm,
           lease: options.lease
             ? { file: options.lease, maxAgeMs: options.leaseMs as number }
             : undefined,

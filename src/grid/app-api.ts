@@ -1,5 +1,5 @@
 import type { Etcd3 } from "etcd3";
-import { type InstanceState, instanceAddress } from "../agent/index.js";
+import { type InstanceMetrics, type InstanceState, instanceAddress } from "../agent/index.js";
 import type { AppRecord } from "../controller/index.js";
 import { type Catalog, DescriptorError, type Problem, parseApplication } from "../model/index.js";
 import { AppStoreError, createApp, destroyApp, readAppState } from "./app-store.js";
@@ -59,6 +59,8 @@ export interface InstanceStatus {
   /** Why this node, or why no node. */
   reasons: string[];
   placedAt: string | null;
+  /** What it uses on its node (CPU, memory, disk and network bytes), while it runs. */
+  metrics: InstanceMetrics | null;
 }
 
 export interface AppStatus {
@@ -171,6 +173,7 @@ export async function applicationStatus(
             ),
       reasons: p?.reasons ?? unplaced.get(i.id)?.reasons ?? ["not yet seen by the controller"],
       placedAt: p?.at ?? null,
+      metrics: seen?.metrics ?? null,
     };
   });
   // Each node that runs an instance of the component publishes it (the first one there).

@@ -124,6 +124,8 @@ export interface GridNodeOptions {
     command?: string[];
     /** false: instances get no NIC and the node no application networks. */
     network?: boolean;
+    /** Where below /sys/fs/cgroup the instances' control groups go (default flatgrid). */
+    cgroupParent?: string;
   };
   tickMs?: number;
   /** Multiplies every timing above and etcd's (flatgrid.timescale): 1 on real servers. */
@@ -266,6 +268,7 @@ export class GridNode extends EventEmitter {
           leaseMs: a.leaseMs ?? Math.floor(this.o.instanceGraceMs / 3),
           command: a.command,
           network: a.network === false ? undefined : { self: this.address },
+          cgroupParent: a.cgroupParent,
           log: (level, msg) => this.logFn(level, `agent: ${msg}`),
         })
       : null;

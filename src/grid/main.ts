@@ -13,7 +13,7 @@ import { gridSocketPath, listenGridSocket } from "./status-socket.js";
 
 const USAGE = `usage: flatgrid-grid [--state-dir DIR] [--config-dir DIR] [--cmdline FILE] [--socket PATH]
   [--address IP] [--interface NAME]... [--window-ms N] [--dead-grace-ms N] [--instance-grace-ms N]
-  [--catalog DIR] [--instances DIR] [--images DIR] [--lease-ms N]`;
+  [--catalog DIR] [--instances DIR] [--images DIR] [--lease-ms N] [--cgroup-parent PATH]`;
 
 const { values: args } = parseArgs({
   options: {
@@ -36,6 +36,8 @@ const { values: args } = parseArgs({
     instances: { type: "string", default: "/var/lib/flatgrid/instances" },
     images: { type: "string", default: "/var/lib/flatgrid/catalog" },
     "lease-ms": { type: "string" },
+    // Each VMM runs in PATH/<app>/<instance> below /sys/fs/cgroup, with its limits.
+    "cgroup-parent": { type: "string", default: "flatgrid" },
     help: { type: "boolean", default: false },
   },
   strict: true,
@@ -77,6 +79,7 @@ const node = new GridNode({
     instancesDir: args.instances,
     imagesDir: args.images,
     leaseMs: num(args["lease-ms"]),
+    cgroupParent: args["cgroup-parent"],
   },
   timescale: config.timescale,
   log: (level, msg, fields) => log[level](fields ?? {}, msg),

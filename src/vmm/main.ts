@@ -2,6 +2,7 @@ import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { dirname } from "node:path";
 import { loadVmConfig } from "./config.js";
+import { FENCED_EXIT } from "./process-contract.js";
 import { Vm, type VmEnd } from "./vm.js";
 
 /**
@@ -187,6 +188,3 @@ export async function runVmm(options: VmmOptions): Promise<number> {
   if (fenced) return FENCED_EXIT;
   return end.reason === "error" ? 1 : 0;
 }
-
-/** The exit code of a VMM that stopped its VM because the node's lease ran out. */
-export const FENCED_EXIT = 3;

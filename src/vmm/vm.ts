@@ -114,6 +114,8 @@ export interface VmStats {
   unclaimedPio: number;
   unclaimedMmio: number;
   bootMs: number | null;
+  /** Each virtio-blk disk's counters, in the order of the config's disks. */
+  disks: VirtioBlock["stats"][];
 }
 
 export class VmConfigError extends Error {
@@ -568,6 +570,10 @@ export class Vm extends EventEmitter {
       unclaimedPio: this.pio.unclaimedReads + this.pio.unclaimedWrites,
       unclaimedMmio: this.mmio.unclaimedReads + this.mmio.unclaimedWrites,
       bootMs: this.bootMs,
+      disks: this.virtio
+        .map((v) => v.device)
+        .filter((d): d is VirtioBlock => d instanceof VirtioBlock)
+        .map((d) => ({ ...d.stats })),
     };
   }
 }

@@ -11,12 +11,22 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { Cgroup } from "../../src/cgroups/index.js";
 import { type AppStatus, callGrid } from "../../src/grid/index.js";
+import { vmCgroupLimits } from "../../src/vmm/index.js";
 import { formedWithVoters, GridCluster, up } from "./grid-harness.js";
 import { sleep, sweepStale } from "./netns.js";
 
@@ -251,10 +261,43 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     const text = await cli(1, "app", "status", "shop");
     assert.equal(text.code, 0, text.err);
     assert.match(text.out, /^instances {3}5 running$/m);
-    assert.match(text.out, /^web\.2 +web@1 +running +node-\d +10\.128\.0\.5 +0\.5 +256 MiB$/m);
+    assert.match(
+      text.out,
+      /^web\.2 +web@1 +running +node-\d +10\.128\.0\.5 +0\.5 +256 MiB +(\d+%|-) +(\d+ MiB|-)$/m,
+    );
     progress(`app status on node 1:\n${text.out.replace(/^/gm, "    ")}`);
     const ls = await cli(3, "app", "ls");
     assert.match(ls.out, /^shop +5 +5 +3 +3 +2 GiB /m);
+  });
+
+  it("each VMM runs in a control group of its own with its instance's limits; app status shows what it uses", async () => {
+    const s = await running(1, 30_000, (x) => x.instances.every((i) => i.metrics !== null));
+    const procs = vmms(g.base);
+    for (const i of s.instances) {
+      const p = procs.find((x) => x.instance === i.id);
+      assert.ok(p, `${i.id} has a VMM`);
+      const group = new Cgroup(`${g.cgroupParent(p.node)}/shop/${i.id}`);
+      assert.ok(group.holds(p.pid), `${i.id}'s VMM (pid ${p.pid}) is in ${group.path}`);
+      const dir = join(g.node(p.node).dir, "state", "instances", "shop", i.id);
+      const vm = JSON.parse(readFileSync(join(dir, "vm.json"), "utf8")) as {
+        vcpus: number;
+        memoryMiB: number;
+      };
+      const limits = vmCgroupLimits(vm);
+      assert.deepEqual(group.limits(), limits);
+      const m = i.metrics;
+      assert.ok(m, `${i.id} has metrics`);
+      assert.equal(m.memoryLimitMiB, limits.memoryBytes / 2 ** 20);
+      assert.ok(m.memoryMiB > 0 && m.memoryMiB <= m.memoryLimitMiB, `${i.id}: ${m.memoryMiB} MiB`);
+      // The idle guest halts; its monitor wakes for timers only.
+      assert.ok(m.cpuPercent >= 0 && m.cpuPercent <= 100 * vm.vcpus, `${i.id}: ${m.cpuPercent}%`);
+      assert.equal(m.oomKills, 0);
+      for (const n of [m.diskReadBytes, m.diskWriteBytes, m.netRxBytes, m.netTxBytes])
+        assert.ok(Number.isInteger(n) && n >= 0);
+    }
+    progress(
+      `in their control groups: ${s.instances.map((i) => `${i.id} ${i.metrics?.cpuPercent}% ${i.metrics?.memoryMiB}/${i.metrics?.memoryLimitMiB} MiB`).join(", ")}`,
+    );
   });
 
   it("the application's network: a bridge and VXLAN per node, only connected terminals talk, across nodes", async () => {
@@ -563,6 +606,9 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
         await sleep(200);
       }
       assert.equal(left, "", `node-${index}: the network of shop is gone`);
+      // And its control groups.
+      const groups = new Cgroup(`${g.cgroupParent(index)}/shop`).dirs.filter((d) => existsSync(d));
+      assert.deepEqual(groups, [], `node-${index}: the control groups of shop are gone`);
     }
   });
 

@@ -5,8 +5,9 @@
  * Tests read each node's state through its grid socket, as the CLI does.
  */
 import { spawnSync } from "node:child_process";
-import { mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { removeGroupTree } from "../../src/cgroups/index.js";
 import { callGrid, type GridStatus } from "../../src/grid/index.js";
 import { Cluster, type NodeProcess, sleep } from "./netns.js";
 
@@ -51,6 +52,7 @@ export class GridCluster {
       "/tmp",
       `flatgrid-grid-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
     );
+    sweepTestCgroups();
     const g = new GridCluster(cluster, base, options);
     for (let i = 1; i <= options.nodes; i++) g.prepare(i);
     return g;
@@ -81,6 +83,7 @@ export class GridCluster {
         `--instance-grace-ms=${this.options.instanceGraceMs ?? 5000}`,
         `--instances=${join(dir, "state", "instances")}`,
         `--images=${this.options.images ?? join(dir, "catalog")}`,
+        `--cgroup-parent=${this.cgroupParent(index)}`,
       ],
       logFormat: "json",
       stopTimeoutMs: 5000,
@@ -140,13 +143,20 @@ export class GridCluster {
 
   /** The grid service's pid on a node, from its supervisor. */
   gridPid(index: number): number {
-    const out = this.cluster.exec(
-      index,
-      "sh",
-      "-c",
-      `pgrep -f -- '${GRID} --state-dir=${join(this.node(index).dir, "state")}' | head -1`,
-    );
-    return Number(out.trim());
+    // Read /proc rather than `pgrep -f PATTERN`: the shell that runs pgrep carries the
+    // pattern in its own command line, and after a pid wrap it sorts first (kill ESRCH).
+    const want = `--state-dir=${join(this.node(index).dir, "state")}`;
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      let argv: string[];
+      try {
+        argv = readFileSync(`/proc/${entry}/cmdline`, "utf8").split("\0");
+      } catch {
+        continue; // gone meanwhile
+      }
+      if (argv.includes(GRID) && argv.includes(want)) return Number(entry);
+    }
+    return 0;
   }
 
   /** Polls until `check` holds on the given statuses; returns them. */
@@ -183,9 +193,35 @@ export class GridCluster {
       .join("\n");
   }
 
+  /** Where a node's VMMs get their control groups: a tree of the test's own. */
+  cgroupParent(index: number): string {
+    return `${TEST_CGROUPS}/${basename(this.base)}/n${index}`;
+  }
+
   async destroy(): Promise<void> {
     await this.cluster.destroy();
     rmSync(this.base, { recursive: true, force: true });
+    removeGroupTree(`${TEST_CGROUPS}/${basename(this.base)}`);
+  }
+}
+
+/** Below each cgroup tree's root: where the cluster tests' VMMs run. */
+const TEST_CGROUPS = "flatgrid-test";
+
+/** Control groups a crashed earlier run left (flatgrid-grid-PID-...: that PID is gone). */
+function sweepTestCgroups(): void {
+  for (const tree of ["cpu", "memory"]) {
+    let names: string[] = [];
+    try {
+      names = readdirSync(`/sys/fs/cgroup/${tree}/${TEST_CGROUPS}`);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const pid = Number(/^flatgrid-grid-(\d+)-/.exec(name)?.[1] ?? 0);
+      if (pid && pid !== process.pid && !existsSync(`/proc/${pid}`))
+        removeGroupTree(`${TEST_CGROUPS}/${name}`);
+    }
   }
 }
 

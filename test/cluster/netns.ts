@@ -29,6 +29,31 @@ export class HarnessError extends Error {
   }
 }
 
+/** Shell commands that mount the cgroup trees this machine has at /sys/fs/cgroup, again. */
+const CGROUP_MOUNTS = (() => {
+  let text = "";
+  try {
+    text = readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return "";
+  }
+  const steps: string[] = [];
+  for (const line of text.split("\n")) {
+    const [left, right] = line.split(" - ");
+    const point = left?.split(" ")[4] ?? "";
+    const [type, , options] = (right ?? "").split(" ");
+    if (!/^\/sys\/fs\/cgroup(\/[\w.,=-]+)?$/.test(point)) continue;
+    if (
+      !type ||
+      !["tmpfs", "cgroup", "cgroup2"].includes(type) ||
+      !/^[\w.,=-]+$/.test(options ?? "")
+    )
+      continue;
+    steps.push(`mkdir -p ${point} && mount -t ${type} -o ${options} ${type} ${point} && `);
+  }
+  return steps.join("");
+})();
+
 function run(cmd: string, args: string[], input?: string): string {
   const r = spawnSync(cmd, args, { encoding: "utf8", input });
   if (r.status !== 0) {
@@ -231,9 +256,22 @@ export class Cluster {
    * (other lines are kept as text); its stderr is kept for failure messages.
    */
   spawnNode(index: number, script: string, args: string[] = [], name = `n${index}`): NodeProcess {
+    // `ip netns exec` mounts a sysfs of the namespace over /sys, which hides the host's
+    // cgroup trees: mount them again in its mount namespace, as a node's init mounts its own.
     const child = spawn(
       "ip",
-      ["netns", "exec", this.node(index).ns, process.execPath, script, ...args],
+      [
+        "netns",
+        "exec",
+        this.node(index).ns,
+        "sh",
+        "-c",
+        `${CGROUP_MOUNTS}exec "$@"`,
+        "sh",
+        process.execPath,
+        script,
+        ...args,
+      ],
       { stdio: ["pipe", "pipe", "pipe"] },
     );
     const p = new NodeProcess(name, child);

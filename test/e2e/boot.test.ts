@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { after, before, describe, it } from "node:test";
+import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { debianCloudKernel } from "../../image/debian.js";
 import type { GridStatus } from "../../src/grid/index.js";
@@ -52,7 +52,18 @@ after(() => {
   rmSync(WORK, { recursive: true, force: true });
 });
 
+/** After a failed test, the node's last console lines: a panic, an OOM or a reboot shows there. */
+function consoleTail(t: { name: string; passed?: boolean }): void {
+  const node = sim?.nodes[0];
+  if (t.passed !== false || !node) return;
+  const tail = readLog(node.qemu.consoleLog).trimEnd().split("\n").slice(-60);
+  process.stdout.write(
+    `# node-1's serial console, last lines after "${t.name}" failed:\n${tail.map((l) => `#   ${l}`).join("\n")}\n`,
+  );
+}
+
 describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
+  afterEach(consoleTail);
   it("boots to the supervisor's ready line with /dev/kvm, static network and services", async () => {
     // Test assets for the microVM test below, on a disk the node sees as /dev/vdb.
     const assets = buildGuestAssets(WORK, debianCloudKernel());
@@ -128,8 +139,9 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     }, 30_000);
     let out: string;
     try {
+      // In a control group of its own: the node's cgroup v2 tree (flatgrid's init mounts it).
       out = await sh.run(
-        "flatgrid vmm --config /mnt/vm2.json; echo vmm-exit=$?",
+        "flatgrid vmm --config /mnt/vm2.json --cgroup flatgrid/e2e/vm2; echo vmm-exit=$?",
         /vmm-exit=\d+/,
         400_000,
       );
@@ -155,6 +167,19 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
       30_000,
     );
     assert.match(count, /disk-count=1\b/);
+    // Its limits were 2 CPUs and 256 MiB plus the monitor's 160; its use was charged there.
+    const group = await sh.exec(
+      "cd /sys/fs/cgroup/flatgrid/e2e/vm2 && cat cpu.max memory.max && grep usage_usec cpu.stat && cat memory.peak",
+      30_000,
+    );
+    process.stdout.write(
+      `# control group of the microVM:\n${group.output.replace(/^/gm, "#   ")}\n`,
+    );
+    assert.equal(group.status, 0, group.output);
+    assert.match(group.output, /^200000 100000\n436207616\n/);
+    assert.ok(Number(/usage_usec (\d+)/.exec(group.output)?.[1]) > 1_000_000, "CPU charged");
+    const peak = Number(group.output.trim().split("\n").at(-1));
+    assert.ok(peak > 32 * 2 ** 20 && peak <= 436207616, `memory peak ${peak}`);
 
     // Stopped and started again, the VM finds what it wrote: its disk is a plain file that
     // the monitor flushed before it exited.

@@ -6,7 +6,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { Cgroup, removeGroupTree } from "../../src/cgroups/index.js";
 import { ControlClient } from "../../src/os/index.js";
+import { vmCgroupLimits } from "../../src/vmm/index.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "dist/src/cli/main.js");
@@ -144,6 +146,72 @@ describe("flatgrid vmm process", { timeout: 90_000 }, () => {
     } finally {
       vmm.kill("SIGKILL");
     }
+  });
+
+  it("runs in its control group, with its vCPUs' time and its memory plus the monitor's as limits", async () => {
+    const config = join(dir, "cg.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        memoryMiB: 64,
+        vcpus: 2,
+        kernel: join(ROOT, "native/out/testguest-memcheck.elf"),
+      }),
+    );
+    const path = `flatgrid-test/vmm-${process.pid}/cg.0`;
+    const socket = join(dir, "cg.sock");
+    const child = spawn(
+      process.execPath,
+      [CLI, "vmm", "--config", config, "--socket", socket, "--no-console", "--cgroup", path],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    const exited = new Promise<number | null>((resolve) =>
+      child.once("exit", (code) => resolve(code)),
+    );
+    const group = new Cgroup(path);
+    try {
+      const client = new ControlClient(socket);
+      await waitFor("vCPU time", async () => {
+        const s = await client.get<VmStatus>("/v1/vm");
+        return (s.stats.vcpuTimeMs[0] ?? 0) > 50 ? s : undefined;
+      });
+      assert.ok(group.holds(child.pid as number), `pid ${child.pid} in ${group.dirs.join(", ")}`);
+      const limits = group.limits();
+      assert.deepEqual(limits, vmCgroupLimits({ vcpus: 2, memoryMiB: 64 }));
+      assert.equal(limits.memoryBytes, (64 + 128 + 2 * 16) * 2 ** 20);
+      // The guest RAM memcheck has written so far, and the monitor's own heap (it joined
+      // before it loaded): the node binary's pages stay charged where they were first read.
+      const vm = await client.get<VmStatus>("/v1/vm");
+      const use = group.usage();
+      assert.ok(
+        use.memoryBytes >= (vm.memory.guestRssMiB + 8) * 2 ** 20,
+        `charged ${(use.memoryBytes / 2 ** 20).toFixed(1)} MiB with ${vm.memory.guestRssMiB} MiB of guest RAM resident`,
+      );
+      assert.ok(use.memoryBytes <= limits.memoryBytes);
+      assert.ok(use.cpuUsec > 50_000, `CPU charged: ${use.cpuUsec} µs`);
+      assert.equal(group.remove(), false, "a group with the VMM in it stays");
+      await client.post("/v1/vm/stop");
+      assert.equal(await exited, 0);
+      await waitFor("the group to empty", async () => (group.remove() ? true : undefined));
+    } finally {
+      child.kill("SIGKILL");
+      removeGroupTree(`flatgrid-test/vmm-${process.pid}`);
+    }
+  });
+
+  it("refuses a control group path that leaves its tree, and runs no VM", async () => {
+    const child = spawn(
+      process.execPath,
+      [CLI, "vmm", "--config", join(dir, "cg.json"), "--cgroup", "flatgrid/../../etc"],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const code = await new Promise((resolve) => child.once("exit", resolve));
+    assert.equal(code, 1);
+    assert.match(stderr, /cgroup flatgrid\/\.\.\/\.\.\/etc: "\.\." is not a plain name/);
   });
 
   it("refuses a bad vm.json with the file and field", async () => {

@@ -1,0 +1,38 @@
+import { Cgroup, type CgroupLimits } from "../cgroups/index.js";
+import { loadVmConfig } from "./config.js";
+
+/**
+ * What a `flatgrid vmm` process and the agent that starts it agree on. This file loads no
+ * koffi, so the grid service (the agent's home) imports it without the KVM bindings.
+ */
+
+/** The exit code of a VMM that stopped its VM because the node's lease ran out. */
+export const FENCED_EXIT = 3;
+
+/**
+ * What the monitor itself needs besides guest RAM: Node.js and koffi (about 90 MiB resident
+ * with 2 idle vCPUs), a worker thread per vCPU, the page cache of the files it reads.
+ */
+export function vmmOverheadMiB(vcpus: number): number {
+  return 128 + 16 * vcpus;
+}
+
+/** The limits of a VM's control group: its vCPUs' time, its RAM plus the monitor's own. */
+export function vmCgroupLimits(config: { vcpus: number; memoryMiB: number }): CgroupLimits {
+  return {
+    cpus: config.vcpus,
+    memoryBytes: (config.memoryMiB + vmmOverheadMiB(config.vcpus)) * 2 ** 20,
+  };
+}
+
+/**
+ * Makes the VM's control group (a path below the cgroup root, e.g. flatgrid/shop/web.0)
+ * with its limits, and moves this process into it. `flatgrid vmm --cgroup` calls it before
+ * the monitor and koffi load, so that nearly all the process's memory is charged there,
+ * guest RAM included: a page stays charged to the group where it was first touched.
+ */
+export function enterVmCgroup(path: string, configFile: string): void {
+  const group = new Cgroup(path);
+  group.create(vmCgroupLimits(loadVmConfig(configFile)));
+  group.join(process.pid);
+}
