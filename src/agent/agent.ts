@@ -18,7 +18,14 @@ import { planNetworks } from "./app-network.js";
 import { ClassImages } from "./class-images.js";
 import { type InstancePlan, planInstance } from "./instance-plan.js";
 import { NetworkApplier } from "./network-applier.js";
-import { type VmExit, VmProcess, type VmState } from "./vm-process.js";
+import {
+  type ConsoleChunk,
+  readConsole,
+  rotateConsole,
+  type VmExit,
+  VmProcess,
+  type VmState,
+} from "./vm-process.js";
 
 /**
  * The agent of a node: runs the instances the controller placed here, one `flatgrid vmm`
@@ -31,6 +38,16 @@ import { type VmExit, VmProcess, type VmState } from "./vm-process.js";
  * hung grid service) stops its VMs by itself, before the controller's grace for that node
  * runs out and the instances are placed elsewhere. No instance runs twice.
  */
+
+export class AgentError extends Error {
+  constructor(
+    message: string,
+    readonly code: "not-here",
+  ) {
+    super(message);
+    this.name = "AgentError";
+  }
+}
 
 export type InstanceState =
   | "preparing"
@@ -407,6 +424,8 @@ export class Agent {
   /** Running as it should? A VM whose configuration changed is started again. */
   private async check(m: Managed, d: DesiredInstance): Promise<void> {
     const vm = m.vm as VmProcess;
+    if (rotateConsole(vm.log))
+      this.log("info", `${m.key}: console.log cut (last part in console.log.1)`);
     const answer = await vm.state();
     if (answer?.state === "running") {
       // The first percent needs a second sample: that one comes at the next look.
@@ -534,6 +553,14 @@ export class Agent {
       // Gone already.
     }
     if (this.managed.get(m.key) === m) this.managed.delete(m.key);
+  }
+
+  /** A piece of the console log of an instance this node runs (see readConsole). */
+  consoleLog(app: string, instance: string, from: number | null, max: number): ConsoleChunk {
+    const m = this.managed.get(`${app}/${instance}`);
+    if (!m || (m.removing && m.vm === null))
+      throw new AgentError(`${app}/${instance} does not run on this node`, "not-here");
+    return readConsole(join(m.dir, "console.log"), from, max);
   }
 
   observed(): ObservedInstance[] {

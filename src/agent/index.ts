@@ -1,5 +1,6 @@
 export {
   Agent,
+  AgentError,
   type AgentOptions,
   type DesiredInstance,
   type InstanceMetrics,
@@ -18,3 +19,4 @@ export {
   instanceMac,
   planInstance,
 } from "./instance-plan.js";
+export { CONSOLE_LOG_MAX, type ConsoleChunk, readConsole, rotateConsole } from "./vm-process.js";

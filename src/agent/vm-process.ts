@@ -1,5 +1,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  openSync,
+  readFileSync,
+  readSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { request } from "node:http";
 import { join } from "node:path";
 
@@ -207,5 +218,59 @@ export class VmProcess {
         await Promise.race([this.done, new Promise((r) => setTimeout(r, 50))]);
       }
     }
+  }
+}
+
+/** A piece of an instance's console log, and where it sits in the file. */
+export interface ConsoleChunk {
+  text: string;
+  /** Byte offsets of `text` in console.log; ask for `from: to` next to follow it. */
+  from: number;
+  to: number;
+  /** The log was cut since the `from` asked for (it keeps its last part in console.log.1). */
+  rotated: boolean;
+}
+
+/** Beyond this console.log is cut to keep the data partition from filling. */
+export const CONSOLE_LOG_MAX = 4 * 2 ** 20;
+/** What is kept, in console.log.1, when it is cut. */
+const CONSOLE_KEEP = 256 * 1024;
+
+/**
+ * Up to `max` bytes of a console log from byte `from`, or its last `max` bytes when `from`
+ * is null. A log that is missing reads as empty: its VM has not started here yet.
+ */
+export function readConsole(log: string, from: number | null, max: number): ConsoleChunk {
+  let fd: number;
+  try {
+    fd = openSync(log, "r");
+  } catch {
+    return { text: "", from: 0, to: 0, rotated: from !== null && from > 0 };
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const rotated = from !== null && from > size;
+    const start = from === null || rotated ? Math.max(0, from === null ? size - max : 0) : from;
+    const buf = Buffer.alloc(Math.min(max, size - start));
+    const n = readSync(fd, buf, 0, buf.length, start);
+    return { text: buf.subarray(0, n).toString("utf8"), from: start, to: start + n, rotated };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Cuts a console log that grew past CONSOLE_LOG_MAX, keeping its last part in console.log.1.
+ * Copy, then truncate: the VMM writes on through its O_APPEND descriptor, now from byte 0.
+ */
+export function rotateConsole(log: string): boolean {
+  try {
+    if (statSync(log).size <= CONSOLE_LOG_MAX) return false;
+    const tail = readConsole(log, null, CONSOLE_KEEP);
+    writeFileSync(`${log}.1`, tail.text);
+    truncateSync(log, 0);
+    return true;
+  } catch {
+    return false;
   }
 }

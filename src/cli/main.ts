@@ -325,6 +325,72 @@ export function buildProgram(): Command {
   }
   common(
     app
+      .command("logs")
+      .description(
+        "an instance's console: what its guest and its VMM printed, from the node that runs it",
+      )
+      .argument("<name>", "the application")
+      .argument("<instance>", "the instance, e.g. web.1")
+      .option("-f, --follow", "keep printing what comes until interrupted")
+      .option(
+        "-c, --bytes <count>",
+        "how much of its end to show (at most 1 MiB)",
+        wholeNumber,
+        16 * 1024,
+      )
+      .addOption(gridSocketOption()),
+  ).action(
+    async (
+      name: string,
+      instance: string,
+      options: CommonOptions & { gridSocket?: string; follow?: boolean; bytes: number },
+    ) => {
+      type Chunk = { text: string; from: number; to: number; rotated: boolean; hostname: string };
+      const path = (q: string) =>
+        `${appPath(name)}/instances/${encodeURIComponent(instance)}/console?${q}`;
+      const max = Math.min(Math.max(options.bytes, 1), 1 << 20);
+      let chunk = await gridCall<Chunk>(options, "GET", path(`max=${max}`));
+      const show = (c: Chunk) =>
+        process.stdout.write(options.json ? `${JSON.stringify(c)}\n` : c.text);
+      show(chunk);
+      if (!options.follow) return;
+      let stopped = false;
+      const stop = () => {
+        stopped = true;
+      };
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+      let where = chunk.hostname;
+      while (!stopped) {
+        await new Promise((r) => setTimeout(r, 1000));
+        try {
+          const next = await gridCall<Chunk>(
+            options,
+            "GET",
+            path(`from=${chunk.to}&max=${1 << 20}`),
+          );
+          if (next.hostname !== where) {
+            // Placed elsewhere meanwhile: that node's log is another file.
+            process.stderr.write(`\nflatgrid: ${name}/${instance} now runs on ${next.hostname}\n`);
+            where = next.hostname;
+            chunk = await gridCall<Chunk>(options, "GET", path(`max=${max}`));
+            show(chunk);
+            continue;
+          }
+          if (next.rotated)
+            process.stderr.write("\nflatgrid: the console log was cut; from its start:\n");
+          chunk = next;
+          if (next.text) show(next);
+        } catch (err) {
+          // Between nodes, or the grid busy: say so and keep trying.
+          process.stderr.write(`\nflatgrid: ${(err as Error).message}; trying again\n`);
+          await new Promise((r) => setTimeout(r, 2000));
+        }
+      }
+    },
+  );
+  common(
+    app
       .command("destroy")
       .description("remove an application from the grid")
       .argument("<name>", "the application")

@@ -5,7 +5,7 @@ import { createServer, type Server } from "node:https";
 import { networkInterfaces, hostname as osHostname } from "node:os";
 import type { TLSSocket } from "node:tls";
 import type { Etcd3 } from "etcd3";
-import { Agent, type DesiredInstance } from "../agent/index.js";
+import { Agent, AgentError, type ConsoleChunk, type DesiredInstance } from "../agent/index.js";
 import { type NodeCapacity, reconcileApps } from "../controller/index.js";
 import { Discovery, type Peer } from "../discovery/index.js";
 import { type Catalog, DEFAULT_CATALOG, readCatalog } from "../model/index.js";
@@ -22,6 +22,12 @@ import { DeposedError, Election } from "./election.js";
 import { EtcdRunner } from "./etcd-runner.js";
 import { clientUrl, peerUrl } from "./etcd-service.js";
 import { decide, type FormationPeer, STATES } from "./formation.js";
+import {
+  type ConsoleQuery,
+  INSTANCE_CONSOLE,
+  parseConsoleQuery,
+  peerConsole,
+} from "./instance-console.js";
 import {
   checkProof,
   JOIN_PATH,
@@ -829,6 +835,55 @@ export class GridNode extends EventEmitter {
     return applicationStatus(this.member(), name, this.nodes);
   }
 
+  /** A piece of an instance's console log, from the node that runs it. */
+  async instanceConsole(
+    app: string,
+    instance: string,
+    q: ConsoleQuery,
+  ): Promise<ConsoleChunk & { node: string; hostname: string }> {
+    const state = await readAppState(this.member());
+    const record = state.apps.find((a) => a.name === app);
+    if (!record) throw new ApiError(`no application named ${app}`, "no-such-app", 404);
+    if (!record.spec.instances.some((i) => i.id === instance))
+      throw new ApiError(
+        `${app} has no instance ${instance} (it has ${record.spec.instances.map((i) => i.id).join(", ")})`,
+        "no-such-instance",
+        404,
+      );
+    const p = state.placements.find((x) => x.app === app && x.instance === instance);
+    if (!p)
+      throw new ApiError(
+        `${app}/${instance} is not placed on any node (\`flatgrid app explain ${app}\` says why)`,
+        "not-placed",
+        409,
+      );
+    if (p.node === this.nodeId)
+      return {
+        ...this.localConsole(app, instance, q),
+        node: this.nodeId,
+        hostname: this.hostname,
+      };
+    const node = this.nodes.find((n) => n.nodeId === p.node);
+    if (!node || !this.tls)
+      throw new ApiError(
+        `${app}/${instance} is placed on node ${p.node.slice(0, 8)}, which is not in the registry: down or cut off`,
+        "node-unreachable",
+        502,
+      );
+    const chunk = await peerConsole(node, this.tls, app, instance, q);
+    return { ...chunk, node: node.nodeId, hostname: node.hostname };
+  }
+
+  private localConsole(app: string, instance: string, q: ConsoleQuery): ConsoleChunk {
+    if (!this.agent) throw new ApiError("this node runs no instances", "not-here", 404);
+    try {
+      return this.agent.consoleLog(app, instance, q.from, q.max);
+    } catch (err) {
+      if (err instanceof AgentError) throw new ApiError(err.message, err.code, 404);
+      throw err;
+    }
+  }
+
   /** Every placement in the grid (agents and the console filter them by node). */
   async placements() {
     return (await readAppState(this.member())).placements;
@@ -908,7 +963,15 @@ export class GridNode extends EventEmitter {
   private async startApi(tls: NodeTls): Promise<void> {
     if (this.api) return;
     const server = createServer(
-      { key: tls.keyPem, cert: tls.certPem, minVersion: "TLSv1.3", requestCert: false },
+      {
+        key: tls.keyPem,
+        cert: tls.certPem,
+        minVersion: "TLSv1.3",
+        // A joining node has no certificate yet; everything but the join needs one of ours.
+        ca: tls.caPem,
+        requestCert: true,
+        rejectUnauthorized: false,
+      },
       (req, res) => {
         const send = (status: number, body: unknown) => {
           const text = JSON.stringify(body);
@@ -918,6 +981,25 @@ export class GridNode extends EventEmitter {
           });
           res.end(text);
         };
+        const consoleRoute = req.method === "GET" ? INSTANCE_CONSOLE.exec(req.url ?? "") : null;
+        if (consoleRoute) {
+          if (!(req.socket as TLSSocket).authorized)
+            return send(403, {
+              error: {
+                code: "forbidden",
+                message:
+                  "an instance's console is for members of the grid: no certificate of its CA",
+              },
+            });
+          try {
+            const q = parseConsoleQuery(consoleRoute[3] ?? "");
+            return send(200, this.localConsole(consoleRoute[1] ?? "", consoleRoute[2] ?? "", q));
+          } catch (err) {
+            const e =
+              err instanceof ApiError ? err : new ApiError((err as Error).message, "internal", 500);
+            return send(e.status, { error: { code: e.code, message: e.message } });
+          }
+        }
         if (req.method !== "POST" || req.url !== JOIN_PATH)
           return send(404, {
             error: { code: "not-found", message: `no such endpoint: ${req.method} ${req.url}` },

@@ -5,6 +5,7 @@ import { APP_NAME } from "../model/index.js";
 import { ControlClient, listenPrivateSocket } from "../os/index.js";
 import { ApiError } from "./app-api.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
+import { APP_INSTANCE_CONSOLE, parseConsoleQuery } from "./instance-console.js";
 
 /**
  * The grid service's local API, for the CLI and the console: HTTP on a Unix socket next to
@@ -17,6 +18,9 @@ import type { GridNode, GridStatus } from "./grid-node.js";
  *                        located problems; 409 when the name is taken)
  *   GET  /v1/apps/NAME   the application, and each instance's node and why
  *   DELETE /v1/apps/NAME destroy it (the controller removes its placements)
+ *   GET  /v1/apps/NAME/instances/ID/console?from=N&max=N
+ *                        a piece of the instance's console log, from the node that runs it
+ *                        ({text, from, to, rotated, node, hostname}; ask from=to next)
  *   GET  /v1/placements  every instance's node, for agents and the console
  *   503 with code not-member or no-quorum when the grid's state cannot be reached.
  */
@@ -53,6 +57,14 @@ export async function listenGridSocket(path: string, node: GridNode): Promise<Se
     };
     if (route === "GET /v1/placements")
       return answer(node.placements().then((placements) => [200, { placements }]));
+    const consoleRoute = req.method === "GET" ? APP_INSTANCE_CONSOLE.exec(req.url ?? "") : null;
+    if (consoleRoute)
+      return answer(
+        Promise.resolve()
+          .then(() => parseConsoleQuery(consoleRoute[3] ?? ""))
+          .then((q) => node.instanceConsole(consoleRoute[1] ?? "", consoleRoute[2] ?? "", q))
+          .then((chunk) => [200, chunk]),
+      );
     if (req.url === "/v1/apps" || req.url?.startsWith("/v1/apps/"))
       return answer(appRoute(req, node));
     if (route === "POST /v1/grid/fence") {

@@ -9,7 +9,7 @@
  * while, a sampler checks that no instance ever has two VMMs.
  */
 import assert from "node:assert/strict";
-import { execFile, execFileSync, spawnSync } from "node:child_process";
+import { execFile, execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
   copyFileSync,
@@ -428,9 +428,64 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     }
   });
 
+  it("app logs shows an instance's console from any node; only members of the grid may read it", async () => {
+    const db = vmms(g.base).find((v) => v.instance === "db.0");
+    assert.ok(db, "db.0 has a VMM");
+    const elsewhere = [1, 2, 3].find((i) => i !== db.node) as number;
+    for (const index of [db.node, elsewhere]) {
+      const r = await cli(index, "app", "logs", "shop", "db.0");
+      assert.equal(r.code, 0, r.err);
+      assert.match(r.out, /flatgrid agent: starting the VMM at /);
+      assert.match(r.out, /^flatgrid-guest: ready\r?$/m);
+    }
+    const json = await cli(elsewhere, "app", "logs", "shop", "db.0", "--bytes", "100", "--json");
+    const chunk = JSON.parse(json.out) as {
+      text: string;
+      from: number;
+      to: number;
+      hostname: string;
+    };
+    assert.equal(chunk.hostname, `node-${db.node}`);
+    assert.equal(chunk.to - chunk.from, Buffer.byteLength(chunk.text));
+    assert.ok(chunk.to - chunk.from <= 100);
+    const bad = await cli(elsewhere, "app", "logs", "shop", "web.7");
+    assert.equal(bad.code, 1);
+    assert.match(
+      bad.err,
+      /shop has no instance web\.7 \(it has lb\.0, web\.0, web\.1, web\.2, db\.0\)/,
+    );
+    // The node API wants a certificate of the grid's CA for this; a stranger has none.
+    const node = up(await g.statuses())
+      .flatMap((x) => x.nodes)
+      .find((n) => n.hostname === `node-${db.node}`);
+    assert.ok(node);
+    const stranger = g.cluster.exec(
+      elsewhere,
+      process.execPath,
+      "-e",
+      `require("node:https").get({host: "${node.address}", port: ${node.apiPort}, path: "/v1/instances/shop/db.0/console", rejectUnauthorized: false}, (r) => { let b = ""; r.on("data", (c) => b += c); r.on("end", () => console.log(r.statusCode, b)); })`,
+    );
+    assert.match(stranger, /^403 .*"code":"forbidden"/);
+    progress(
+      `app logs: db.0's console read on node-${db.node} and from node-${elsewhere}; no certificate: 403`,
+    );
+  });
+
   it("a VMM killed with SIGKILL: the agent starts the instance again, and counts the failure", async () => {
     const victim = vmms(g.base).find((v) => v.instance === "web.1");
     assert.ok(victim, "web.1 has a VMM");
+    // Someone follows its console from another node all along.
+    const other = [1, 2, 3].find((i) => i !== victim.node) as number;
+    const follower = spawn(
+      process.execPath,
+      [CLI, "app", "logs", "shop", "web.1", "--follow", "--socket", g.node(other).socket],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let followed = "";
+    follower.stdout.on("data", (d: Buffer) => {
+      followed += d.toString();
+    });
+    await sleep(1500);
     process.kill(victim.pid, "SIGKILL");
     const s = await running(1, 30_000, (x) => {
       const w = x.instances.find((i) => i.id === "web.1");
@@ -442,6 +497,17 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     });
     const w = s.instances.find((i) => i.id === "web.1");
     assert.equal(w?.hostname, `node-${victim.node}`, "restarted on the same node");
+    // The follower saw the restart: a second start, and the guest ready again.
+    const until = Date.now() + 10_000;
+    while (
+      Date.now() < until &&
+      (followed.match(/flatgrid agent: starting the VMM/g) ?? []).length < 2
+    )
+      await sleep(250);
+    follower.kill("SIGINT");
+    const after = followed.slice(followed.lastIndexOf("flatgrid agent: starting the VMM"));
+    assert.ok((followed.match(/flatgrid agent: starting the VMM/g) ?? []).length >= 2, followed);
+    assert.match(after, /flatgrid-guest: ready/);
     progress(
       `web.1's VMM killed: running again on node-${victim.node} (failures in 24 h: ${w?.failures})`,
     );
