@@ -57,7 +57,8 @@ export type InstanceState =
   | "restarting"
   | "failed"
   | "fenced"
-  | "stopping";
+  | "stopping"
+  | "stopped";
 
 /** An instance as this node sees it, published in its registry record. */
 export interface ObservedInstance {
@@ -142,6 +143,11 @@ interface Managed {
   removing: boolean;
   busy: boolean;
   metrics: InstanceMetrics | null;
+  /**
+   * The operator's restart count (AppRecord.restarts) its VM was started at, kept in the
+   * instance's directory; null until its first start here.
+   */
+  generation: number | null;
   /** The control group's CPU time at the last sample, to compute the next one's percent. */
   lastCpu: { usec: number; at: number } | null;
   /** Time of the last failed class check, to retry without hammering the disk. */
@@ -212,6 +218,13 @@ export class Agent {
     } catch {
       // None yet.
     }
+    let generation: number | null = null;
+    try {
+      generation = Number(readFileSync(join(dir, "restarts"), "utf8").trim());
+      if (!Number.isInteger(generation)) generation = null;
+    } catch {
+      // Not started here yet.
+    }
     return {
       key: `${app}/${instance}`,
       app,
@@ -227,6 +240,7 @@ export class Agent {
       removing: false,
       busy: false,
       metrics: null,
+      generation,
       lastCpu: null,
       preparedAt: 0,
       checkedAt: 0,
@@ -356,6 +370,21 @@ export class Agent {
       run(() => this.remove(m));
       return;
     }
+    // The operator's word comes first: a restart asked for, a stop, a start.
+    const generation = d.app.restarts?.[d.instance] ?? 0;
+    m.generation ??= generation;
+    if (generation !== m.generation) {
+      run(() => this.restartAsked(m, generation));
+      return;
+    }
+    if (d.app.stopped?.includes(d.instance)) {
+      if (m.vm || m.state !== "stopped") run(() => this.stopAsked(m));
+      return;
+    }
+    if (m.state === "stopped") {
+      m.restartAt = null;
+      this.setState(m, "preparing", "started again (`flatgrid app start`)");
+    }
     if (m.state === "failed" && m.vm === null && m.restartAt === null) return;
     if (m.vm === null) {
       if (m.restartAt !== null && Date.now() < m.restartAt) return;
@@ -403,6 +432,7 @@ export class Agent {
     }
     mkdirSync(m.dir, { recursive: true });
     writeFileSync(join(m.dir, "vm.json"), config);
+    writeFileSync(join(m.dir, "restarts"), `${m.generation ?? 0}\n`);
     const vm = this.vmProcess(m);
     vm.start();
     m.vm = vm;
@@ -445,12 +475,38 @@ export class Agent {
     if (m.config !== null && config !== m.config) {
       this.log("info", `${m.key}: its configuration changed: starting it again`);
       m.removing = false;
-      this.setState(m, "stopping", "configuration changed");
       m.restartAt = Date.now();
-      const stopping = vm;
-      m.vm = null;
-      await stopping.stop(this.o.stopGraceMs ?? 10_000);
+      await this.stopOnPurpose(m, "configuration changed");
     }
+  }
+
+  /** Stops the VM, if it runs, without counting that as a failure. */
+  private async stopOnPurpose(m: Managed, why: string): Promise<void> {
+    const vm = m.vm;
+    if (!vm) return;
+    // Detached first: its end is then not taken for a failure (see watch()).
+    m.vm = null;
+    m.metrics = null;
+    m.lastCpu = null;
+    this.setState(m, "stopping", why);
+    await vm.stop(this.o.stopGraceMs ?? 10_000);
+  }
+
+  /** `flatgrid app restart`: start it again now, its failures forgotten. */
+  private async restartAsked(m: Managed, generation: number): Promise<void> {
+    m.generation = generation;
+    m.failures = [];
+    rmSync(join(m.dir, "failures.json"), { force: true });
+    await this.stopOnPurpose(m, "restart asked for");
+    m.restartAt = Date.now();
+    this.setState(m, "restarting", "restart asked for (`flatgrid app restart`)");
+  }
+
+  /** `flatgrid app stop`: it keeps its node; its VM stops until `app start`. */
+  private async stopAsked(m: Managed): Promise<void> {
+    m.restartAt = null;
+    await this.stopOnPurpose(m, "stop asked for");
+    this.setState(m, "stopped", "stopped by `flatgrid app stop`");
   }
 
   /** Reads what the instance used: control group, the VMM's disk counters, its tap. */

@@ -176,6 +176,7 @@ export function appStatusText(s: AppStatus): string {
     "restarting",
     "fenced",
     "stopping",
+    "stopped",
     "failed",
     "pending",
   ];

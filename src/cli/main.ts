@@ -276,6 +276,13 @@ export function buildProgram(): Command {
   });
 
   const appPath = (name: string) => `/v1/apps/${encodeURIComponent(name)}`;
+  /** `app VERB <name>`, on the grid service's socket. */
+  const appCommand = (verb: string, description: string) =>
+    app
+      .command(verb)
+      .description(description)
+      .argument("<name>", "the application")
+      .addOption(gridSocketOption());
   common(
     app
       .command("create")
@@ -310,26 +317,55 @@ export function buildProgram(): Command {
     ["status", "an application's instances: node, address, state"],
     ["explain", "why each instance of an application is on its node, or on none"],
   ] as const) {
+    common(appCommand(verb, description)).action(
+      async (name: string, options: CommonOptions & { gridSocket?: string }) => {
+        const status = await gridCall<AppStatus>(options, "GET", appPath(name));
+        print(options, status, () =>
+          verb === "status" ? appStatusText(status) : appExplainText(status),
+        );
+      },
+    );
+  }
+  for (const [verb, description, done] of [
+    [
+      "restart",
+      "start instances again (all of them when none is named), their failures forgotten: also what brings back a failed one",
+      "start again",
+    ],
+    ["stop", "stop instances: they keep their node, their VMs stop", "stop"],
+    ["start", "start stopped instances again", "start"],
+  ] as const) {
     common(
-      app
-        .command(verb)
-        .description(description)
-        .argument("<name>", "the application")
-        .addOption(gridSocketOption()),
-    ).action(async (name: string, options: CommonOptions & { gridSocket?: string }) => {
-      const status = await gridCall<AppStatus>(options, "GET", appPath(name));
-      print(options, status, () =>
-        verb === "status" ? appStatusText(status) : appExplainText(status),
-      );
-    });
+      appCommand(verb, description).argument(
+        "[instances...]",
+        "instances, e.g. web.1 (default: all)",
+      ),
+    ).action(
+      async (
+        name: string,
+        instances: string[],
+        options: CommonOptions & { gridSocket?: string },
+      ) => {
+        const r = await gridCall<{ app: string; action: string; instances: string[] }>(
+          options,
+          "POST",
+          `${appPath(name)}/${verb}`,
+          { instances },
+        );
+        print(
+          options,
+          r,
+          () =>
+            `${name}: ${r.instances.join(", ")}: asked to ${done}; their agents do it (\`flatgrid app status ${name}\`)`,
+        );
+      },
+    );
   }
   common(
-    app
-      .command("logs")
-      .description(
-        "an instance's console: what its guest and its VMM printed, from the node that runs it",
-      )
-      .argument("<name>", "the application")
+    appCommand(
+      "logs",
+      "an instance's console: what its guest and its VMM printed, from the node that runs it",
+    )
       .argument("<instance>", "the instance, e.g. web.1")
       .option("-f, --follow", "keep printing what comes until interrupted")
       .option(
@@ -337,8 +373,7 @@ export function buildProgram(): Command {
         "how much of its end to show (at most 1 MiB)",
         wholeNumber,
         16 * 1024,
-      )
-      .addOption(gridSocketOption()),
+      ),
   ).action(
     async (
       name: string,
@@ -389,20 +424,16 @@ export function buildProgram(): Command {
       }
     },
   );
-  common(
-    app
-      .command("destroy")
-      .description("remove an application from the grid")
-      .argument("<name>", "the application")
-      .addOption(gridSocketOption()),
-  ).action(async (name: string, options: CommonOptions & { gridSocket?: string }) => {
-    await gridCall(options, "DELETE", appPath(name));
-    print(
-      options,
-      { destroyed: name },
-      () => `${name}: destroyed; the controller removes its placements`,
-    );
-  });
+  common(appCommand("destroy", "remove an application from the grid")).action(
+    async (name: string, options: CommonOptions & { gridSocket?: string }) => {
+      await gridCall(options, "DELETE", appPath(name));
+      print(
+        options,
+        { destroyed: name },
+        () => `${name}: destroyed; the controller removes its placements`,
+      );
+    },
+  );
 
   program
     .command("vmm")

@@ -22,6 +22,13 @@ export interface AppRecord {
   createdAt: string;
   /** Its network number, given at create: its addresses and its segment (agent/instance-plan). */
   net?: number;
+  /** Instances the operator stopped (`app stop`): they keep their node, their VMs do not run. */
+  stopped?: string[];
+  /**
+   * How many times the operator asked for each instance to start again (`app restart`): an
+   * agent whose VM of it started at another count starts it again, its failures forgotten.
+   */
+  restarts?: Record<string, number>;
 }
 
 export interface PlacementRecord {

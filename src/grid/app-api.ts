@@ -2,7 +2,7 @@ import type { Etcd3 } from "etcd3";
 import { type InstanceMetrics, type InstanceState, instanceAddress } from "../agent/index.js";
 import type { AppRecord } from "../controller/index.js";
 import { type Catalog, DescriptorError, type Problem, parseApplication } from "../model/index.js";
-import { AppStoreError, createApp, destroyApp, readAppState } from "./app-store.js";
+import { AppStoreError, createApp, destroyApp, readAppState, updateApp } from "./app-store.js";
 import type { NodeRecord } from "./layout.js";
 
 /**
@@ -114,6 +114,47 @@ export async function destroyApplication(client: Etcd3, name: string): Promise<v
   } catch (err) {
     toApiError(err);
   }
+}
+
+/** What an operator can ask of an application's instances. */
+export type InstanceAction = "restart" | "stop" | "start";
+
+/**
+ * Restarts, stops or starts instances of an application (all of them when `instances` is
+ * empty), in its desired state: the agents that run them act on it. Returns the instances.
+ */
+export async function actOnInstances(
+  client: Etcd3,
+  name: string,
+  action: InstanceAction,
+  instances: string[],
+): Promise<string[]> {
+  let chosen: string[] = [];
+  try {
+    await updateApp(client, name, (app) => {
+      const ids = app.spec.instances.map((i) => i.id);
+      const unknown = instances.filter((i) => !ids.includes(i));
+      if (unknown.length > 0)
+        throw new ApiError(
+          `${name} has no instance ${unknown.join(", ")} (it has ${ids.join(", ")})`,
+          "no-such-instance",
+          404,
+        );
+      chosen = instances.length > 0 ? [...new Set(instances)] : ids;
+      const stopped = new Set(app.stopped ?? []);
+      const restarts = { ...(app.restarts ?? {}) };
+      for (const id of chosen) {
+        if (action === "stop") stopped.add(id);
+        else stopped.delete(id);
+        // A restart also starts a stopped instance; a start of a running one changes nothing.
+        if (action === "restart") restarts[id] = (restarts[id] ?? 0) + 1;
+      }
+      return { ...app, stopped: ids.filter((i) => stopped.has(i)), restarts };
+    });
+  } catch (err) {
+    toApiError(err);
+  }
+  return chosen;
 }
 
 export async function listApplications(client: Etcd3): Promise<AppSummary[]> {

@@ -97,6 +97,28 @@ export async function destroyApp(client: Etcd3, name: string): Promise<void> {
   if (!res.succeeded) throw new AppStoreError(`no application named ${name}`, "no-such-app");
 }
 
+/**
+ * Changes an application's record by `change`, if nobody changed it meanwhile (the write
+ * compares its revision; a lost race reads it again and retries).
+ */
+export async function updateApp(
+  client: Etcd3,
+  name: string,
+  change: (app: AppRecord) => AppRecord,
+): Promise<AppRecord> {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    const kv = (await client.get(keys.app(name)).exec()).kvs[0];
+    if (!kv) throw new AppStoreError(`no application named ${name}`, "no-such-app");
+    const next = change(JSON.parse(kv.value.toString()) as AppRecord);
+    const res = await client
+      .if(keys.app(name), "Mod", "==", kv.mod_revision)
+      .then(client.put(keys.app(name)).value(JSON.stringify(next)))
+      .commit();
+    if (res.succeeded) return next;
+  }
+  throw new AppStoreError(`${name} is being changed by others: try again`, "busy");
+}
+
 export interface AppState {
   apps: AppRecord[];
   placements: PlacementRecord[];

@@ -12,9 +12,11 @@ import { type Catalog, DEFAULT_CATALOG, readCatalog } from "../model/index.js";
 import { ControlClient, readInventory } from "../os/index.js";
 import {
   ApiError,
+  actOnInstances,
   applicationStatus,
   createApplication,
   destroyApplication,
+  type InstanceAction,
   listApplications,
 } from "./app-api.js";
 import { applyPlan, readAppState } from "./app-store.js";
@@ -891,6 +893,10 @@ export class GridNode extends EventEmitter {
 
   destroyApp(name: string) {
     return destroyApplication(this.member(), name);
+  }
+
+  actOnInstances(name: string, action: InstanceAction, instances: string[]) {
+    return actOnInstances(this.member(), name, action, instances);
   }
 
   /**

@@ -3,7 +3,7 @@ import { dirname, join } from "node:path";
 import { z } from "zod";
 import { APP_NAME } from "../model/index.js";
 import { ControlClient, listenPrivateSocket } from "../os/index.js";
-import { ApiError } from "./app-api.js";
+import { ApiError, type InstanceAction } from "./app-api.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
 import { APP_INSTANCE_CONSOLE, parseConsoleQuery } from "./instance-console.js";
 
@@ -18,6 +18,7 @@ import { APP_INSTANCE_CONSOLE, parseConsoleQuery } from "./instance-console.js";
  *                        located problems; 409 when the name is taken)
  *   GET  /v1/apps/NAME   the application, and each instance's node and why
  *   DELETE /v1/apps/NAME destroy it (the controller removes its placements)
+ *   POST /v1/apps/NAME/{restart,stop,start}  {"instances": [...]} (none: all of them)
  *   GET  /v1/apps/NAME/instances/ID/console?from=N&max=N
  *                        a piece of the instance's console log, from the node that runs it
  *                        ({text, from, to, rotated, node, hostname}; ask from=to next)
@@ -57,6 +58,12 @@ export async function listenGridSocket(path: string, node: GridNode): Promise<Se
     };
     if (route === "GET /v1/placements")
       return answer(node.placements().then((placements) => [200, { placements }]));
+    const action =
+      req.method === "POST"
+        ? /^\/v1\/apps\/([^/]+)\/(restart|stop|start)$/.exec(req.url ?? "")
+        : null;
+    if (action)
+      return answer(instanceAction(req, node, action[1] ?? "", action[2] as InstanceAction));
     const consoleRoute = req.method === "GET" ? APP_INSTANCE_CONSOLE.exec(req.url ?? "") : null;
     if (consoleRoute)
       return answer(
@@ -102,6 +109,34 @@ const createSchema = z.object({
   file: z.string().min(1).max(4096),
   source: z.string().max(MAX_BODY),
 });
+
+const actionSchema = z.object({ instances: z.array(z.string().max(64)).max(1000).default([]) });
+
+async function instanceAction(
+  req: IncomingMessage,
+  node: GridNode,
+  name: string,
+  action: InstanceAction,
+): Promise<[number, unknown]> {
+  if (!APP_NAME.test(name)) throw new ApiError(`no application named ${name}`, "no-such-app", 404);
+  let input: unknown;
+  try {
+    const body = await readBody(req);
+    input = body.trim() ? JSON.parse(body) : {};
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError("the request body is not JSON", "bad-request", 400);
+  }
+  const parsed = actionSchema.safeParse(input);
+  if (!parsed.success)
+    throw new ApiError(
+      `the request body needs {"instances": [ids]}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
+      "bad-request",
+      400,
+    );
+  const instances = await node.actOnInstances(name, action, parsed.data.instances);
+  return [200, { app: name, action, instances }];
+}
 
 async function appRoute(req: IncomingMessage, node: GridNode): Promise<[number, unknown]> {
   let name = "";

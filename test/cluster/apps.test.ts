@@ -513,6 +513,73 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     );
   });
 
+  it("app restart brings back an instance that failed 3 times; app stop and app start", {
+    timeout: 90_000,
+  }, async () => {
+    const webOf = (x: AppStatus) => x.instances.find((i) => i.id === "web.1");
+    const killWeb1 = () => {
+      const v = vmms(g.base).find((x) => x.instance === "web.1");
+      assert.ok(v, "web.1 has a VMM");
+      process.kill(v.pid, "SIGKILL");
+      return v.pid;
+    };
+    // Its second failure (the test above caused the first): it starts again after 4 s.
+    const second = killWeb1();
+    await running(
+      1,
+      30_000,
+      (x) =>
+        webOf(x)?.failures === 2 &&
+        vmms(g.base).some((v) => v.instance === "web.1" && v.pid !== second),
+    );
+    killWeb1();
+    let failed: AppStatus | null = null;
+    for (let i = 0; i < 60 && !failed; i++) {
+      const st = await status(1);
+      if (webOf(st)?.state === "failed") failed = st;
+      else await sleep(250);
+    }
+    assert.ok(failed, "web.1 failed after its third end in 24 hours");
+    assert.match(webOf(failed)?.detail ?? "", /failed 3 times .*left stopped/);
+    assert.ok(!vmms(g.base).some((v) => v.instance === "web.1"), "and nothing restarts it");
+    const text = await cli(2, "app", "status", "shop");
+    assert.match(text.out, /^web\.1: failed: /m);
+
+    const r = await cli(2, "app", "restart", "shop", "web.1");
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^shop: web\.1: asked to start again/);
+    const back = await running(3, 30_000, (x) => webOf(x)?.failures === 0);
+    progress(
+      `web.1 failed 3 times, then app restart: running again on ${webOf(back)?.hostname}, failures forgotten`,
+    );
+
+    const stop = await cli(1, "app", "stop", "shop", "web.0", "web.2");
+    assert.equal(stop.code, 0, stop.err);
+    for (let i = 0; i < 80; i++) {
+      const st = await status(2);
+      const stopped = st.instances.filter((x) => x.state === "stopped").map((x) => x.id);
+      if (stopped.join() === "web.0,web.2") break;
+      await sleep(250);
+    }
+    const stopped = await cli(2, "app", "status", "shop");
+    assert.match(stopped.out, /^instances {3}3 running, 2 stopped$/m);
+    assert.match(stopped.out, /^web\.0: stopped: stopped by `flatgrid app stop`$/m);
+    assert.deepEqual(
+      vmms(g.base)
+        .map((v) => v.instance)
+        .filter((i) => i === "web.0" || i === "web.2"),
+      [],
+      "their VMMs are gone",
+    );
+    const unknown = await cli(1, "app", "stop", "shop", "web.9");
+    assert.equal(unknown.code, 1);
+    assert.match(unknown.err, /shop has no instance web\.9/);
+    const start = await cli(3, "app", "start", "shop");
+    assert.equal(start.code, 0, start.err);
+    await running(1, 30_000);
+    progress("app stop web.0 web.2: stopped, VMMs gone; app start: all running");
+  });
+
   it("app explain says why each instance is where it is", async () => {
     const r = await cli(1, "app", "explain", "shop");
     assert.equal(r.code, 0, r.err);
