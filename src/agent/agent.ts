@@ -15,7 +15,7 @@ import { type AppRecord, onInstanceFailure } from "../controller/index.js";
 // Not ../vmm/index.js: that loads koffi and the KVM bindings into the grid service.
 import { FENCED_EXIT } from "../vmm/process-contract.js";
 import { planNetworks } from "./app-network.js";
-import { ClassImages } from "./class-images.js";
+import { ClassImages, type ImagePeers } from "./class-images.js";
 import { type InstancePlan, planInstance } from "./instance-plan.js";
 import { NetworkApplier } from "./network-applier.js";
 import {
@@ -107,6 +107,9 @@ export interface AgentOptions {
   dir: string;
   /** The appliance catalog on this node (see ClassImages). */
   images: string;
+  /** Where class images from peers go (on the data partition), and how to ask peers. */
+  imageCache?: string;
+  imagePeers?: ImagePeers;
   /** How stale the lease may get before the VMMs stop their VMs. */
   leaseMs: number;
   /** How the CLI is run, for `vmm`: this checkout's by default. */
@@ -191,14 +194,15 @@ function tapCounter(tap: string, counter: "rx_bytes" | "tx_bytes"): number {
 }
 
 export class Agent {
-  private readonly images: ClassImages;
+  /** The class images this node holds or fetches; its peers fetch from them too. */
+  readonly images: ClassImages;
   private readonly managed = new Map<string, Managed>();
   readonly leaseFile: string;
   private readonly log: NonNullable<AgentOptions["log"]>;
   private readonly networks: NetworkApplier | null;
 
   constructor(private readonly o: AgentOptions) {
-    this.images = new ClassImages(o.images);
+    this.images = new ClassImages(o.images, o.imageCache ?? null, o.imagePeers ?? null);
     this.leaseFile = join(o.dir, "lease");
     this.log = o.log ?? (() => {});
     this.networks = o.network ? new NetworkApplier(o.network.self, this.log) : null;

@@ -1,5 +1,13 @@
 import { createHash } from "node:crypto";
-import { createReadStream, readFileSync, statSync } from "node:fs";
+import {
+  createReadStream,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { ClassParts } from "./instance-plan.js";
 
@@ -8,7 +16,20 @@ import type { ClassParts } from "./instance-plan.js";
  * (manifest.json with the sha256 of every part, then the parts). A part is used only once
  * its bytes match the manifest, hashed once per file version (size and mtime) off the event
  * loop: a 1 GiB root disk takes seconds, and the grid's heartbeat must not wait for it.
+ *
+ * A node without the catalog (booted over PXE or from a USB stick, with no catalog disk)
+ * gets the manifest and the parts from its peers, by sha256, into its image cache on the
+ * data partition: a part is kept only once its bytes match, so a peer cannot slip in
+ * anything else; the manifest comes from a member of the grid over mutual TLS.
  */
+
+/** Where the bytes of a part, or the manifest, come from when this node lacks them. */
+export interface ImagePeers {
+  /** The catalog manifest of some member of the grid, as text. */
+  manifest(): Promise<string>;
+  /** Writes the part with this sha256 to `dest` (unchecked; the caller checks it). */
+  part(sha256: string, dest: string): Promise<void>;
+}
 
 interface Manifest {
   kernel: { sha256: string };
@@ -26,23 +47,75 @@ export class ClassImageError extends Error {
   }
 }
 
+const SHA256 = /^[0-9a-f]{64}$/;
+/** A missing class is asked of peers again after this long. */
+const MANIFEST_RETRY_MS = 30_000;
+
 export class ClassImages {
   private manifest: Manifest | null = null;
   private manifestStamp = "";
   /** path -> the check of one file version ("size:mtime"). */
   private readonly checks = new Map<string, { stamp: string; done: Promise<void> }>();
+  /** sha256 -> a fetch from peers under way. */
+  private readonly fetches = new Map<string, Promise<string>>();
+  private manifestFetchedAt = 0;
 
-  constructor(readonly dir: string) {}
+  /**
+   * `dir`: this node's catalog (read-only; may be missing). `cache`: where parts from peers
+   * go, named by sha256. `peers`: how to reach them (none: the local catalog only).
+   */
+  constructor(
+    readonly dir: string,
+    readonly cache: string | null = null,
+    private readonly peers: ImagePeers | null = null,
+  ) {}
+
+  /** This node's own catalog has a manifest. */
+  get hasCatalog(): boolean {
+    try {
+      statSync(join(this.dir, "manifest.json"));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The manifest this node goes by, as text: its catalog's, else the one from its peers. */
+  manifestText(): string | null {
+    for (const path of this.manifestPaths()) {
+      try {
+        return readFileSync(path, "utf8");
+      } catch {
+        // Next.
+      }
+    }
+    return null;
+  }
+
+  private manifestPaths(): string[] {
+    return [
+      join(this.dir, "manifest.json"),
+      ...(this.cache ? [join(this.cache, "manifest.json")] : []),
+    ];
+  }
 
   private readManifest(): Manifest {
-    const path = join(this.dir, "manifest.json");
+    const path =
+      this.manifestPaths().find((p) => {
+        try {
+          statSync(p);
+          return true;
+        } catch {
+          return false;
+        }
+      }) ?? join(this.dir, "manifest.json");
     let stamp: string;
     try {
       const st = statSync(path);
       stamp = `${st.size}:${st.mtimeMs}`;
     } catch {
       throw new ClassImageError(
-        `no appliance catalog on this node: ${path} is missing (build one with \`npm run catalog\` and copy it there)`,
+        `no appliance catalog on this node: ${path} is missing${this.peers ? ", and no peer has given one yet" : ""} (a disk labelled FGCATALOG with \`npm run catalog\`'s output)`,
       );
     }
     if (this.manifest && stamp === this.manifestStamp) return this.manifest;
@@ -90,24 +163,136 @@ export class ClassImages {
     return done;
   }
 
+  /** Asks the peers for their manifest, when this node has no catalog of its own. */
+  private async fetchManifest(force: boolean): Promise<void> {
+    if (!this.peers || !this.cache || this.hasCatalog) return;
+    const cached = join(this.cache, "manifest.json");
+    let have = false;
+    try {
+      statSync(cached);
+      have = true;
+    } catch {
+      // Not yet.
+    }
+    if (have && !force) return;
+    if (have && Date.now() - this.manifestFetchedAt < MANIFEST_RETRY_MS) return;
+    this.manifestFetchedAt = Date.now();
+    const text = await this.peers.manifest();
+    try {
+      const m = JSON.parse(text) as Manifest;
+      if (
+        !m.classes ||
+        !SHA256.test(m.kernel?.sha256 ?? "") ||
+        !SHA256.test(m.initrd?.sha256 ?? "")
+      )
+        throw new Error("not a catalog manifest");
+      for (const c of Object.values(m.classes))
+        if (!SHA256.test(c.sha256)) throw new Error("a class without a sha256");
+    } catch (err) {
+      throw new ClassImageError(`the manifest from a peer: ${(err as Error).message}`);
+    }
+    mkdirSync(this.cache, { recursive: true });
+    writeFileSync(`${cached}.new`, text);
+    renameSync(`${cached}.new`, cached);
+  }
+
+  /**
+   * A part by its sha256: the catalog's own file when it is there and sound, else the image
+   * cache's, else fetched from peers into the cache and checked.
+   */
+  private async part(file: string, sha256: string): Promise<string> {
+    const local = join(this.dir, file);
+    if (this.hasCatalog || !this.peers || !this.cache) {
+      await this.verify(local, sha256);
+      return local;
+    }
+    const cached = join(this.cache, sha256);
+    try {
+      await this.verify(cached, sha256);
+      return cached;
+    } catch {
+      // Not here, or damaged: from the peers.
+    }
+    let fetching = this.fetches.get(sha256);
+    if (!fetching) {
+      const peers = this.peers;
+      const cache = this.cache;
+      fetching = (async () => {
+        mkdirSync(cache, { recursive: true });
+        const partial = `${cached}.part`;
+        try {
+          await peers.part(sha256, partial);
+          await this.verify(partial, sha256);
+          renameSync(partial, cached);
+          // Checked as it arrived: not hashed again under its new name.
+          const st = statSync(cached);
+          this.checks.set(cached, {
+            stamp: `${st.size}:${st.mtimeMs}:${sha256}`,
+            done: Promise.resolve(),
+          });
+        } finally {
+          rmSync(partial, { force: true });
+          this.checks.delete(partial);
+        }
+        return cached;
+      })();
+      this.fetches.set(sha256, fetching);
+      void fetching.then(
+        () => this.fetches.delete(sha256),
+        () => this.fetches.delete(sha256),
+      );
+    }
+    return fetching;
+  }
+
+  /** The path of a part this node holds, checked, by its sha256; null when it has none. */
+  async holds(sha256: string): Promise<string | null> {
+    if (!SHA256.test(sha256)) return null;
+    let m: Manifest;
+    try {
+      m = this.readManifest();
+    } catch {
+      return null;
+    }
+    const candidates: string[] = [];
+    if (this.hasCatalog) {
+      if (m.kernel.sha256 === sha256)
+        candidates.push(join(this.dir, Object.values(m.classes)[0]?.kernel ?? ""));
+      if (m.initrd.sha256 === sha256)
+        candidates.push(join(this.dir, Object.values(m.classes)[0]?.initrd ?? ""));
+      for (const c of Object.values(m.classes))
+        if (c.sha256 === sha256) candidates.push(join(this.dir, c.rootfs));
+    }
+    if (this.cache) candidates.push(join(this.cache, sha256));
+    for (const path of candidates) {
+      try {
+        await this.verify(path, sha256);
+        return path;
+      } catch {
+        // Next.
+      }
+    }
+    return null;
+  }
+
   /** The parts of `name@version`, once every one has been checked. */
   async resolve(ref: string): Promise<ClassParts> {
-    const m = this.readManifest();
+    await this.fetchManifest(false);
+    let m = this.readManifest();
+    if (!m.classes[ref] && this.peers && !this.hasCatalog) {
+      await this.fetchManifest(true);
+      m = this.readManifest();
+    }
     const c = m.classes[ref];
     if (!c)
       throw new ClassImageError(
-        `class ${ref} is not in this node's catalog (${this.dir} has ${Object.keys(m.classes).sort().join(", ") || "none"})`,
+        `class ${ref} is not in this node's catalog (${this.hasCatalog || !this.cache ? this.dir : "from its peers"} has ${Object.keys(m.classes).sort().join(", ") || "none"})`,
       );
-    const parts: ClassParts = {
-      kernel: join(this.dir, c.kernel),
-      initrd: join(this.dir, c.initrd),
-      rootfs: join(this.dir, c.rootfs),
-    };
-    await Promise.all([
-      this.verify(parts.kernel, m.kernel.sha256),
-      this.verify(parts.initrd as string, m.initrd.sha256),
-      this.verify(parts.rootfs, c.sha256),
+    const [kernel, initrd, rootfs] = await Promise.all([
+      this.part(c.kernel, m.kernel.sha256),
+      this.part(c.initrd, m.initrd.sha256),
+      this.part(c.rootfs, c.sha256),
     ]);
-    return parts;
+    return { kernel, initrd, rootfs };
   }
 }

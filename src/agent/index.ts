@@ -7,7 +7,7 @@ export {
   type InstanceState,
   type ObservedInstance,
 } from "./agent.js";
-export { ClassImageError, ClassImages } from "./class-images.js";
+export { ClassImageError, ClassImages, type ImagePeers } from "./class-images.js";
 export {
   APP_NET_PREFIX,
   APP_NETS,

@@ -1,8 +1,10 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
-import { statfsSync } from "node:fs";
+import { createReadStream, statfsSync, statSync } from "node:fs";
+import type { ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import { networkInterfaces, hostname as osHostname } from "node:os";
+import { pipeline } from "node:stream/promises";
 import type { TLSSocket } from "node:tls";
 import type { Etcd3 } from "etcd3";
 import { Agent, AgentError, type ConsoleChunk, type DesiredInstance } from "../agent/index.js";
@@ -25,12 +27,6 @@ import { EtcdRunner } from "./etcd-runner.js";
 import { clientUrl, peerUrl } from "./etcd-service.js";
 import { decide, type FormationPeer, STATES } from "./formation.js";
 import {
-  type ConsoleQuery,
-  INSTANCE_CONSOLE,
-  parseConsoleQuery,
-  peerConsole,
-} from "./instance-console.js";
-import {
   checkProof,
   JOIN_PATH,
   JoinError,
@@ -43,6 +39,14 @@ import {
 import { type Assignment, type GridInfo, keys, type NodeRecord, PORTS } from "./layout.js";
 import { listMembers, type Member, reconcileMembership } from "./membership.js";
 import { NodeState, type NodeTls, type StoredGrid } from "./node-state.js";
+import {
+  type ConsoleQuery,
+  INSTANCE_CONSOLE,
+  PEER_IMAGE,
+  parseConsoleQuery,
+  peerConsole,
+  peerImages,
+} from "./peer-api.js";
 import {
   certifiedNodeId,
   createCa,
@@ -134,6 +138,8 @@ export interface GridNodeOptions {
     network?: boolean;
     /** Where below /sys/fs/cgroup the instances' control groups go (default flatgrid). */
     cgroupParent?: string;
+    /** Where class images fetched from peers are kept (a node without a catalog disk). */
+    imageCacheDir?: string;
   };
   tickMs?: number;
   /** Multiplies every timing above and etcd's (flatgrid.timescale): 1 on real servers. */
@@ -277,6 +283,11 @@ export class GridNode extends EventEmitter {
           command: a.command,
           network: a.network === false ? undefined : { self: this.address },
           cgroupParent: a.cgroupParent,
+          imageCache: a.imageCacheDir,
+          imagePeers: peerImages(
+            () => this.nodes.filter((n) => n.nodeId !== this.nodeId),
+            () => this.tls,
+          ),
           log: (level, msg) => this.logFn(level, `agent: ${msg}`),
         })
       : null;
@@ -876,6 +887,30 @@ export class GridNode extends EventEmitter {
     return { ...chunk, node: node.nodeId, hostname: node.hostname };
   }
 
+  /** A class image part (by sha256) or the catalog manifest, to a peer that lacks it. */
+  private async serveImage(what: string, res: ServerResponse): Promise<void> {
+    const notFound = (message: string) => {
+      const text = JSON.stringify({ error: { code: "no-such-image", message } });
+      res.writeHead(404, { "content-type": "application/json" }).end(text);
+    };
+    const images = this.agent?.images;
+    if (!images) return notFound("this node keeps no class images");
+    if (what === "manifest") {
+      const text = images.manifestText();
+      if (text === null) return notFound("this node has no catalog manifest");
+      res.writeHead(200, { "content-type": "application/json" }).end(text);
+      return;
+    }
+    // Only what this node has checked against the manifest leaves it.
+    const path = await images.holds(what);
+    if (!path) return notFound(`this node has no class image part ${what.slice(0, 12)}`);
+    res.writeHead(200, {
+      "content-type": "application/octet-stream",
+      "content-length": statSync(path).size,
+    });
+    await pipeline(createReadStream(path), res);
+  }
+
   private localConsole(app: string, instance: string, q: ConsoleQuery): ConsoleChunk {
     if (!this.agent) throw new ApiError("this node runs no instances", "not-here", 404);
     try {
@@ -988,15 +1023,23 @@ export class GridNode extends EventEmitter {
           res.end(text);
         };
         const consoleRoute = req.method === "GET" ? INSTANCE_CONSOLE.exec(req.url ?? "") : null;
+        const imageRoute = req.method === "GET" ? PEER_IMAGE.exec(req.url ?? "") : null;
+        if ((consoleRoute || imageRoute) && !(req.socket as TLSSocket).authorized)
+          return send(403, {
+            error: {
+              code: "forbidden",
+              message: "this is for members of the grid: no certificate of its CA",
+            },
+          });
+        if (imageRoute) {
+          void this.serveImage(imageRoute[1] ?? "", res).catch((err: Error) =>
+            res.headersSent
+              ? res.destroy(err)
+              : send(500, { error: { code: "internal", message: err.message } }),
+          );
+          return;
+        }
         if (consoleRoute) {
-          if (!(req.socket as TLSSocket).authorized)
-            return send(403, {
-              error: {
-                code: "forbidden",
-                message:
-                  "an instance's console is for members of the grid: no certificate of its CA",
-              },
-            });
           try {
             const q = parseConsoleQuery(consoleRoute[3] ?? "");
             return send(200, this.localConsole(consoleRoute[1] ?? "", consoleRoute[2] ?? "", q));

@@ -13,7 +13,8 @@ import { gridSocketPath, listenGridSocket } from "./status-socket.js";
 
 const USAGE = `usage: flatgrid-grid [--state-dir DIR] [--config-dir DIR] [--cmdline FILE] [--socket PATH]
   [--address IP] [--interface NAME]... [--window-ms N] [--dead-grace-ms N] [--instance-grace-ms N]
-  [--catalog DIR] [--instances DIR] [--images DIR] [--lease-ms N] [--cgroup-parent PATH]`;
+  [--catalog DIR] [--instances DIR] [--images DIR] [--lease-ms N] [--cgroup-parent PATH]
+  [--image-cache DIR]`;
 
 const { values: args } = parseArgs({
   options: {
@@ -38,6 +39,8 @@ const { values: args } = parseArgs({
     "lease-ms": { type: "string" },
     // Each VMM runs in PATH/<app>/<instance> below /sys/fs/cgroup, with its limits.
     "cgroup-parent": { type: "string", default: "flatgrid" },
+    // Class images from peers, for a node without a catalog disk: on the data partition.
+    "image-cache": { type: "string", default: "/var/lib/flatgrid/images" },
     help: { type: "boolean", default: false },
   },
   strict: true,
@@ -80,6 +83,7 @@ const node = new GridNode({
     imagesDir: args.images,
     leaseMs: num(args["lease-ms"]),
     cgroupParent: args["cgroup-parent"],
+    imageCacheDir: args["image-cache"],
   },
   timescale: config.timescale,
   log: (level, msg, fields) => log[level](fields ?? {}, msg),

@@ -5,7 +5,7 @@ import { APP_NAME } from "../model/index.js";
 import { ControlClient, listenPrivateSocket } from "../os/index.js";
 import { ApiError, type InstanceAction } from "./app-api.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
-import { APP_INSTANCE_CONSOLE, parseConsoleQuery } from "./instance-console.js";
+import { APP_INSTANCE_CONSOLE, parseConsoleQuery } from "./peer-api.js";
 
 /**
  * The grid service's local API, for the CLI and the console: HTTP on a Unix socket next to

@@ -188,6 +188,8 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       deadGraceMs: 60_000,
       instanceGraceMs: INSTANCE_GRACE_MS,
       images: idleCatalog(join(scratch, "catalog")),
+      // node-3 has no catalog disk (as if booted over PXE): its class images come from peers.
+      noCatalog: [3],
     });
     sampler = setInterval(() => {
       samples++;
@@ -268,6 +270,42 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     progress(`app status on node 1:\n${text.out.replace(/^/gm, "    ")}`);
     const ls = await cli(3, "app", "ls");
     assert.match(ls.out, /^shop +5 +5 +3 +3 +2 GiB /m);
+  });
+
+  it("node-3, which has no catalog, got the manifest and its instances' class images from its peers, checked by sha256", async () => {
+    const s = await status(1);
+    const mine = s.instances.filter((i) => i.hostname === "node-3");
+    assert.ok(mine.length > 0, "node-3 runs instances (one web per node)");
+    const cache = join(g.node(3).dir, "state", "images");
+    const manifest = JSON.parse(readFileSync(join(cache, "manifest.json"), "utf8")) as {
+      kernel: { sha256: string };
+      classes: Record<string, { sha256: string }>;
+    };
+    assert.deepEqual(
+      manifest,
+      JSON.parse(readFileSync(join(scratch, "catalog", "manifest.json"), "utf8")),
+      "the peers' manifest",
+    );
+    for (const i of mine) {
+      const vm = JSON.parse(
+        readFileSync(join(g.node(3).dir, "state", "instances", "shop", i.id, "vm.json"), "utf8"),
+      ) as { kernel: string; disks: { path: string }[] };
+      const want = [manifest.kernel.sha256, manifest.classes[i.class]?.sha256];
+      for (const [path, sha] of [
+        [vm.kernel, want[0]],
+        [vm.disks[0]?.path, want[1]],
+      ]) {
+        assert.equal(path, join(cache, sha as string), `${i.id} runs from the image cache`);
+        const got = createHash("sha256")
+          .update(readFileSync(path as string))
+          .digest("hex");
+        assert.equal(got, sha);
+      }
+    }
+    assert.ok(!existsSync(join(g.node(3).dir, "catalog")), "node-3 has no catalog of its own");
+    progress(
+      `node-3 fetched from peers: ${mine.map((i) => i.id).join(", ")} run from its image cache`,
+    );
   });
 
   it("each VMM runs in a control group of its own with its instance's limits; app status shows what it uses", async () => {
@@ -466,6 +504,13 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       `require("node:https").get({host: "${node.address}", port: ${node.apiPort}, path: "/v1/instances/shop/db.0/console", rejectUnauthorized: false}, (r) => { let b = ""; r.on("data", (c) => b += c); r.on("end", () => console.log(r.statusCode, b)); })`,
     );
     assert.match(stranger, /^403 .*"code":"forbidden"/);
+    const strangerImages = g.cluster.exec(
+      elsewhere,
+      process.execPath,
+      "-e",
+      `require("node:https").get({host: "${node.address}", port: ${node.apiPort}, path: "/v1/images/manifest", rejectUnauthorized: false}, (r) => console.log(r.statusCode))`,
+    );
+    assert.match(strangerImages, /^403/, "class images are for members only");
     progress(
       `app logs: db.0's console read on node-${db.node} and from node-${elsewhere}; no certificate: 403`,
     );
@@ -498,16 +543,16 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     const w = s.instances.find((i) => i.id === "web.1");
     assert.equal(w?.hostname, `node-${victim.node}`, "restarted on the same node");
     // The follower saw the restart: a second start, and the guest ready again.
+    // It reads every second: the ready line may come a read after the running state.
+    const starts = () => (followed.match(/flatgrid agent: starting the VMM/g) ?? []).length;
+    const readyAgain = () =>
+      /flatgrid-guest: ready/.test(
+        followed.slice(followed.lastIndexOf("flatgrid agent: starting")),
+      );
     const until = Date.now() + 10_000;
-    while (
-      Date.now() < until &&
-      (followed.match(/flatgrid agent: starting the VMM/g) ?? []).length < 2
-    )
-      await sleep(250);
+    while (Date.now() < until && !(starts() >= 2 && readyAgain())) await sleep(250);
     follower.kill("SIGINT");
-    const after = followed.slice(followed.lastIndexOf("flatgrid agent: starting the VMM"));
-    assert.ok((followed.match(/flatgrid agent: starting the VMM/g) ?? []).length >= 2, followed);
-    assert.match(after, /flatgrid-guest: ready/);
+    assert.ok(starts() >= 2 && readyAgain(), `what the follower printed:\n${followed}`);
     progress(
       `web.1's VMM killed: running again on node-${victim.node} (failures in 24 h: ${w?.failures})`,
     );

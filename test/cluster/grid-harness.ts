@@ -35,6 +35,8 @@ export interface GridClusterOptions {
   instanceGraceMs?: number;
   /** The appliance catalog every node's agent runs instances from (default: none there). */
   images?: string;
+  /** Nodes without that catalog (as if booted over PXE): their class images come from peers. */
+  noCatalog?: number[];
   log?: (line: string) => void;
 }
 
@@ -82,7 +84,9 @@ export class GridCluster {
         `--dead-grace-ms=${this.options.deadGraceMs ?? 5000}`,
         `--instance-grace-ms=${this.options.instanceGraceMs ?? 5000}`,
         `--instances=${join(dir, "state", "instances")}`,
-        `--images=${this.options.images ?? join(dir, "catalog")}`,
+        // A node in noCatalog has none of its own: it gets class images from its peers.
+        `--images=${(!this.options.noCatalog?.includes(index) && this.options.images) || join(dir, "catalog")}`,
+        `--image-cache=${join(dir, "state", "images")}`,
         `--cgroup-parent=${this.cgroupParent(index)}`,
       ],
       logFormat: "json",

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { CONSOLE_LOG_MAX, readConsole, rotateConsole } from "../../src/agent/index.js";
 import { ApiError } from "../../src/grid/index.js";
-import { parseConsoleQuery } from "../../src/grid/instance-console.js";
+import { parseConsoleQuery } from "../../src/grid/peer-api.js";
 
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-console-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
