@@ -112,7 +112,8 @@ export class ClassImages {
     let stamp: string;
     try {
       const st = statSync(path);
-      stamp = `${st.size}:${st.mtimeMs}`;
+      // The path too: a catalog disk that appears later takes over from the peers' manifest.
+      stamp = `${path}:${st.size}:${st.mtimeMs}`;
     } catch {
       throw new ClassImageError(
         `no appliance catalog on this node: ${path} is missing${this.peers ? ", and no peer has given one yet" : ""} (a disk labelled FGCATALOG with \`npm run catalog\`'s output)`,
@@ -256,12 +257,11 @@ export class ClassImages {
     }
     const candidates: string[] = [];
     if (this.hasCatalog) {
-      if (m.kernel.sha256 === sha256)
-        candidates.push(join(this.dir, Object.values(m.classes)[0]?.kernel ?? ""));
-      if (m.initrd.sha256 === sha256)
-        candidates.push(join(this.dir, Object.values(m.classes)[0]?.initrd ?? ""));
-      for (const c of Object.values(m.classes))
+      for (const c of Object.values(m.classes)) {
+        if (m.kernel.sha256 === sha256) candidates.push(join(this.dir, c.kernel));
+        if (m.initrd.sha256 === sha256) candidates.push(join(this.dir, c.initrd));
         if (c.sha256 === sha256) candidates.push(join(this.dir, c.rootfs));
+      }
     }
     if (this.cache) candidates.push(join(this.cache, sha256));
     for (const path of candidates) {
@@ -288,11 +288,14 @@ export class ClassImages {
       throw new ClassImageError(
         `class ${ref} is not in this node's catalog (${this.hasCatalog || !this.cache ? this.dir : "from its peers"} has ${Object.keys(m.classes).sort().join(", ") || "none"})`,
       );
-    const [kernel, initrd, rootfs] = await Promise.all([
+    // Every part settled before an error is reported: no fetch goes on behind the caller.
+    const [kernel, initrd, rootfs] = await Promise.allSettled([
       this.part(c.kernel, m.kernel.sha256),
       this.part(c.initrd, m.initrd.sha256),
       this.part(c.rootfs, c.sha256),
     ]);
-    return { kernel, initrd, rootfs };
+    for (const r of [kernel, initrd, rootfs]) if (r.status === "rejected") throw r.reason;
+    const got = (r: PromiseSettledResult<string>) => (r as PromiseFulfilledResult<string>).value;
+    return { kernel: got(kernel), initrd: got(initrd), rootfs: got(rootfs) };
   }
 }
