@@ -105,6 +105,34 @@ function readBody(req: IncomingMessage): Promise<string> {
   });
 }
 
+/**
+ * The request body as JSON checked against `schema`; `shape` names what it should be in
+ * the error. An empty body stands for `empty` when one is given, else it is not JSON.
+ */
+async function readJson<S extends z.ZodTypeAny>(
+  req: IncomingMessage,
+  schema: S,
+  shape: string,
+  empty?: unknown,
+): Promise<z.output<S>> {
+  let input: unknown;
+  try {
+    const body = await readBody(req);
+    input = empty !== undefined && !body.trim() ? empty : JSON.parse(body);
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError("the request body is not JSON", "bad-request", 400);
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success)
+    throw new ApiError(
+      `the request body needs ${shape}: ${parsed.error.issues.map((i: z.ZodIssue) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
+      "bad-request",
+      400,
+    );
+  return parsed.data;
+}
+
 const createSchema = z.object({
   file: z.string().min(1).max(4096),
   source: z.string().max(MAX_BODY),
@@ -119,22 +147,9 @@ async function instanceAction(
   action: InstanceAction,
 ): Promise<[number, unknown]> {
   if (!APP_NAME.test(name)) throw new ApiError(`no application named ${name}`, "no-such-app", 404);
-  let input: unknown;
-  try {
-    const body = await readBody(req);
-    input = body.trim() ? JSON.parse(body) : {};
-  } catch (err) {
-    if (err instanceof ApiError) throw err;
-    throw new ApiError("the request body is not JSON", "bad-request", 400);
-  }
-  const parsed = actionSchema.safeParse(input);
-  if (!parsed.success)
-    throw new ApiError(
-      `the request body needs {"instances": [ids]}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
-      "bad-request",
-      400,
-    );
-  const instances = await node.actOnInstances(name, action, parsed.data.instances);
+  // No body at all means all instances.
+  const body = await readJson(req, actionSchema, '{"instances": [ids]}', {});
+  const instances = await node.actOnInstances(name, action, body.instances);
   return [200, { app: name, action, instances }];
 }
 
@@ -151,21 +166,8 @@ async function appRoute(req: IncomingMessage, node: GridNode): Promise<[number, 
   if (req.url === "/v1/apps") {
     if (req.method === "GET") return [200, { apps: await node.listApps() }];
     if (req.method === "POST") {
-      let input: unknown;
-      try {
-        input = JSON.parse(await readBody(req));
-      } catch (err) {
-        if (err instanceof ApiError) throw err;
-        throw new ApiError("the request body is not JSON", "bad-request", 400);
-      }
-      const parsed = createSchema.safeParse(input);
-      if (!parsed.success)
-        throw new ApiError(
-          `the request body needs {"file", "source"}: ${parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`).join("; ")}`,
-          "bad-request",
-          400,
-        );
-      return [201, { app: await node.createApp(parsed.data.file, parsed.data.source) }];
+      const body = await readJson(req, createSchema, '{"file", "source"}');
+      return [201, { app: await node.createApp(body.file, body.source) }];
     }
   } else if (name) {
     if (req.method === "GET") return [200, await node.appStatus(name)];
