@@ -161,6 +161,11 @@ export interface GridStatus {
   controller: string | null;
   /** This node's controller term, when it is controller. */
   term: number | null;
+  /**
+   * The term of this node's last accepted controller write (its heartbeat): a controller
+   * that won the election but has not written yet has not taken over.
+   */
+  wroteInTerm: number | null;
   etcdRole: "voter" | "learner" | "none";
   voters: string[];
   learners: string[];
@@ -240,6 +245,7 @@ export class GridNode extends EventEmitter {
     heartbeats: 0,
   };
   private lastTerm: number | null = null;
+  private wroteInTerm: number | null = null;
   /** Controller only: nodes holding placements whose record is gone, and since when. */
   private missingSince = new Map<string, number>();
   private catalog: Catalog | null = null;
@@ -781,6 +787,7 @@ export class GridNode extends EventEmitter {
         .value(JSON.stringify({ nodeId: this.nodeId, term, at: Date.now() })),
     );
     this.counters.heartbeats = (this.counters.heartbeats ?? 0) + 1;
+    this.wroteInTerm = term;
     const action = await reconcileMembership({
       client,
       election,
@@ -1178,6 +1185,7 @@ export class GridNode extends EventEmitter {
       quorum: this.quorum,
       controller,
       term: this.election?.term ?? null,
+      wroteInTerm: this.wroteInTerm,
       etcdRole: this.etcdRole(),
       voters: this.members.filter((m) => !m.learner).map((m) => m.name || m.id),
       learners: this.members.filter((m) => m.learner).map((m) => m.name || m.id),

@@ -261,11 +261,25 @@ export function formedWithVoters(count: number, voters: number) {
     one(all) && up(all).every((x) => x.voters.length === voters && x.learners.length === 0);
 }
 
-/** All `count` nodes agree on one controller, and it is not `old`. */
+/**
+ * All `count` nodes agree on one controller, it is not `old`, and it has written in its
+ * term (the next fault must not hit a controller that has only won the election: its term
+ * would leave no trace in the history that the fencing test reads).
+ */
 export function newController(count: number, old: string | null | undefined) {
   return (all: MaybeStatus[]) => {
-    const c = new Set(up(all).map((x) => x.controller));
-    return up(all).length === count && c.size === 1 && !c.has(null) && !c.has(old ?? null);
+    const s = up(all);
+    const c = new Set(s.map((x) => x.controller));
+    const holder = s.find((x) => x.nodeId === s[0]?.controller);
+    return (
+      s.length === count &&
+      c.size === 1 &&
+      !c.has(null) &&
+      !c.has(old ?? null) &&
+      holder !== undefined &&
+      holder.term !== null &&
+      holder.wroteInTerm === holder.term
+    );
   };
 }
 
