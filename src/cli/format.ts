@@ -1,3 +1,4 @@
+import type { HaStatus } from "../controller/index.js";
 import type { AppStatus, AppSummary, GridStatus, NodeRecord } from "../grid/index.js";
 import { type Application, formatMiB } from "../model/index.js";
 import { LEVELS, type LogEntry, type ServiceStatus } from "../os/index.js";
@@ -78,8 +79,14 @@ export function nodesTable(nodes: NodeRecord[]): string {
   );
 }
 
+/** One line on grid HA, and one more per node whose loss would strand instances. */
+export function haText(ha: HaStatus): string[] {
+  if (ha.ok) return ["HA          ok: the grid can lose any one node and run every application"];
+  return ["HA          at risk:", ...ha.problems.map((p) => `            ${p}`)];
+}
+
 /** What `flatgrid grid status` prints. */
-export function gridStatusText(s: GridStatus): string {
+export function gridStatusText(s: GridStatus, ha?: HaStatus | null): string {
   const lines = [`node        ${s.nodeId} (${s.hostname}, ${s.address})`];
   if (!s.grid) {
     lines.push(`grid        none: ${s.phase}${s.reason ? `: ${s.reason}` : ""}`);
@@ -102,6 +109,7 @@ export function gridStatusText(s: GridStatus): string {
   lines.push(`voters      ${s.voters.map(short).join(", ") || "-"}`);
   lines.push(`learners    ${s.learners.map(short).join(", ") || "-"}`);
   lines.push(`nodes       ${s.nodes.length}`);
+  if (ha) lines.push(...haText(ha));
   lines.push("");
   lines.push(nodesTable(s.nodes));
   return lines.join("\n");

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import type { AppRecord } from "../controller/index.js";
+import type { AppRecord, HaStatus } from "../controller/index.js";
 import type { AppStatus, AppSummary, GridStatus } from "../grid/index.js";
 import {
   DEFAULT_CATALOG,
@@ -228,7 +228,12 @@ export function buildProgram(): Command {
       .addOption(gridSocketOption()),
   ).action(async (options: CommonOptions & { gridSocket?: string }) => {
     const status = await gridStatus(options);
-    print(options, status, () => gridStatusText(status));
+    // HA needs the grid's state: a node without quorum says so above instead.
+    const ha =
+      status.phase === "member" && status.quorum
+        ? await gridCall<HaStatus>(options, "GET", "/v1/grid/ha").catch(() => null)
+        : null;
+    print(options, { ...status, ha }, () => gridStatusText(status, ha));
     // No quorum means no controller: say so in the exit code too, for scripts.
     if (status.phase === "member" && !status.quorum) process.exitCode = 1;
   });
@@ -247,6 +252,55 @@ export function buildProgram(): Command {
       );
     print(options, { nodes: status.nodes }, () => nodesTable(status.nodes));
   });
+
+  common(
+    program
+      .command("console")
+      .description(
+        "the node's full-screen console: node, grid and log screens (the supervisor runs it on tty1)",
+      )
+      .option("--tty <device>", "run on this terminal device, e.g. /dev/tty1 (default: this one)")
+      .option("--print <screen>", "print one screen (node or grid) as text, and exit")
+      .option(
+        "--data-dir <dir>",
+        "the file system whose use the node screen shows",
+        "/var/lib/flatgrid",
+      )
+      .addOption(gridSocketOption()),
+  ).action(
+    async (
+      options: CommonOptions & {
+        tty?: string;
+        print?: string;
+        dataDir: string;
+        gridSocket?: string;
+      },
+    ) => {
+      // Loaded only here: blessed is a large module that no other command needs.
+      const { gridSocketPath } = await import("../grid/index.js");
+      const { gridScreen, nodeScreen, plain, runConsole, SnapshotReader } = await import(
+        "../console/index.js"
+      );
+      const supervisor = client(options);
+      const grid = new ControlClient(
+        options.gridSocket ?? gridSocketPath({ FLATGRID_SOCKET: options.socket ?? socketPath() }),
+        { name: "the grid service", hint: "is it running? `flatgrid services`", timeoutMs: 10_000 },
+      );
+      if (options.print !== undefined) {
+        if (options.print !== "node" && options.print !== "grid")
+          throw new Failure(`--print ${options.print}: the screens are node and grid`, "usage");
+        const reader = new SnapshotReader({ supervisor, grid, dataDir: options.dataDir });
+        // Two readings, so that CPU use covers the time between them.
+        await reader.read();
+        await new Promise((r) => setTimeout(r, 500));
+        const snap = await reader.read();
+        const lines = options.print === "node" ? nodeScreen(snap, 100) : gridScreen(snap);
+        print(options, snap, () => lines.map(plain).join("\n"));
+        return;
+      }
+      await runConsole({ supervisor, grid, dataDir: options.dataDir, tty: options.tty });
+    },
+  );
 
   const app = program.command("app").description("applications: descriptors, placement, state");
   common(

@@ -1,6 +1,12 @@
 import type { Etcd3 } from "etcd3";
 import { type InstanceMetrics, type InstanceState, instanceAddress } from "../agent/index.js";
-import type { AppRecord } from "../controller/index.js";
+import {
+  type AppRecord,
+  demandOf,
+  type HaStatus,
+  haStatus,
+  type NodeCapacity,
+} from "../controller/index.js";
 import { type Catalog, DescriptorError, type Problem, parseApplication } from "../model/index.js";
 import { AppStoreError, createApp, destroyApp, readAppState, updateApp } from "./app-store.js";
 import type { NodeRecord } from "./layout.js";
@@ -172,6 +178,20 @@ export async function listApplications(client: Etcd3): Promise<AppSummary[]> {
       nodes: new Set(mine.map((p) => p.node)).size,
     };
   });
+}
+
+/**
+ * Whether the grid could lose any one of its live nodes and still run every application:
+ * the instances placed on each node must all find room on the others.
+ */
+export async function gridHa(client: Etcd3, nodes: readonly NodeCapacity[]): Promise<HaStatus> {
+  const state = await readAppState(client);
+  const demands = new Map(state.apps.flatMap((a) => demandOf(a).map((d) => [d.key, d] as const)));
+  const placed = state.placements.flatMap((p) => {
+    const d = demands.get(`${p.app}/${p.instance}`);
+    return d ? [{ ...d, node: p.node }] : [];
+  });
+  return haStatus(nodes, placed);
 }
 
 export async function applicationStatus(

@@ -18,6 +18,7 @@ import {
   applicationStatus,
   createApplication,
   destroyApplication,
+  gridHa,
   type InstanceAction,
   listApplications,
 } from "./app-api.js";
@@ -849,6 +850,11 @@ export class GridNode extends EventEmitter {
 
   listApps() {
     return listApplications(this.member());
+  }
+
+  /** Grid HA: could the grid lose any one node and still run every application? */
+  ha() {
+    return gridHa(this.member(), this.nodes.map(nodeCapacity));
   }
 
   appStatus(name: string) {

@@ -12,6 +12,8 @@ import { APP_INSTANCE_CONSOLE, parseConsoleQuery } from "./peer-api.js";
  * the supervisor's (mode 0600).
  *
  *   GET  /v1/grid        GridStatus: phase, grid, quorum, controller, voters, learners, nodes
+ *   GET  /v1/grid/ha     {ok, problems}: could the grid lose any one node and still run
+ *                        every application
  *   POST /v1/grid/fence  a write with this node's last controller term (shows the fence)
  *   GET  /v1/apps        the applications, with how many instances are placed
  *   POST /v1/apps        {"file","source"}: validate a descriptor and store it (201; 400 with
@@ -74,6 +76,7 @@ export async function listenGridSocket(path: string, node: GridNode): Promise<Se
       );
     if (req.url === "/v1/apps" || req.url?.startsWith("/v1/apps/"))
       return answer(appRoute(req, node));
+    if (route === "GET /v1/grid/ha") return answer(node.ha().then((ha) => [200, ha]));
     if (route === "POST /v1/grid/fence") {
       node
         .writeAsLastTerm()

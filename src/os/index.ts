@@ -15,7 +15,7 @@ export {
   identify,
   type Signature,
 } from "./disk-signature.js";
-export { type Inventory, readInventory } from "./inventory.js";
+export { type Inventory, parseMeminfo, readInventory } from "./inventory.js";
 export { LEVELS, type LogEntry } from "./log-buffer.js";
 export type { NodeConfig } from "./node-config.js";
 export { formatConfigError } from "./node-config.js";

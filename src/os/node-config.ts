@@ -34,6 +34,11 @@ export interface NodeConfig {
    */
   debugShell: string | null;
   /**
+   * Terminals that show the console (tty1, ttyS1...): the supervisor runs one console on
+   * each. Empty: none.
+   */
+  consoles: string[];
+  /**
    * Multiplies the grid's timings (leases, deadlines, etcd's raft timeouts). They are set
    * for real servers; a node emulated in software (the simulator without KVM) runs tens of
    * times slower and needs them longer, or its controller lease never survives.
@@ -54,6 +59,7 @@ export const DEFAULT_CONFIG: NodeConfig = {
   modules: [],
   debug: false,
   debugShell: null,
+  consoles: ["tty1"],
   timescale: 1,
 };
 
@@ -189,6 +195,18 @@ export const CONFIG_KEYS: Record<string, KeySpec> = {
       if (!/^ttyS[0-9]{1,2}$/.test(v)) throw new BadValue("is not a serial port like ttyS1");
       return v;
     },
+  },
+  "flatgrid.console": {
+    field: "consoles",
+    help: 'terminals that show the console, comma separated (like tty1,ttyS1), or "none"',
+    parse: (v) =>
+      v === "none"
+        ? []
+        : list(v).map((t) => {
+            if (!/^(tty[1-9]|ttyS[0-9]{1,2})$/.test(t))
+              throw new BadValue(`has "${t}", which is not a terminal like tty1 or ttyS1`);
+            return t;
+          }),
   },
   "flatgrid.timescale": {
     field: "timescale",

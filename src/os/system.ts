@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type DataPartitionStatus, formatBytes, setUpDataPartition } from "./data-partition.js";
@@ -99,6 +99,27 @@ export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise
     logFormat: "json",
     stopTimeoutMs: 5000,
   });
+  for (const tty of config.consoles) {
+    // A server without a graphics card has no tty1; a serial port that is not there either.
+    if (!existsSync(`/dev/${tty}`)) {
+      note(`console: /dev/${tty} does not exist: no console there`, 40);
+      continue;
+    }
+    report.services.push({
+      name: `console-${tty.toLowerCase()}`,
+      description: `the full-screen console on /dev/${tty}`,
+      command: [
+        process.execPath,
+        fileURLToPath(new URL("../cli/main.js", import.meta.url)),
+        "console",
+        `--tty=/dev/${tty}`,
+      ],
+      env: { TERM: "linux" },
+      // A crash of the UI must never matter to the node: it comes back, for as long as it takes.
+      restart: { initialDelayMs: 1000, maxDelayMs: 10_000, maxFailures: 1000 },
+      stopTimeoutMs: 2000,
+    });
+  }
   if (config.debugShell) {
     note(`debug shell on /dev/${config.debugShell} (flatgrid.debugshell)`, 40);
     report.services.push({

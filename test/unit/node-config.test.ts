@@ -52,6 +52,24 @@ describe("node configuration", () => {
     assert.equal(config.ip, null);
   });
 
+  it("flatgrid.console: tty1 by default, a list of terminals, none, or an error that names the bad one", () => {
+    assert.deepEqual(resolveConfig(settingsFromCmdline("")).config.consoles, ["tty1"]);
+    assert.deepEqual(
+      resolveConfig(settingsFromCmdline("flatgrid.console=tty1,ttyS1")).config.consoles,
+      ["tty1", "ttyS1"],
+    );
+    assert.deepEqual(
+      resolveConfig(settingsFromCmdline("flatgrid.console=none")).config.consoles,
+      [],
+    );
+    const { config, errors } = resolveConfig(settingsFromCmdline("flatgrid.console=tty1,/dev/sda"));
+    assert.match(
+      formatConfigError(errors[0]!),
+      /flatgrid\.console=tty1,\/dev\/sda has "\/dev\/sda", which is not a terminal like tty1 or ttyS1/,
+    );
+    assert.deepEqual(config.consoles, ["tty1"]);
+  });
+
   it("never shows a token, even a bad one", () => {
     const { errors } = resolveConfig(settingsFromCmdline("flatgrid.grid=lab flatgrid.token=tok3n"));
     assert.equal(errors[0]?.value, "(hidden)");

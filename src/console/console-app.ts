@@ -1,0 +1,378 @@
+import { existsSync, openSync } from "node:fs";
+import { createRequire } from "node:module";
+import { dirname, join } from "node:path";
+import { ReadStream, WriteStream } from "node:tty";
+import blessed from "blessed";
+import type { ControlClient, LogEntry } from "../os/index.js";
+import { esc, gridScreen, logText, nodeScreen, roleText } from "./screens.js";
+import { type Snapshot, SnapshotReader } from "./snapshot.js";
+
+/**
+ * The local console: a full-screen text UI on a terminal (tty1, a serial line, or the
+ * terminal it was started from). Three screens: the node, the grid, and any service's log
+ * followed live. It only reads: every change an operator makes goes through the
+ * supervisor's and the grid service's APIs, like the CLI's.
+ */
+
+export interface ConsoleOptions {
+  supervisor: ControlClient;
+  grid: ControlClient;
+  dataDir: string;
+  /** A terminal device to open (/dev/tty1, /dev/ttyS0); else this process's stdin/stdout. */
+  tty?: string;
+  /** Seconds between refreshes. */
+  refreshS?: number;
+}
+
+const SCREENS = ["node", "grid", "logs"] as const;
+type ScreenName = (typeof SCREENS)[number];
+const TITLES: Record<ScreenName, string> = { node: "Node", grid: "Grid", logs: "Logs" };
+const MAX_LOG_LINES = 5000;
+
+/**
+ * The terminfo entry for TERM: the system's, else the copy blessed ships (the node image
+ * has no terminfo database; blessed carries linux and xterm), else xterm.
+ */
+export function terminfoFor(term: string): string {
+  const first = term[0] ?? "x";
+  const system = ["/etc/terminfo", "/lib/terminfo", "/usr/share/terminfo"].some((d) =>
+    existsSync(join(d, first, term)),
+  );
+  if (system) return term;
+  const shipped = join(dirname(createRequire(import.meta.url).resolve("blessed")), "..", "usr");
+  return existsSync(join(shipped, term)) ? join(shipped, term) : "xterm";
+}
+
+interface Terminal {
+  input: ReadStream;
+  output: WriteStream;
+  /** Reads the terminal's size again; emits resize on the output when it changed. */
+  checkSize: () => void;
+}
+
+function openTerminal(device: string): Terminal {
+  // One descriptor for both, opened read-write: the supervisor starts us in a session of our
+  // own, so this also makes it our controlling terminal.
+  const fd = openSync(device, "r+");
+  const input = new ReadStream(fd);
+  const output = new WriteStream(fd);
+  // Node tracks the size of its own stdout only. SIGWINCH comes when this is our controlling
+  // terminal; a terminal that is some other session's (or a serial line whose size someone
+  // set with stty) is asked again at each refresh too.
+  // getWindowSize() only returns what Node last read; _refreshSize() asks the kernel again
+  // and emits resize when the size changed (what Node does for stdout on SIGWINCH).
+  const refresh = (output as unknown as { _refreshSize?: () => void })._refreshSize;
+  const checkSize = () => refresh?.call(output);
+  process.on("SIGWINCH", checkSize);
+  return { input, output, checkSize };
+}
+
+export async function runConsole(o: ConsoleOptions): Promise<void> {
+  const term = terminfoFor(process.env.TERM || (o.tty ? "linux" : "xterm"));
+  const io: Terminal = o.tty
+    ? openTerminal(o.tty)
+    : { input: process.stdin, output: process.stdout, checkSize: () => {} };
+  // A keyboard unplugged, a serial line hung up: the screen stays, and the supervisor
+  // restarts us if the terminal itself is gone.
+  io.input.on("error", () => {});
+  const screen = blessed.screen({
+    // @types/blessed has the two stream types the wrong way round.
+    input: io.input as never,
+    output: io.output as never,
+    terminal: term,
+    smartCSR: true,
+    fullUnicode: false,
+    autoPadding: false,
+    title: "flatgrid",
+    // The VT has no mouse; a serial terminal may send anything.
+    sendFocus: false,
+    warnings: false,
+  });
+  const header = blessed.box({
+    parent: screen,
+    top: 0,
+    left: 0,
+    width: "100%",
+    height: 1,
+    tags: true,
+    style: { fg: "white", bg: "blue" },
+  });
+  const tabs = blessed.box({
+    parent: screen,
+    top: 1,
+    left: 0,
+    width: "100%",
+    height: 1,
+    tags: true,
+  });
+  const body = blessed.box({
+    parent: screen,
+    top: 2,
+    left: 0,
+    width: "100%",
+    bottom: 1,
+    tags: true,
+    wrap: false,
+    scrollable: true,
+    alwaysScroll: true,
+    keys: true,
+  });
+  const footer = blessed.box({
+    parent: screen,
+    bottom: 0,
+    left: 0,
+    width: "100%",
+    height: 1,
+    tags: true,
+    style: { fg: "white", bg: "blue" },
+  });
+
+  const reader = new SnapshotReader({
+    supervisor: o.supervisor,
+    grid: o.grid,
+    dataDir: o.dataDir,
+  });
+  let current: ScreenName = "node";
+  let snapshot: Snapshot | null = null;
+  let readError: string | null = null;
+
+  // The log screen: one service's log, followed live, optionally filtered by a search.
+  const log = {
+    service: "grid",
+    entries: [] as LogEntry[],
+    abort: null as AbortController | null,
+    search: "",
+    /** Whether the view follows new lines (scrolled to the end). */
+    tail: true,
+  };
+  const serviceNames = () => ["supervisor", ...(snapshot?.services?.map((s) => s.name) ?? [])];
+
+  const follow = (service: string) => {
+    log.abort?.abort();
+    log.service = service;
+    log.entries = [];
+    log.tail = true;
+    const abort = new AbortController();
+    log.abort = abort;
+    const pump = async () => {
+      while (!abort.signal.aborted) {
+        try {
+          await o.supervisor.logs(
+            service,
+            { lines: 500, follow: true, signal: abort.signal },
+            (e) => {
+              log.entries.push(e);
+              if (log.entries.length > MAX_LOG_LINES) log.entries.splice(0, 1000);
+              if (current === "logs") scheduleDraw();
+            },
+          );
+        } catch (err) {
+          if (abort.signal.aborted) return;
+          log.entries.push({
+            seq: -1,
+            time: Date.now(),
+            stream: "supervisor",
+            level: 50,
+            msg: `console: cannot read the log of ${service}: ${(err as Error).message}`,
+          });
+          scheduleDraw();
+        }
+        // The supervisor restarted, or the service is gone: try again, from its last lines.
+        await new Promise((r) => setTimeout(r, 2000));
+        log.entries = [];
+      }
+    };
+    void pump();
+  };
+
+  const logScreen = (): string[] => {
+    const needle = log.search.toLowerCase();
+    const shown = needle
+      ? log.entries.filter((e) => logText(e).toLowerCase().includes(needle))
+      : log.entries;
+    const head = `{bold}LOG ${esc(log.service)}{/bold}  ${
+      needle
+        ? `${shown.length} of ${log.entries.length} lines match "${esc(log.search)}"`
+        : `${log.entries.length} lines`
+    }`;
+    const lines = shown.map((e) => {
+      const text = logText(e);
+      if (!needle) return text;
+      // Mark the match; tags make the text longer, so search the escaped line as shown.
+      const i = text.toLowerCase().indexOf(needle);
+      return i < 0
+        ? text
+        : `${text.slice(0, i)}{inverse}${text.slice(i, i + needle.length)}{/inverse}${text.slice(i + needle.length)}`;
+    });
+    return [head, ...lines];
+  };
+
+  const draw = () => {
+    const width = typeof screen.width === "number" ? screen.width : 80;
+    const s = snapshot;
+    const time = new Date().toTimeString().slice(0, 8);
+    const left = s
+      ? ` flatgrid  |  ${esc(s.hostname)}  |  grid ${esc(s.grid?.grid?.name ?? "none")}  |  ${roleText(s)}`
+      : " flatgrid  |  reading the node's state...";
+    header.setContent(
+      `${left}${" ".repeat(Math.max(1, width - left.length - time.length - 1))}${time}`,
+    );
+    tabs.setContent(
+      SCREENS.map((name, i) => {
+        const tab = ` F${i + 1} ${TITLES[name]} `;
+        return name === current ? `{inverse}${tab}{/inverse}` : tab;
+      }).join(" "),
+    );
+    const keys =
+      current === "logs"
+        ? " Left/Right: service  /: search  Esc: clear  arrows PgUp PgDn: scroll  End: follow"
+        : " F1-F3 or 1-3 or Tab: screens  arrows PgUp PgDn: scroll  Ctrl-L: redraw";
+    if (!searching) footer.setContent(`${keys}${o.tty ? "" : "  q: quit"}`);
+    let lines: string[];
+    if (!s) lines = [readError ? `{red-fg}${esc(readError)}{/red-fg}` : "reading..."];
+    else if (current === "node") lines = nodeScreen(s, width);
+    else if (current === "grid") lines = gridScreen(s);
+    else lines = logScreen();
+    const scroll = body.getScroll();
+    body.setContent(lines.join("\n"));
+    if (current === "logs" && log.tail) body.setScrollPerc(100);
+    else body.scrollTo(scroll);
+    screen.render();
+  };
+  let drawPending = false;
+  // Log lines come in bursts: draw at most every 100 ms.
+  const scheduleDraw = () => {
+    if (drawPending) return;
+    drawPending = true;
+    setTimeout(() => {
+      drawPending = false;
+      draw();
+    }, 100);
+  };
+
+  const show = (name: ScreenName) => {
+    if (name !== current) body.scrollTo(0);
+    current = name;
+    if (name === "logs" && !log.abort) follow(log.service);
+    draw();
+  };
+
+  // Search: a one-line prompt in the footer.
+  let searching = false;
+  const prompt = blessed.textbox({
+    parent: footer,
+    left: 9,
+    top: 0,
+    height: 1,
+    width: "100%-9",
+    inputOnFocus: false,
+    style: { fg: "white", bg: "blue" },
+  });
+  prompt.hide();
+  const startSearch = () => {
+    searching = true;
+    footer.setContent(" search: ");
+    prompt.setValue(log.search);
+    prompt.show();
+    screen.render();
+    prompt.readInput((_err, value) => {
+      searching = false;
+      prompt.hide();
+      if (typeof value === "string") log.search = value;
+      log.tail = true;
+      body.focus();
+      draw();
+    });
+  };
+
+  screen.key(["f1", "1"], () => !searching && show("node"));
+  screen.key(["f2", "2"], () => !searching && show("grid"));
+  screen.key(["f3", "3"], () => !searching && show("logs"));
+  screen.key(["tab"], () => {
+    if (searching) return;
+    show(SCREENS[(SCREENS.indexOf(current) + 1) % SCREENS.length] ?? "node");
+  });
+  screen.key(["S-tab"], () => {
+    if (searching) return;
+    show(SCREENS[(SCREENS.indexOf(current) + SCREENS.length - 1) % SCREENS.length] ?? "node");
+  });
+  screen.key(["left", "right"], (_ch, key) => {
+    if (searching || current !== "logs") return;
+    const names = serviceNames();
+    const i = names.indexOf(log.service);
+    const next = names[(i + (key.name === "right" ? 1 : names.length - 1)) % names.length];
+    if (next) follow(next);
+    draw();
+  });
+  screen.key(["/"], () => {
+    if (!searching && current === "logs") startSearch();
+  });
+  screen.key(["escape"], () => {
+    if (searching || current !== "logs") return;
+    log.search = "";
+    draw();
+  });
+  screen.key(["up", "down", "pageup", "pagedown", "home"], (_ch, key) => {
+    if (searching) return;
+    const page = Math.max(1, (typeof body.height === "number" ? body.height : 20) - 1);
+    const by = { up: -1, down: 1, pageup: -page, pagedown: page, home: -1e9 }[
+      key.name as "up" | "down" | "pageup" | "pagedown" | "home"
+    ];
+    body.scroll(by);
+    log.tail = body.getScrollPerc() >= 100;
+    screen.render();
+  });
+  screen.key(["end", "S-g"], () => {
+    if (searching) return;
+    log.tail = true;
+    body.setScrollPerc(100);
+    screen.render();
+  });
+  screen.key(["C-l"], () => {
+    screen.realloc();
+    draw();
+  });
+  const quit = new Promise<void>((resolve) => {
+    // On a node's own terminal there is nothing to quit to: the console is the screen.
+    if (!o.tty)
+      screen.key(["q", "C-c"], () => {
+        if (searching) return;
+        resolve();
+      });
+  });
+  // Every cell again: the terminal may have cropped or reflowed what was there, and blessed
+  // would otherwise only write the cells it believes changed.
+  screen.on("resize", () => {
+    screen.realloc();
+    draw();
+  });
+
+  const refresh = async () => {
+    io.checkSize();
+    try {
+      snapshot = await reader.read();
+      readError = null;
+    } catch (err) {
+      readError = `cannot read the node's state: ${(err as Error).message}`;
+    }
+    draw();
+  };
+  body.focus();
+  draw();
+  await refresh();
+  let busy = false;
+  const timer = setInterval(
+    () => {
+      if (busy) return;
+      busy = true;
+      void refresh().finally(() => {
+        busy = false;
+      });
+    },
+    (o.refreshS ?? 2) * 1000,
+  );
+  await quit;
+  clearInterval(timer);
+  log.abort?.abort();
+  screen.destroy();
+}
