@@ -270,6 +270,10 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     progress(`app status on node 1:\n${text.out.replace(/^/gm, "    ")}`);
     const ls = await cli(3, "app", "ls");
     assert.match(ls.out, /^shop +5 +5 +3 +3 +2 GiB /m);
+    // Any one of the 3 nodes can go: the other two have room for its instances.
+    const gs = await cli(2, "grid", "status");
+    assert.equal(gs.code, 0, gs.err);
+    assert.match(gs.out, /^HA {10}ok: the grid can lose any one node and run every application$/m);
   });
 
   it("node-3, which has no catalog, got the manifest and its instances' class images from its peers, checked by sha256", async () => {

@@ -240,6 +240,9 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     const regrid = await gridOf(sh);
     assert.equal(regrid.grid?.id, grid.grid?.id, "the same grid");
     assert.equal(regrid.nodeId, nodeId);
+    // The console is on the server's screen (tty1), and has not crashed since boot.
+    const { output: services } = await sh.exec("flatgrid services", 120_000);
+    assert.match(services, /^console-tty1 +running +\d+ +0 /m);
   });
   it("runs appliances of the catalog: web.0 and db.0 on one bridge, the page counts its hits in db", async () => {
     const sh = shell;
