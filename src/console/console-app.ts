@@ -3,8 +3,9 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { ReadStream, WriteStream } from "node:tty";
 import blessed from "blessed";
-import type { ControlClient, LogEntry } from "../os/index.js";
+import type { ControlClient, ControlError, LogEntry } from "../os/index.js";
 import { esc, gridScreen, logText, nodeScreen, roleText } from "./screens.js";
+import { SetupForm } from "./setup-form.js";
 import { type Snapshot, SnapshotReader } from "./snapshot.js";
 
 /**
@@ -24,9 +25,14 @@ export interface ConsoleOptions {
   refreshS?: number;
 }
 
-const SCREENS = ["node", "grid", "logs"] as const;
+const SCREENS = ["node", "grid", "logs", "setup"] as const;
 type ScreenName = (typeof SCREENS)[number];
-const TITLES: Record<ScreenName, string> = { node: "Node", grid: "Grid", logs: "Logs" };
+const TITLES: Record<ScreenName, string> = {
+  node: "Node",
+  grid: "Grid",
+  logs: "Logs",
+  setup: "Setup",
+};
 const MAX_LOG_LINES = 5000;
 
 /**
@@ -226,12 +232,16 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     const keys =
       current === "logs"
         ? " Left/Right: service  /: search  Esc: clear  arrows PgUp PgDn: scroll  End: follow"
-        : " F1-F3 or 1-3 or Tab: screens  arrows PgUp PgDn: scroll  Ctrl-L: redraw";
-    if (!searching) footer.setContent(`${keys}${o.tty ? "" : "  q: quit"}`);
+        : current === "setup"
+          ? " Up/Down, Tab: field  Enter: next, save  Space: choose  F1-F3: other screens"
+          : " F1-F4 or 1-4 or Tab: screens  arrows PgUp PgDn: scroll  Ctrl-L: redraw";
+    if (!searching) footer.setContent(`${keys}${o.tty || current === "setup" ? "" : "  q: quit"}`);
     let lines: string[];
     if (!s) lines = [readError ? `{red-fg}${esc(readError)}{/red-fg}` : "reading..."];
     else if (current === "node") lines = nodeScreen(s, width);
     else if (current === "grid") lines = gridScreen(s);
+    else if (current === "setup")
+      lines = form ? form.lines(width) : ["reading the node's settings..."];
     else lines = logScreen();
     const scroll = body.getScroll();
     body.setContent(lines.join("\n"));
@@ -250,12 +260,65 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     }, 100);
   };
 
+  // The setup form, made anew from the stored settings each time the screen opens.
+  let form: SetupForm | null = null;
+  const openForm = async () => {
+    form = null;
+    const config = snapshot?.node?.config;
+    const set = await o.supervisor
+      .post<{ set: boolean }>("/v1/console/check-password", { password: "" })
+      .then((r) => r.set)
+      .catch(() => false);
+    form = new SetupForm(
+      {
+        "flatgrid.grid": config?.grid ?? "",
+        "flatgrid.net": config?.net ?? "dhcp",
+        "flatgrid.ip": config?.ip ?? "",
+        "flatgrid.gateway": config?.gateway ?? "",
+        "flatgrid.dns": config?.dns.join(",") ?? "",
+      },
+      set,
+    );
+    draw();
+  };
+  const save = async (f: SetupForm) => {
+    try {
+      const r = await o.supervisor.put<{
+        file: string;
+        restarted: string[];
+        notes: string[];
+        config: { grid: string | null };
+      }>("/v1/node/settings", f.request());
+      f.answered(
+        true,
+        [
+          `Saved in ${r.file}.`,
+          r.restarted.includes("grid")
+            ? `The grid service restarted: this server now creates or joins grid ${r.config.grid}.`
+            : "",
+          ...r.notes.map((n) => `${n[0]?.toUpperCase()}${n.slice(1)}.`),
+        ]
+          .filter(Boolean)
+          .join(" "),
+      );
+      draw();
+      await refresh();
+    } catch (err) {
+      const e = err as ControlError;
+      f.answered(false, e.message, e.problems ?? []);
+      draw();
+    }
+  };
+
   const show = (name: ScreenName) => {
     if (name !== current) body.scrollTo(0);
     current = name;
     if (name === "logs" && !log.abort) follow(log.service);
+    if (name === "setup") void openForm();
     draw();
   };
+  /** Keys that would be text in a form or a search go there, not to the screens. */
+  const typing = () => searching || current === "setup";
 
   // Search: a one-line prompt in the footer.
   let searching = false;
@@ -285,15 +348,21 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     });
   };
 
-  screen.key(["f1", "1"], () => !searching && show("node"));
-  screen.key(["f2", "2"], () => !searching && show("grid"));
-  screen.key(["f3", "3"], () => !searching && show("logs"));
+  SCREENS.forEach((name, i) => {
+    screen.key([`f${i + 1}`], () => !searching && show(name));
+    screen.key([`${i + 1}`], () => !typing() && show(name));
+  });
+  screen.on("keypress", (ch: string | undefined, key: { name?: string; shift?: boolean }) => {
+    if (current !== "setup" || !form || /^f\d+$/.test(key.name ?? "")) return;
+    if (form.key(ch, key.name, key.shift) === "submit") void save(form);
+    draw();
+  });
   screen.key(["tab"], () => {
-    if (searching) return;
+    if (typing()) return;
     show(SCREENS[(SCREENS.indexOf(current) + 1) % SCREENS.length] ?? "node");
   });
   screen.key(["S-tab"], () => {
-    if (searching) return;
+    if (typing()) return;
     show(SCREENS[(SCREENS.indexOf(current) + SCREENS.length - 1) % SCREENS.length] ?? "node");
   });
   screen.key(["left", "right"], (_ch, key) => {
@@ -313,7 +382,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     draw();
   });
   screen.key(["up", "down", "pageup", "pagedown", "home"], (_ch, key) => {
-    if (searching) return;
+    if (typing()) return;
     const page = Math.max(1, (typeof body.height === "number" ? body.height : 20) - 1);
     const by = { up: -1, down: 1, pageup: -page, pagedown: page, home: -1e9 }[
       key.name as "up" | "down" | "pageup" | "pagedown" | "home"
@@ -323,7 +392,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     screen.render();
   });
   screen.key(["end", "S-g"], () => {
-    if (searching) return;
+    if (typing()) return;
     log.tail = true;
     body.setScrollPerc(100);
     screen.render();
@@ -335,8 +404,8 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   const quit = new Promise<void>((resolve) => {
     // On a node's own terminal there is nothing to quit to: the console is the screen.
     if (!o.tty)
-      screen.key(["q", "C-c"], () => {
-        if (searching) return;
+      screen.key(["q", "C-c"], (_ch, key) => {
+        if (typing() && key.name === "q") return;
         resolve();
       });
   });
@@ -360,6 +429,8 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   body.focus();
   draw();
   await refresh();
+  // A server that belongs to no grid yet opens on the setup form: that is what it needs.
+  if (snapshot && (snapshot as Snapshot).node?.config.grid === null) show("setup");
   let busy = false;
   const timer = setInterval(
     () => {

@@ -247,6 +247,7 @@ export class GridNode extends EventEmitter {
   };
   private lastTerm: number | null = null;
   private wroteInTerm: number | null = null;
+  private restarting: Promise<void> | null = null;
   /** Controller only: nodes holding placements whose record is gone, and since when. */
   private missingSince = new Map<string, number>();
   private catalog: Catalog | null = null;
@@ -653,10 +654,26 @@ export class GridNode extends EventEmitter {
   }
 
   /** A new etcd client (e.g. the voters changed and the old endpoints are gone). */
-  private async restartSession(endpoints: string[]): Promise<void> {
+  private restartSession(endpoints: string[]): Promise<void> {
+    // One at a time: two would leave two elections campaigning for this node.
+    this.restarting ??= this.doRestartSession(endpoints).finally(() => {
+      this.restarting = null;
+    });
+    return this.restarting;
+  }
+
+  private async doRestartSession(endpoints: string[]): Promise<void> {
     const tls = this.tls as NodeTls;
     this.log(`etcd: reconnecting to ${endpoints.join(", ")}`);
-    await this.election?.resign().catch(() => {});
+    // Resigning talks to etcd, which may be what is stuck: it gets a few seconds at most.
+    let bound: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.election?.resign().catch(() => {}),
+      new Promise((r) => {
+        bound = setTimeout(r, 3000 * this.o.timescale);
+      }),
+    ]);
+    clearTimeout(bound);
     // The record stays: the next tick writes it again on a lease of the new client.
     this.registration?.abandon();
     this.client?.close();
@@ -676,15 +693,55 @@ export class GridNode extends EventEmitter {
     }, this.o.tickMs);
   }
 
+  /**
+   * A tick that has not finished after this long is stuck (every etcd call has a deadline,
+   * so something below them is): the node stops claiming a quorum and starts a new etcd
+   * session, which fails whatever the tick waits for.
+   */
+  private stallMs(): number {
+    return Math.max(10_000, 20 * this.o.tickMs);
+  }
+
+  private tickStalled(step: string): void {
+    this.quorum = false;
+    this.counters.stalledTicks = (this.counters.stalledTicks ?? 0) + 1;
+    this.warn(
+      `grid tick stuck for ${this.stallMs()} ms at "${step}": the grid state counts as unreachable; reconnecting`,
+    );
+    const known = [
+      ...new Set([
+        ...(this.runner?.role ? [clientUrl(this.address)] : []),
+        ...this.state.endpoints(),
+      ]),
+    ].sort();
+    // Closing the client rejects the calls the tick waits for.
+    void this.restartSession(known.length ? known : this.clientEndpoints).catch((err: Error) =>
+      this.warn(`etcd: reconnecting failed: ${err.message}`),
+    );
+  }
+
   private async tick(): Promise<void> {
     const client = this.client;
     if (!client) return;
+    let step = "quorum read";
+    const watchdog = setTimeout(() => this.tickStalled(step), this.stallMs());
+    try {
+      await this.tickSteps(client, (s) => {
+        step = s;
+      });
+    } finally {
+      clearTimeout(watchdog);
+    }
+  }
+
+  private async tickSteps(client: Etcd3, at: (step: string) => void): Promise<void> {
     try {
       // A linearizable read needs a quorum: it is how this node knows the grid is there.
       // When the proof of membership was asked for: a tick can stall after it (a paused
       // process, an overloaded node), and the VMs' lease must not outlive the proof.
       const provenAt = Date.now();
       await client.get(keys.grid).string();
+      at("member list");
       this.members = await listMembers(client);
       const voterUrls = this.members.filter((m) => !m.learner).flatMap((m) => m.clientUrls);
       if (voterUrls.length) this.state.saveEndpoints(voterUrls);
@@ -701,15 +758,21 @@ export class GridNode extends EventEmitter {
         Date.now() - this.lastReconnect > 5000
       ) {
         this.lastReconnect = Date.now();
+        at("reconnecting");
         await this.restartSession(wanted);
         return;
       }
+      at("agent");
       if (this.agent) await this.agentTick(client, provenAt);
+      at("registry");
       await this.registration?.publish(this.record());
+      at("assignment");
       const assignment = (await client
         .get(keys.assignment(this.nodeId))
         .json()) as Assignment | null;
+      at("etcd member");
       await this.runner?.apply(assignment);
+      at("node list");
       this.nodes = await listNodes(client);
     } catch (err) {
       this.quorum = false;
@@ -725,10 +788,12 @@ export class GridNode extends EventEmitter {
       ].sort();
       if (this.failedTicks >= 6 && known.join() !== this.clientEndpoints.join()) {
         this.failedTicks = 0;
+        at("reconnecting");
         await this.restartSession(known);
       }
       return;
     }
+    at("controller duties");
     if (this.election?.term != null) await this.controllerTick(client);
   }
 

@@ -13,6 +13,8 @@ export class ControlError extends Error {
     message: string,
     /** A stable code: unreachable, or the API's own error code. */
     readonly code: string,
+    /** Which fields of the request are wrong and why, when the API says. */
+    readonly problems: { key: string; message: string }[] = [],
   ) {
     super(message);
     this.name = "ControlError";
@@ -72,9 +74,21 @@ export class ControlClient {
             return;
           }
           if ((res.statusCode ?? 500) >= 400) {
-            const error = (parsed as { error?: { code?: string; message?: string } }).error;
+            const error = (
+              parsed as {
+                error?: {
+                  code?: string;
+                  message?: string;
+                  problems?: { key: string; message: string }[];
+                };
+              }
+            ).error;
             reject(
-              new ControlError(error?.message ?? `HTTP ${res.statusCode}`, error?.code ?? "error"),
+              new ControlError(
+                error?.message ?? `HTTP ${res.statusCode}`,
+                error?.code ?? "error",
+                error?.problems ?? [],
+              ),
             );
           } else {
             resolve(parsed as T);

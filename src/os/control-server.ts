@@ -2,13 +2,14 @@ import { chmodSync, mkdirSync, unlinkSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { connect } from "node:net";
 import { dirname } from "node:path";
+import { z } from "zod";
 import type { LogEntry } from "./log-buffer.js";
 import { ServiceTableError, serviceSpecSchema } from "./service-spec.js";
 import { ServiceInUseError, type Supervisor, UnknownServiceError } from "./supervisor.js";
 
 /**
  * The supervisor's local API: HTTP over a Unix socket (mode 0600, so root only). Everything
- * the CLI and, later, the console do to services goes through here.
+ * the CLI and the console do to the node goes through here.
  *
  *   GET  /v1/services                      all services and their state
  *   GET  /v1/services/NAME                 one service
@@ -17,19 +18,41 @@ import { ServiceInUseError, type Supervisor, UnknownServiceError } from "./super
  *   POST /v1/services/NAME/{start,stop,restart}
  *   GET  /v1/logs/NAME?lines=N&follow=1    log entries as NDJSON; follow keeps streaming
  *   GET  /v1/node                          boot mode, configuration and its errors
+ *   PUT  /v1/node/settings                 {"settings": {"flatgrid.grid": ...}, "consolePassword"}:
+ *                                          store the node's own settings on its data partition
+ *                                          (400 with problems per key; 409 without a partition)
+ *   POST /v1/console/check-password        {"password"}: {set, ok}
  *   POST /v1/power/{poweroff,reboot}
  */
 
 export interface ControlHandlers {
   node(): unknown;
   power(action: "poweroff" | "reboot"): void;
+  /** Stores the node's own settings (and the console password); throws ApiError. */
+  configure(request: SettingsRequest): Promise<unknown>;
+  /** Whether a console password is set, and whether this one is it. */
+  checkPassword(password: string): { set: boolean; ok: boolean };
 }
+
+export const settingsRequestSchema = z
+  .object({
+    /** flatgrid.* keys and their values; "" removes a key. */
+    settings: z.record(z.string(), z.string().max(1024)).default({}),
+    /** A new console password. */
+    consolePassword: z.string().max(1024).optional(),
+    /** The console password now, needed to change one that is set. */
+    currentPassword: z.string().max(1024).optional(),
+  })
+  .strict();
+export type SettingsRequest = z.infer<typeof settingsRequestSchema>;
 
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly code: string,
     message: string,
+    /** Which fields are wrong and why, for a form to mark. */
+    readonly problems?: { key: string; message: string }[],
   ) {
     super(message);
   }
@@ -61,7 +84,7 @@ export async function listenControlSocket(
                 : new ApiError(500, "internal", err instanceof Error ? err.message : String(err));
       if (!res.headersSent)
         sendJson(res, apiError.status, {
-          error: { code: apiError.code, message: apiError.message },
+          error: { code: apiError.code, message: apiError.message, problems: apiError.problems },
         });
       else res.end();
     });
@@ -191,6 +214,27 @@ async function handle(
       return streamLogs(req, res, supervisor, name, url.searchParams);
     case "GET /v1/node":
       return sendJson(res, 200, handlers.node());
+    case "PUT /v1/node/:": {
+      if (name !== "settings")
+        throw new ApiError(404, "not-found", `no such endpoint: PUT ${url.pathname}`);
+      const parsed = settingsRequestSchema.safeParse(await readJson(req));
+      if (!parsed.success) {
+        const issue = parsed.error.issues[0];
+        throw new ApiError(
+          400,
+          "bad-request",
+          `field ${issue?.path.join(".") || "(body)"}: ${issue?.message}`,
+        );
+      }
+      return sendJson(res, 200, await handlers.configure(parsed.data));
+    }
+    case "POST /v1/console/:": {
+      if (name !== "check-password")
+        throw new ApiError(404, "not-found", `no such endpoint: POST ${url.pathname}`);
+      const body = z.object({ password: z.string().max(1024) }).safeParse(await readJson(req));
+      if (!body.success) throw new ApiError(400, "bad-request", 'the body is {"password": "..."}');
+      return sendJson(res, 200, handlers.checkPassword(body.data.password));
+    }
     case "POST /v1/power/:": {
       if (name !== "poweroff" && name !== "reboot") {
         throw new ApiError(404, "unknown-action", `no power action "${name}" (poweroff, reboot)`);

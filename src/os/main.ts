@@ -3,9 +3,10 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { socketPath } from "./control-client.js";
-import { listenControlSocket, SocketInUseError } from "./control-server.js";
+import { ApiError, listenControlSocket, SocketInUseError } from "./control-server.js";
 import { PidFiles } from "./leftovers.js";
 import { formatConfigError, redactConfig } from "./node-config.js";
+import { NodeSettingsStore, NoStorageError, SettingsError } from "./node-settings.js";
 import { readNodeConfig } from "./read-config.js";
 import {
   checkServiceGraph,
@@ -27,6 +28,7 @@ const USAGE = `usage: flatgrid-supervisor [--services FILE]... [--socket PATH] [
   --services FILE   a JSON service table ({"services": [...]}) to run besides the built-in one
   --socket PATH     control socket (default ${socketPath({})}, or FLATGRID_SOCKET)
   --config-dir DIR  node configuration directory (default /etc/flatgrid)
+  --settings-dir DIR  where the node's own settings go (default: the data partition)
   --cmdline FILE    kernel command line to read flatgrid.* keys from (default /proc/cmdline)`;
 
 function say(msg: string): void {
@@ -40,6 +42,8 @@ function parseCommandLine() {
         services: { type: "string", multiple: true, default: [] },
         socket: { type: "string" },
         "config-dir": { type: "string", default: "/etc/flatgrid" },
+        // The node's own node.conf (the console's): the data partition on a node.
+        "settings-dir": { type: "string" },
         cmdline: { type: "string", default: "/proc/cmdline" },
         help: { type: "boolean", default: false },
       },
@@ -88,10 +92,18 @@ async function main(): Promise<void> {
   // the node's own node.conf (written by the console), which wins over the command line.
   const early = readNodeConfig(args["config-dir"], args.cmdline, say);
   const storage = await bringUpStorage(early.config, mode);
-  const { config, errors: configErrors } =
-    storage.data?.state === "mounted"
-      ? readNodeConfig([args["config-dir"], storage.data.mountpoint], args.cmdline, say)
-      : early;
+  const settingsDir =
+    args["settings-dir"] ??
+    (storage.data?.state === "mounted" ? storage.data.mountpoint : undefined) ??
+    null;
+  const settings = new NodeSettingsStore({
+    cmdline: args.cmdline,
+    configDirs: [args["config-dir"]],
+    dir: settingsDir,
+  });
+  let { config, errors: configErrors } = settingsDir
+    ? readNodeConfig([args["config-dir"], settingsDir], args.cmdline, say)
+    : early;
   const notes: { level: number; msg: string }[] = [...storage.notes];
   for (const error of configErrors)
     notes.push({ level: 50, msg: `configuration: ${formatConfigError(error)}` });
@@ -158,6 +170,42 @@ async function main(): Promise<void> {
       configErrors: configErrors.map((e) => ({ ...e, text: formatConfigError(e) })),
       data: storage.data,
     }),
+    configure: async (request) => {
+      let stored: ReturnType<NodeSettingsStore["store"]>;
+      try {
+        stored = settings.store(request);
+      } catch (err) {
+        if (err instanceof SettingsError)
+          throw new ApiError(400, "bad-settings", err.message, err.problems);
+        if (err instanceof NoStorageError) throw new ApiError(409, "no-storage", err.message);
+        throw err;
+      }
+      ({ config, errors: configErrors } = readNodeConfig(
+        [args["config-dir"], settingsDir ?? args["config-dir"]],
+        args.cmdline,
+      ));
+      supervisor.note(
+        `settings stored in ${stored.file}${stored.changed.length ? `: ${stored.changed.join(", ")}` : ""}${request.consolePassword ? " (and a new console password)" : ""}`,
+      );
+      const restarted: string[] = [];
+      const notes: string[] = [];
+      // The grid service reads its grid, token and host name when it starts.
+      const gridKeys = ["flatgrid.grid", "flatgrid.token", "flatgrid.hostname"];
+      if (stored.changed.some((k) => gridKeys.includes(k)) && supervisor.has("grid")) {
+        await supervisor.restart("grid");
+        restarted.push("grid");
+      }
+      if (stored.changed.some((k) => /^flatgrid\.(net|ip|gateway|dns)$/.test(k)))
+        notes.push("the network settings apply at the next boot");
+      return {
+        config: redactConfig(stored.config),
+        file: stored.file,
+        changed: stored.changed,
+        restarted,
+        notes,
+      };
+    },
+    checkPassword: (password) => settings.checkPassword(password),
     power: (action) => {
       supervisor.note(`${action} requested through the control socket`);
       if (underInit) {

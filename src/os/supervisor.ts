@@ -100,6 +100,10 @@ export class Supervisor extends EventEmitter {
     return [...this.order];
   }
 
+  has(name: string): boolean {
+    return this.services.has(name);
+  }
+
   get(name: string): Service {
     const service = this.services.get(name);
     if (!service) throw new UnknownServiceError(name, this.order);

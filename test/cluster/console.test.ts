@@ -5,6 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { ControlClient, type ServiceStatus } from "../../src/os/index.js";
@@ -18,8 +20,12 @@ function progress(msg: string): void {
   process.stderr.write(`  console: ${msg}\n`);
 }
 
+const FIRST_BOOT = `${SESSION}-3`;
 const tmux = (...args: string[]) => execFileSync("tmux", args, { encoding: "utf8" });
-const screenText = () => tmux("capture-pane", "-p", "-t", SESSION);
+let target = SESSION;
+const screenText = () => tmux("capture-pane", "-p", "-t", target);
+const keys = (...k: string[]) => tmux("send-keys", "-t", target, ...k);
+const typeText = (t: string) => tmux("send-keys", "-t", target, "-l", t);
 
 describe("the console on a node's terminal, under tmux", { concurrency: false }, () => {
   let g: GridCluster;
@@ -42,41 +48,47 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
   };
   const consoleService = async () =>
     (await supervisor.get<{ service: ServiceStatus }>("/v1/services/console")).service;
-
-  before(async () => {
-    sweepStale();
-    g = GridCluster.create({ nodes: 2 });
-    g.startAll();
-    await g.until("one grid of 2 nodes", formed(2), 60_000);
-  });
-
-  after(async () => {
-    try {
-      tmux("kill-session", "-t", SESSION);
-    } catch {}
-    await g?.destroy();
-  });
-
-  it("run by the supervisor on a terminal, the node screen shows the node's grid, role and address", async () => {
-    // A terminal of 100×30 whose own process never reads: the console opens it as a node's
-    // console opens tty1, and the keys sent to the pane reach the console.
-    tmux("new-session", "-d", "-s", SESSION, "-x", "100", "-y", "30", "sleep 100000");
-    const pts = tmux("display-message", "-p", "-t", SESSION, "#{pane_tty}").trim();
+  /** A tmux terminal of 100×30 whose own process never reads, and a console on it. */
+  const consoleOn = async (session: string, index: number) => {
+    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", "sleep 100000");
+    const pts = tmux("display-message", "-p", "-t", session, "#{pane_tty}").trim();
     const term = tmux("show-options", "-gv", "default-terminal").trim() || "screen";
-    supervisor = new ControlClient(g.node(1).socket);
-    await supervisor.put("/v1/services/console", {
+    const client = new ControlClient(g.node(index).socket);
+    await client.put("/v1/services/console", {
       name: "console",
       command: [
         process.execPath,
         CLI,
         "console",
         `--tty=${pts}`,
-        `--socket=${g.node(1).socket}`,
-        `--data-dir=${g.node(1).dir}/state`,
+        `--socket=${g.node(index).socket}`,
+        `--data-dir=${g.node(index).dir}/state`,
       ],
       env: { TERM: term },
       restart: { initialDelayMs: 200, maxFailures: 1000 },
     });
+    return client;
+  };
+
+  before(async () => {
+    sweepStale();
+    // Node 3 has no grid configured: it waits for its console's setup form.
+    g = GridCluster.create({ nodes: 3, unconfigured: [3] });
+    g.startAll();
+    await g.until("one grid of 2 nodes", formed(2), 60_000, [1, 2]);
+  });
+
+  after(async () => {
+    for (const session of [SESSION, FIRST_BOOT])
+      try {
+        tmux("kill-session", "-t", session);
+      } catch {}
+    await g?.destroy();
+  });
+
+  it("run by the supervisor on a terminal, the node screen shows the node's grid, role and address", async () => {
+    // As a node's console opens tty1: the keys sent to the pane reach the console.
+    supervisor = await consoleOn(SESSION, 1);
     const status = await g.status(1);
     assert.ok(status?.grid);
     // CPU use needs two readings: the second refresh has it.
@@ -96,7 +108,7 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
   });
 
   it("F2 shows the grid: both nodes with their roles, the controller and HA", async () => {
-    tmux("send-keys", "-t", SESSION, "F2");
+    keys("F2");
     const text = await until("the grid screen", /^NODES \(2\)$/m);
     const status = await g.status(1);
     const ctl = status?.nodes.find((n) => n.nodeId === status.controller);
@@ -112,12 +124,12 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
   });
 
   it("F3 follows the grid service's log live; a search keeps the matching lines", async () => {
-    tmux("send-keys", "-t", SESSION, "F3");
+    keys("F3");
     await until("the grid service's log", /^LOG grid {2}\d+ lines$/m);
-    tmux("send-keys", "-t", SESSION, "/");
+    keys("/");
     await until("the search prompt", /^ search:/m);
-    tmux("send-keys", "-t", SESSION, "-l", "phase:");
-    tmux("send-keys", "-t", SESSION, "Enter");
+    typeText("phase:");
+    keys("Enter");
     const text = await until(
       "the matching lines",
       /^LOG grid {2}\d+ of \d+ lines match "phase:"$/m,
@@ -130,7 +142,7 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     for (const l of lines) assert.match(l, /phase:/);
     assert.match(text, /phase: member/);
     // Live: a line the grid service logs now shows up without a key pressed.
-    tmux("send-keys", "-t", SESSION, "Escape");
+    keys("Escape");
     await until("every line again", /^LOG grid {2}\d+ lines$/m);
     const count = (text: string) => Number(/^LOG grid {2}(\d+) lines$/m.exec(text)?.[1] ?? 0);
     const before = count(screenText());
@@ -141,11 +153,11 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
       30_000,
     );
     progress(`the grid service restarted: ${count(after) - before} new lines on the log screen`);
-    await g.until("one grid again", formed(2), 60_000);
+    await g.until("one grid again", formed(2), 60_000, [1, 2]);
   });
 
   it("a resize redraws at the new size", async () => {
-    tmux("send-keys", "-t", SESSION, "1");
+    keys("1");
     await until("the node screen", /^ROLE /m);
     tmux("resize-window", "-t", SESSION, "-x", "80", "-y", "25");
     const text = await until("a header 80 columns wide", /^ flatgrid .{60,}\d\d:\d\d:\d\d$/m);
@@ -154,15 +166,15 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     // The clock ends one column short of the right edge (a space pads it).
     assert.equal(header?.length, 79, `header: "${header}"`);
     // The footer is on the last row of 25.
-    assert.match(lines[24] ?? "", /^ F1-F3 or 1-3 or Tab: screens/);
+    assert.match(lines[24] ?? "", /^ F1-F4 or 1-4 or Tab: screens/);
   });
 
   it("q does not quit on a node's terminal; killed, the console comes back, drawn anew", async () => {
     const first = await consoleService();
     assert.ok(first.pid);
-    tmux("send-keys", "-t", SESSION, "F2");
+    keys("F2");
     await until("the grid screen", /^NODES \(2\)$/m);
-    tmux("send-keys", "-t", SESSION, "q");
+    keys("q");
     await sleep(1000);
     assert.equal((await consoleService()).pid, first.pid, "q quit the console");
     process.kill(first.pid, "SIGKILL");
@@ -177,5 +189,56 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     await until("the node screen of the new console", /^ROLE +\S/m);
     assert.ok(now.restarts >= 1);
     progress(`killed with SIGKILL: back as pid ${now.pid} (restarts ${now.restarts})`);
+  });
+
+  it("first boot: the setup form marks a bad address, takes a good one, and the node joins the grid", {
+    timeout: 120_000,
+  }, async () => {
+    target = FIRST_BOOT;
+    const node3 = await consoleOn(FIRST_BOOT, 3);
+    // A node without a grid opens on the form.
+    await until("the setup form", /^ +Grid name +\[/m, 20_000);
+    typeText("testgrid");
+    keys("Enter");
+    typeText("test-token-0123456789abcdef");
+    keys("Enter", "Space", "Down");
+    typeText("10.213.0.300/24");
+    keys("Down");
+    await until("the address marked", /\^ Address is not an IPv4 address with a prefix length/);
+    keys("Up");
+    for (let i = 0; i < 15; i++) keys("BSpace");
+    typeText("10.213.0.3/24");
+    keys("Down");
+    await until("the mark gone", (t) => !/\^ Address/.test(t) && /Gateway/.test(t));
+    keys("Down", "Down");
+    typeText("console-pass-1");
+    keys("Down");
+    typeText("console-pass-1");
+    keys("Down", "Enter");
+    const saved = await until("the settings saved", /Saved in .*node\.conf/, 20_000);
+    assert.match(saved, /grid service restarted/);
+    progress(
+      `setup form saved:\n${saved
+        .split("\n")
+        .filter((l) => /Saved|restarted|\^/.test(l))
+        .join("\n")}`,
+    );
+    const t0 = Date.now();
+    await g.until("node 3 in the grid", formed(3), 60_000);
+    progress(`node 3 in the grid ${Date.now() - t0} ms after the form was saved`);
+    const conf = readFileSync(join(g.node(3).dir, "state", "node.conf"), "utf8");
+    assert.match(conf, /^flatgrid\.grid=testgrid$/m);
+    assert.match(conf, /^flatgrid\.net=static$/m);
+    assert.match(conf, /^flatgrid\.ip=10\.213\.0\.3\/24$/m);
+    assert.match(
+      readFileSync(join(g.node(3).dir, "state", "console-password"), "utf8"),
+      /^scrypt\$[0-9a-f]+\$[0-9a-f]+$/m,
+    );
+    assert.deepEqual(
+      await node3.post("/v1/console/check-password", { password: "console-pass-1" }),
+      { set: true, ok: true },
+    );
+    keys("F1");
+    await until("the node screen with the grid", /^GRID +testgrid \(/m, 20_000);
   });
 });

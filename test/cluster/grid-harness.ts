@@ -37,6 +37,8 @@ export interface GridClusterOptions {
   images?: string;
   /** Nodes without that catalog (as if booted over PXE): their class images come from peers. */
   noCatalog?: number[];
+  /** Nodes configured with no grid and no token: set up later (the console's setup form). */
+  unconfigured?: number[];
   log?: (line: string) => void;
 }
 
@@ -68,7 +70,9 @@ export class GridCluster {
       this.options.tokens?.[index] ?? this.options.token ?? "test-token-0123456789abcdef";
     writeFileSync(
       join(dir, "etc", "node.conf"),
-      `flatgrid.grid=${this.options.grid ?? "testgrid"}\nflatgrid.token=${token}\nflatgrid.hostname=node-${index}\n`,
+      this.options.unconfigured?.includes(index)
+        ? `flatgrid.hostname=node-${index}\n`
+        : `flatgrid.grid=${this.options.grid ?? "testgrid"}\nflatgrid.token=${token}\nflatgrid.hostname=node-${index}\n`,
     );
     writeFileSync(join(dir, "cmdline"), "\n");
     const grid = {
@@ -78,6 +82,8 @@ export class GridCluster {
         GRID,
         `--state-dir=${join(dir, "state")}`,
         `--config-dir=${join(dir, "etc")}`,
+        // The node's own settings, as the data partition holds them on a node.
+        `--config-dir=${join(dir, "state")}`,
         `--cmdline=${join(dir, "cmdline")}`,
         `--address=${this.cluster.node(index).links[0]?.address}`,
         `--window-ms=${this.options.windowMs ?? 1500}`,
@@ -116,6 +122,7 @@ export class GridCluster {
       `--services=${join(n.dir, "services.json")}`,
       `--socket=${n.socket}`,
       `--config-dir=${join(n.dir, "etc")}`,
+      `--settings-dir=${join(n.dir, "state")}`,
       `--cmdline=${join(n.dir, "cmdline")}`,
     ]);
     return n.process;
