@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { existsSync, openSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
@@ -54,6 +55,8 @@ interface Terminal {
   output: WriteStream;
   /** Reads the terminal's size again; emits resize on the output when it changed. */
   checkSize: () => void;
+  /** The descriptor a shell gets as its terminal. */
+  fd: number;
 }
 
 function openTerminal(device: string): Terminal {
@@ -70,14 +73,14 @@ function openTerminal(device: string): Terminal {
   const refresh = (output as unknown as { _refreshSize?: () => void })._refreshSize;
   const checkSize = () => refresh?.call(output);
   process.on("SIGWINCH", checkSize);
-  return { input, output, checkSize };
+  return { input, output, checkSize, fd };
 }
 
 export async function runConsole(o: ConsoleOptions): Promise<void> {
   const term = terminfoFor(process.env.TERM || (o.tty ? "linux" : "xterm"));
   const io: Terminal = o.tty
     ? openTerminal(o.tty)
-    : { input: process.stdin, output: process.stdout, checkSize: () => {} };
+    : { input: process.stdin, output: process.stdout, checkSize: () => {}, fd: 0 };
   // A keyboard unplugged, a serial line hung up: the screen stays, and the supervisor
   // restarts us if the terminal itself is gone.
   io.input.on("error", () => {});
@@ -213,7 +216,10 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     return [head, ...lines];
   };
 
+  /** While a shell has the terminal, nothing is drawn. */
+  let suspended = false;
   const draw = () => {
+    if (suspended) return;
     const width = typeof screen.width === "number" ? screen.width : 80;
     const s = snapshot;
     const time = new Date().toTimeString().slice(0, 8);
@@ -231,11 +237,15 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     );
     const keys =
       current === "logs"
-        ? " Left/Right: service  /: search  Esc: clear  arrows PgUp PgDn: scroll  End: follow"
+        ? " Left/Right: service  /: search  Esc: clear  r: restart it  End: follow"
         : current === "setup"
           ? " Up/Down, Tab: field  Enter: next, save  Space: choose  F1-F3: other screens"
-          : " F1-F4 or 1-4 or Tab: screens  arrows PgUp PgDn: scroll  Ctrl-L: redraw";
-    if (!searching) footer.setContent(`${keys}${o.tty || current === "setup" ? "" : "  q: quit"}`);
+          : current === "node"
+            ? " F1-F4, Tab: screens  R: reboot  P: power off  S: shell  Ctrl-L: redraw"
+            : " F1-F4 or 1-4 or Tab: screens  arrows PgUp PgDn: scroll  Ctrl-L: redraw";
+    const quitKey = o.tty || current === "setup" ? "" : "  q: quit";
+    if (!searching)
+      footer.setContent(notice ? ` {yellow-fg}${esc(notice)}{/yellow-fg}` : `${keys}${quitKey}`);
     let lines: string[];
     if (!s) lines = [readError ? `{red-fg}${esc(readError)}{/red-fg}` : "reading..."];
     else if (current === "node") lines = nodeScreen(s, width);
@@ -315,6 +325,8 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     current = name;
     if (name === "logs" && !log.abort) follow(log.service);
     if (name === "setup") void openForm();
+    // The grid screen's applications are read only for it: read them now.
+    if (name === "grid" && snapshot?.apps === null) void refresh();
     draw();
   };
   /** Keys that would be text in a form or a search go there, not to the screens. */
@@ -348,6 +360,101 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     });
   };
 
+  // Actions that change the node: each asks for the console password first.
+  let notice = "";
+  const say = (text: string) => {
+    notice = text;
+    draw();
+    setTimeout(() => {
+      if (notice === text) {
+        notice = "";
+        draw();
+      }
+    }, 5000);
+  };
+  const secret = blessed.textbox({
+    parent: footer,
+    top: 0,
+    height: 1,
+    right: 0,
+    width: 24,
+    censor: true,
+    inputOnFocus: false,
+    style: { fg: "white", bg: "blue" },
+  });
+  secret.hide();
+  const withPassword = (what: string, action: () => Promise<string | undefined>) => {
+    if (typing()) return;
+    searching = true;
+    const question = ` ${what}? Console password (Esc: no): `;
+    footer.setContent(question);
+    secret.left = question.length;
+    secret.setValue("");
+    secret.show();
+    screen.render();
+    secret.readInput((_err, value) => {
+      searching = false;
+      secret.hide();
+      body.focus();
+      if (typeof value !== "string") return say(`${what}: not done`);
+      void o.supervisor
+        .post<{ set: boolean; ok: boolean }>("/v1/console/check-password", { password: value })
+        .then(async (r) => {
+          if (!r.set) return say(`${what}: no console password is set yet (F4 Setup sets one)`);
+          if (!r.ok) return say(`${what}: wrong password, nothing done`);
+          const done = await action();
+          if (done) say(done);
+        })
+        .catch((err: Error) => say(`${what}: ${err.message}`));
+    });
+  };
+  const power = (action: "reboot" | "poweroff") =>
+    withPassword(action === "reboot" ? "Reboot this server" : "Power this server off", async () => {
+      await o.supervisor.post(`/v1/power/${action}`);
+      return `${action}: the services stop in order, then the server ${action === "reboot" ? "reboots" : "powers off"}`;
+    });
+  /** A root shell on this terminal; the console comes back when it exits. */
+  const shell = () =>
+    withPassword("Open a root shell", async () => {
+      const program = screen.program;
+      suspended = true;
+      program.normalBuffer();
+      program.clear();
+      program.showCursor();
+      // blessed buffers what it writes until the next tick: out before the shell's own.
+      (program as unknown as { flush(): void }).flush();
+      const raw = io.input.isRaw;
+      io.input.setRawMode(false);
+      io.input.pause();
+      // pause() alone keeps reading into the stream's buffer, which would take the shell's
+      // keys: stop reading the terminal until the shell is done.
+      const handle = (io.input as unknown as { _handle?: { readStop(): void; readStart(): void } })
+        ._handle;
+      handle?.readStop();
+      io.output.write("flatgrid console: a root shell; exit returns to the console\r\n");
+      const sh = existsSync("/bin/bash") ? "/bin/bash" : "/bin/sh";
+      await new Promise<void>((resolve) => {
+        const child = spawn(sh, ["-i"], {
+          stdio: [io.fd, io.fd === 0 ? 1 : io.fd, io.fd === 0 ? 2 : io.fd],
+          env: { ...process.env, TERM: process.env.TERM ?? "linux" },
+        });
+        child.on("exit", () => resolve());
+        child.on("error", (err) => {
+          io.output.write(`flatgrid console: cannot start ${sh}: ${err.message}\r\n`);
+          resolve();
+        });
+      });
+      handle?.readStart();
+      io.input.setRawMode(raw);
+      io.input.resume();
+      program.alternateBuffer();
+      program.hideCursor();
+      suspended = false;
+      screen.realloc();
+      draw();
+      return "the shell exited";
+    });
+
   SCREENS.forEach((name, i) => {
     screen.key([`f${i + 1}`], () => !searching && show(name));
     screen.key([`${i + 1}`], () => !typing() && show(name));
@@ -372,6 +479,18 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     const next = names[(i + (key.name === "right" ? 1 : names.length - 1)) % names.length];
     if (next) follow(next);
     draw();
+  });
+  screen.key(["S-r"], () => current === "node" && power("reboot"));
+  screen.key(["S-p"], () => current === "node" && power("poweroff"));
+  screen.key(["S-s"], () => current === "node" && shell());
+  screen.key(["r"], () => {
+    if (current !== "logs") return;
+    const name = log.service;
+    if (name === "supervisor") return say("the supervisor itself is not restarted from here");
+    withPassword(`Restart ${name}`, async () => {
+      await o.supervisor.post(`/v1/services/${encodeURIComponent(name)}/restart`);
+      return `${name}: restarted`;
+    });
   });
   screen.key(["/"], () => {
     if (!searching && current === "logs") startSearch();
@@ -419,7 +538,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   const refresh = async () => {
     io.checkSize();
     try {
-      snapshot = await reader.read();
+      snapshot = await reader.read({ apps: current === "grid" });
       readError = null;
     } catch (err) {
       readError = `cannot read the node's state: ${(err as Error).message}`;

@@ -191,7 +191,9 @@ export function gridScreen(s: Snapshot): string[] {
     `${label("CONTROLLER")}${controllerText(s)}`,
     `${label("HA")}${
       ha === null
-        ? warn(esc(s.errors.apps ?? "unknown"))
+        ? s.errors.apps
+          ? warn(esc(s.errors.apps))
+          : "reading..."
         : ha.ok
           ? ok("ok: the grid can lose any one node and run every application")
           : bad("at risk")
@@ -236,7 +238,7 @@ export function gridScreen(s: Snapshot): string[] {
     "",
     bold(`APPLICATIONS (${s.apps?.length ?? "?"})`),
   );
-  if (!s.apps) lines.push(`  ${warn(esc(s.errors.apps ?? "unknown"))}`);
+  if (!s.apps) lines.push(`  ${s.errors.apps ? warn(esc(s.errors.apps)) : "reading..."}`);
   else if (s.apps.length === 0) lines.push("  none: `flatgrid app create -f FILE` adds one");
   else {
     const states = s.apps.map((a) => appState(a, g.nodes));

@@ -163,7 +163,11 @@ export class SnapshotReader {
     this.cpu.sample();
   }
 
-  async read(): Promise<Snapshot> {
+  /**
+   * `apps`: also read the applications and HA, which cost the grid service reads of etcd;
+   * only the grid screen shows them, so the node screen does not ask every 2 s.
+   */
+  async read(opts: { apps?: boolean } = { apps: true }): Promise<Snapshot> {
     const { supervisor, grid } = this.sources;
     const errors: Record<string, string> = {};
     const attempt = async <T>(source: string, call: () => Promise<T>): Promise<T | null> => {
@@ -186,12 +190,13 @@ export class SnapshotReader {
       lastLogLines(supervisor, "grid", lines).catch(() => []),
     ]);
     const member = gridStatus?.phase === "member" && gridStatus.quorum;
-    const [apps, ha] = member
-      ? await Promise.all([
-          attempt("apps", () => grid.get<{ apps: AppSummary[] }>("/v1/apps").then((r) => r.apps)),
-          attempt("apps", () => grid.get<HaStatus>("/v1/grid/ha")),
-        ])
-      : [null, null];
+    const [apps, ha] =
+      member && opts.apps
+        ? await Promise.all([
+            attempt("apps", () => grid.get<{ apps: AppSummary[] }>("/v1/apps").then((r) => r.apps)),
+            attempt("apps", () => grid.get<HaStatus>("/v1/grid/ha")),
+          ])
+        : [null, null];
     const logs = [...(supervisorLog ?? []), ...gridLog]
       .sort((a, b) => a.time - b.time)
       .slice(-lines);

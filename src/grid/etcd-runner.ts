@@ -1,9 +1,10 @@
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { ControlClient } from "../os/index.js";
+import { writeFileAtomic } from "../os/index.js";
 import { defineEtcd, type EtcdOptions, etcdServiceState, removeEtcd } from "./etcd-service.js";
 import type { Assignment } from "./layout.js";
-import { type NodeState, writeFileAtomic } from "./node-state.js";
+import type { NodeState } from "./node-state.js";
 
 /**
  * This node's side of etcd membership: it runs etcd (through the supervisor) when the

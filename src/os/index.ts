@@ -24,3 +24,4 @@ export type { ServiceState, ServiceStatus } from "./service.js";
 export type { ServiceSpec, ServiceSpecInput } from "./service-spec.js";
 export type { BootMode } from "./system.js";
 export { VERSION } from "./version.js";
+export { writeFileAtomic } from "./write-file-atomic.js";

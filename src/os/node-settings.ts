@@ -1,13 +1,5 @@
 import { randomBytes, scryptSync, timingSafeEqual } from "node:crypto";
-import {
-  closeSync,
-  existsSync,
-  fsyncSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  writeSync,
-} from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   type ConfigSetting,
@@ -16,6 +8,7 @@ import {
   settingsFromCmdline,
   settingsFromFile,
 } from "./node-config.js";
+import { writeFileAtomic } from "./write-file-atomic.js";
 
 /**
  * The node's own settings: what the console's first-boot form (or an operator through the
@@ -112,25 +105,6 @@ export function mergeNodeConf(text: string, updates: Readonly<Record<string, str
   while (out.length && out.at(-1) === "") out.pop();
   for (const [key, value] of pending) if (value !== "") out.push(`${key}=${value}`);
   return out.length ? `${out.join("\n")}\n` : "";
-}
-
-/** Writes a file so that a crash leaves either the old or the new content. */
-export function writeAtomically(path: string, text: string, mode = 0o600): void {
-  const tmp = `${path}.new`;
-  const fd = openSync(tmp, "w", mode);
-  try {
-    writeSync(fd, text);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-  const dir = openSync(join(path, ".."), "r");
-  try {
-    fsyncSync(dir);
-  } finally {
-    closeSync(dir);
-  }
 }
 
 /** Every setting in the order it applies: the command line, then each directory's node.conf. */
@@ -239,9 +213,9 @@ export class NodeSettingsStore {
     const trimmed = Object.fromEntries(
       Object.entries(request.settings).map(([k, v]) => [k, v.trim()]),
     );
-    writeAtomically(file, mergeNodeConf(old, trimmed));
+    writeFileAtomic(file, mergeNodeConf(old, trimmed), 0o600);
     if (request.consolePassword !== undefined)
-      writeAtomically(
+      writeFileAtomic(
         join(dir, CONSOLE_PASSWORD_FILE),
         `${hashPassword(request.consolePassword)}\n`,
       );

@@ -109,7 +109,11 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
 
   it("F2 shows the grid: both nodes with their roles, the controller and HA", async () => {
     keys("F2");
-    const text = await until("the grid screen", /^NODES \(2\)$/m);
+    // The applications and HA are read when the grid screen opens.
+    const text = await until(
+      "the grid screen with HA",
+      /^NODES \(2\)$[\s\S]*^APPLICATIONS \(0\)$/m,
+    );
     const status = await g.status(1);
     const ctl = status?.nodes.find((n) => n.nodeId === status.controller);
     assert.ok(ctl);
@@ -166,7 +170,7 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     // The clock ends one column short of the right edge (a space pads it).
     assert.equal(header?.length, 79, `header: "${header}"`);
     // The footer is on the last row of 25.
-    assert.match(lines[24] ?? "", /^ F1-F4 or 1-4 or Tab: screens/);
+    assert.match(lines[24] ?? "", /^ F1-F4, Tab: screens {2}R: reboot/);
   });
 
   it("q does not quit on a node's terminal; killed, the console comes back, drawn anew", async () => {
@@ -240,5 +244,39 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     );
     keys("F1");
     await until("the node screen with the grid", /^GRID +testgrid \(/m, 20_000);
+  });
+
+  it("actions ask for the console password: a wrong one does nothing; a shell opens, runs a command and returns; r restarts a service", {
+    timeout: 120_000,
+  }, async () => {
+    target = FIRST_BOOT;
+    const node3 = new ControlClient(g.node(3).socket);
+    const before = (await node3.get<{ pid: number }>("/v1/node")).pid;
+    keys("P");
+    await until("the password question", /Power this server off\? Console password/);
+    typeText("not-the-password");
+    keys("Enter");
+    await until("the refusal", /Power this server off: wrong password, nothing done/);
+    assert.equal((await node3.get<{ pid: number }>("/v1/node")).pid, before, "still running");
+    keys("S");
+    await until("the password question", /Open a root shell\? Console password/);
+    typeText("console-pass-1");
+    keys("Enter");
+    await until("the shell's prompt", /a root shell; exit returns to the console[\s\S]*[#$] *$/m);
+    typeText("echo shell-$((6*7)) in $(hostname -I 2>/dev/null | cut -d' ' -f1)");
+    keys("Enter");
+    const shellText = await until("the command's output", /^shell-42 in/m);
+    progress(`shell: ${shellText.split("\n").find((l) => l.startsWith("shell-42"))}`);
+    typeText("exit");
+    keys("Enter");
+    await until("the node screen again", /^ROLE +\S/m);
+    keys("F3");
+    await until("the grid service's log", /^LOG grid {2}\d+ lines$/m);
+    keys("r");
+    await until("the password question", /Restart grid\? Console password/);
+    typeText("console-pass-1");
+    keys("Enter");
+    await until("the restart said", /grid: restarted/);
+    await g.until("node 3 back in the grid", formed(3), 60_000);
   });
 });
