@@ -550,19 +550,38 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   await refresh();
   // A server that belongs to no grid yet opens on the setup form: that is what it needs.
   if (snapshot && (snapshot as Snapshot).node?.config.grid === null) show("setup");
-  let busy = false;
-  const timer = setInterval(
-    () => {
-      if (busy) return;
-      busy = true;
-      void refresh().finally(() => {
-        busy = false;
-      });
-    },
-    (o.refreshS ?? 2) * 1000,
-  );
+  // Every 2 s while someone is at the keyboard; every 10 s once nobody has pressed a key
+  // for 30 s: each refresh asks the supervisor and the grid service, which on a busy (or
+  // emulated) server is time taken from them. A key brings the fast pace back at once.
+  let lastKey = Date.now();
+  let timer: NodeJS.Timeout | undefined;
+  let running = false;
+  let stopped = false;
+  const tick = () => {
+    timer = undefined;
+    running = true;
+    void refresh().finally(() => {
+      running = false;
+      next();
+    });
+  };
+  const next = () => {
+    if (stopped || running || timer) return;
+    const idle = Date.now() - lastKey > 30_000;
+    timer = setTimeout(tick, (idle ? 10 : (o.refreshS ?? 2)) * 1000);
+  };
+  screen.on("keypress", () => {
+    const wasIdle = Date.now() - lastKey > 30_000;
+    lastKey = Date.now();
+    if (wasIdle && timer && !suspended) {
+      clearTimeout(timer);
+      tick();
+    }
+  });
+  next();
   await quit;
-  clearInterval(timer);
+  stopped = true;
+  clearTimeout(timer);
   log.abort?.abort();
   screen.destroy();
 }

@@ -696,10 +696,11 @@ export class GridNode extends EventEmitter {
   /**
    * A tick that has not finished after this long is stuck (every etcd call has a deadline,
    * so something below them is): the node stops claiming a quorum and starts a new etcd
-   * session, which fails whatever the tick waits for.
+   * session, which fails whatever the tick waits for. Long enough for the slowest step
+   * that is not stuck: replacing this node's etcd member waits up to 10 s for the old one.
    */
   private stallMs(): number {
-    return Math.max(10_000, 20 * this.o.tickMs);
+    return Math.max(30_000 * this.o.timescale, 40 * this.o.tickMs);
   }
 
   private tickStalled(step: string): void {
