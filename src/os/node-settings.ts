@@ -47,11 +47,13 @@ export class SettingsError extends Error {
 /**
  * Checks updates against the node's other settings (`before`, in the order they apply):
  * each key must be settable and its value valid, and the result consistent (static needs an
- * address; a grid needs its token). An empty value removes the key. Pure.
+ * address; a grid needs its token). An empty value removes the key from the settings `own`
+ * says are the node's own file (the command line's stay and may then apply). Pure.
  */
 export function checkSettings(
   before: readonly ConfigSetting[],
   updates: Readonly<Record<string, string>>,
+  own: (s: ConfigSetting) => boolean = () => true,
 ): NodeConfig {
   const problems: SettingProblem[] = [];
   for (const key of Object.keys(updates)) {
@@ -63,7 +65,7 @@ export function checkSettings(
   }
   if (problems.length) throw new SettingsError(problems);
   const source = "the new settings";
-  const kept = before.filter((s) => !(s.key in updates));
+  const kept = before.filter((s) => !(s.key in updates && own(s)));
   const added = Object.entries(updates)
     .filter(([, v]) => v.trim() !== "")
     .map(([key, value]) => ({ source, key, value: value.trim() }));
@@ -199,7 +201,7 @@ export class NodeSettingsStore {
     const before = allSettings(this.o.cmdline, [...this.o.configDirs, dir]);
     let config: NodeConfig | null = null;
     try {
-      config = checkSettings(before, request.settings);
+      config = checkSettings(before, request.settings, (s) => s.source.startsWith(`${file}:`));
     } catch (err) {
       if (!(err instanceof SettingsError)) throw err;
       problems.push(...err.problems);

@@ -64,6 +64,13 @@ describe("node settings (what the console stores)", () => {
     );
   });
 
+  it("removing a key from the node's own file lets the command line's value apply again", () => {
+    const cmdline = settingsFromCmdline("flatgrid.net=static flatgrid.ip=10.0.0.5/24");
+    const own = (s: { source: string }) => s.source !== "kernel command line";
+    assert.equal(checkSettings(cmdline, { "flatgrid.ip": "" }, own).ip, "10.0.0.5/24");
+    assert.equal(checkSettings(cmdline, { "flatgrid.ip": "10.0.0.6/24" }, own).ip, "10.0.0.6/24");
+  });
+
   it("merges into node.conf: same keys replaced in place, removed with an empty value, the rest kept", () => {
     const text = "# rack a\nflatgrid.grid=old\nnet = static\nip=10.0.0.5/24\nflatgrid.grid=older\n";
     assert.equal(
