@@ -244,7 +244,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
             ? " F1-F4, Tab: screens  R: reboot  P: power off  S: shell  Ctrl-L: redraw"
             : " F1-F4 or 1-4 or Tab: screens  arrows PgUp PgDn: scroll  Ctrl-L: redraw";
     const quitKey = o.tty || current === "setup" ? "" : "  q: quit";
-    if (!searching)
+    if (!asking)
       footer.setContent(notice ? ` {yellow-fg}${esc(notice)}{/yellow-fg}` : `${keys}${quitKey}`);
     let lines: string[];
     if (!s) lines = [readError ? `{red-fg}${esc(readError)}{/red-fg}` : "reading..."];
@@ -330,34 +330,44 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     draw();
   };
   /** Keys that would be text in a form or a search go there, not to the screens. */
-  const typing = () => searching || current === "setup";
+  const typing = () => asking || current === "setup";
 
-  // Search: a one-line prompt in the footer.
-  let searching = false;
-  const prompt = blessed.textbox({
+  // A one-line question in the footer: the log search, and the console password.
+  let asking = false;
+  const answer = blessed.textbox({
     parent: footer,
-    left: 9,
     top: 0,
     height: 1,
-    width: "100%-9",
     inputOnFocus: false,
     style: { fg: "white", bg: "blue" },
   });
-  prompt.hide();
-  const startSearch = () => {
-    searching = true;
-    footer.setContent(" search: ");
-    prompt.setValue(log.search);
-    prompt.show();
-    screen.render();
-    prompt.readInput((_err, value) => {
-      searching = false;
-      prompt.hide();
-      if (typeof value === "string") log.search = value;
-      log.tail = true;
-      body.focus();
-      draw();
+  answer.hide();
+  /** The answer typed, or null for Esc. */
+  const ask = (question: string, initial: string, censor: boolean) =>
+    new Promise<string | null>((resolve) => {
+      asking = true;
+      footer.setContent(question);
+      answer.left = question.length;
+      answer.width = Math.max(
+        8,
+        (typeof screen.width === "number" ? screen.width : 80) - question.length,
+      );
+      (answer as unknown as { censor: boolean }).censor = censor;
+      answer.setValue(initial);
+      answer.show();
+      screen.render();
+      answer.readInput((_err, value) => {
+        asking = false;
+        answer.hide();
+        body.focus();
+        resolve(typeof value === "string" ? value : null);
+      });
     });
+  const startSearch = async () => {
+    const value = await ask(" search: ", log.search, false);
+    if (value !== null) log.search = value;
+    log.tail = true;
+    draw();
   };
 
   // Actions that change the node: each asks for the console password first.
@@ -372,41 +382,22 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
       }
     }, 5000);
   };
-  const secret = blessed.textbox({
-    parent: footer,
-    top: 0,
-    height: 1,
-    right: 0,
-    width: 24,
-    censor: true,
-    inputOnFocus: false,
-    style: { fg: "white", bg: "blue" },
-  });
-  secret.hide();
-  const withPassword = (what: string, action: () => Promise<string | undefined>) => {
+  const withPassword = async (what: string, action: () => Promise<string | undefined>) => {
     if (typing()) return;
-    searching = true;
-    const question = ` ${what}? Console password (Esc: no): `;
-    footer.setContent(question);
-    secret.left = question.length;
-    secret.setValue("");
-    secret.show();
-    screen.render();
-    secret.readInput((_err, value) => {
-      searching = false;
-      secret.hide();
-      body.focus();
-      if (typeof value !== "string") return say(`${what}: not done`);
-      void o.supervisor
-        .post<{ set: boolean; ok: boolean }>("/v1/console/check-password", { password: value })
-        .then(async (r) => {
-          if (!r.set) return say(`${what}: no console password is set yet (F4 Setup sets one)`);
-          if (!r.ok) return say(`${what}: wrong password, nothing done`);
-          const done = await action();
-          if (done) say(done);
-        })
-        .catch((err: Error) => say(`${what}: ${err.message}`));
-    });
+    const password = await ask(` ${what}? Console password (Esc: no): `, "", true);
+    if (password === null) return say(`${what}: not done`);
+    try {
+      const r = await o.supervisor.post<{ set: boolean; ok: boolean }>(
+        "/v1/console/check-password",
+        { password },
+      );
+      if (!r.set) return say(`${what}: no console password is set yet (F4 Setup sets one)`);
+      if (!r.ok) return say(`${what}: wrong password, nothing done`);
+      const done = await action();
+      if (done) say(done);
+    } catch (err) {
+      say(`${what}: ${(err as Error).message}`);
+    }
   };
   const power = (action: "reboot" | "poweroff") =>
     withPassword(action === "reboot" ? "Reboot this server" : "Power this server off", async () => {
@@ -456,7 +447,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     });
 
   SCREENS.forEach((name, i) => {
-    screen.key([`f${i + 1}`], () => !searching && show(name));
+    screen.key([`f${i + 1}`], () => !asking && show(name));
     screen.key([`${i + 1}`], () => !typing() && show(name));
   });
   screen.on("keypress", (ch: string | undefined, key: { name?: string; shift?: boolean }) => {
@@ -473,7 +464,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     show(SCREENS[(SCREENS.indexOf(current) + SCREENS.length - 1) % SCREENS.length] ?? "node");
   });
   screen.key(["left", "right"], (_ch, key) => {
-    if (searching || current !== "logs") return;
+    if (asking || current !== "logs") return;
     const names = serviceNames();
     const i = names.indexOf(log.service);
     const next = names[(i + (key.name === "right" ? 1 : names.length - 1)) % names.length];
@@ -493,10 +484,10 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     });
   });
   screen.key(["/"], () => {
-    if (!searching && current === "logs") startSearch();
+    if (!asking && current === "logs") void startSearch();
   });
   screen.key(["escape"], () => {
-    if (searching || current !== "logs") return;
+    if (asking || current !== "logs") return;
     log.search = "";
     draw();
   });

@@ -1,5 +1,5 @@
 import { existsSync, readdirSync, readFileSync, statfsSync } from "node:fs";
-import { hostname, networkInterfaces } from "node:os";
+import { cpus, hostname, networkInterfaces } from "node:os";
 import type { HaStatus } from "../controller/index.js";
 import type { AppSummary, GridStatus } from "../grid/index.js";
 import {
@@ -124,7 +124,7 @@ export function readLinks(sysNet = "/sys/class/net"): Link[] {
   );
 }
 
-function readUsage(cpu: CpuMeter, dataDir: string): Usage {
+function readUsage(cpu: CpuMeter, cpuCount: number, dataDir: string): Usage {
   const mem = parseMeminfo(readFileSync("/proc/meminfo", "utf8"));
   const MiB = (kib: number) => Math.round(kib / 1024);
   let disk: Usage["disk"] = null;
@@ -138,7 +138,7 @@ function readUsage(cpu: CpuMeter, dataDir: string): Usage {
   }
   return {
     cpuPercent: cpu.sample(),
-    cpus: readFileSync("/proc/cpuinfo", "utf8").match(/^processor\s*:/gm)?.length ?? 1,
+    cpus: cpuCount,
     memTotalMiB: MiB(mem.totalKiB),
     memUsedMiB: MiB(mem.totalKiB - mem.availableKiB),
     disk,
@@ -158,6 +158,8 @@ export async function lastLogLines(
 
 export class SnapshotReader {
   private readonly cpu = new CpuMeter();
+  /** Counted once, as the inventory does: it does not change while the console runs. */
+  private readonly cpuCount = cpus().length || 1;
 
   constructor(private readonly sources: SnapshotSources) {
     this.cpu.sample();
@@ -204,7 +206,7 @@ export class SnapshotReader {
       at: Date.now(),
       hostname: gridStatus?.hostname ?? hostname(),
       links: readLinks(),
-      usage: readUsage(this.cpu, this.sources.dataDir),
+      usage: readUsage(this.cpu, this.cpuCount, this.sources.dataDir),
       node,
       services,
       grid: gridStatus,
