@@ -703,18 +703,23 @@ export class GridNode extends EventEmitter {
     return Math.max(30_000 * this.o.timescale, 40 * this.o.tickMs);
   }
 
+  /** Where etcd was last seen: this node's own member, and the voters it last knew. */
+  private knownEndpoints(): string[] {
+    return [
+      ...new Set([
+        ...(this.runner?.role ? [clientUrl(this.address)] : []),
+        ...this.state.endpoints(),
+      ]),
+    ].sort();
+  }
+
   private tickStalled(step: string): void {
     this.quorum = false;
     this.counters.stalledTicks = (this.counters.stalledTicks ?? 0) + 1;
     this.warn(
       `grid tick stuck for ${this.stallMs()} ms at "${step}": the grid state counts as unreachable; reconnecting`,
     );
-    const known = [
-      ...new Set([
-        ...(this.runner?.role ? [clientUrl(this.address)] : []),
-        ...this.state.endpoints(),
-      ]),
-    ].sort();
+    const known = this.knownEndpoints();
     // Closing the client rejects the calls the tick waits for.
     void this.restartSession(known.length ? known : this.clientEndpoints).catch((err: Error) =>
       this.warn(`etcd: reconnecting failed: ${err.message}`),
@@ -781,12 +786,7 @@ export class GridNode extends EventEmitter {
       if (this.failedTicks === 1 || this.failedTicks % 20 === 0)
         this.warn(`grid state not reachable: ${(err as Error).message}`);
       // Endpoints may have moved (voters replaced): after a while, reconnect to what we know.
-      const known = [
-        ...new Set([
-          ...(this.runner?.role ? [clientUrl(this.address)] : []),
-          ...this.state.endpoints(),
-        ]),
-      ].sort();
+      const known = this.knownEndpoints();
       if (this.failedTicks >= 6 && known.join() !== this.clientEndpoints.join()) {
         this.failedTicks = 0;
         at("reconnecting");
