@@ -1,6 +1,7 @@
 import { createHash } from "node:crypto";
 import {
   createReadStream,
+  existsSync,
   mkdirSync,
   readFileSync,
   renameSync,
@@ -72,12 +73,7 @@ export class ClassImages {
 
   /** This node's own catalog has a manifest. */
   get hasCatalog(): boolean {
-    try {
-      statSync(join(this.dir, "manifest.json"));
-      return true;
-    } catch {
-      return false;
-    }
+    return existsSync(join(this.dir, "manifest.json"));
   }
 
   /** The manifest this node goes by, as text: its catalog's, else the one from its peers. */
@@ -100,15 +96,7 @@ export class ClassImages {
   }
 
   private readManifest(): Manifest {
-    const path =
-      this.manifestPaths().find((p) => {
-        try {
-          statSync(p);
-          return true;
-        } catch {
-          return false;
-        }
-      }) ?? join(this.dir, "manifest.json");
+    const path = this.manifestPaths().find((p) => existsSync(p)) ?? join(this.dir, "manifest.json");
     let stamp: string;
     try {
       const st = statSync(path);
@@ -168,13 +156,7 @@ export class ClassImages {
   private async fetchManifest(force: boolean): Promise<void> {
     if (!this.peers || !this.cache || this.hasCatalog) return;
     const cached = join(this.cache, "manifest.json");
-    let have = false;
-    try {
-      statSync(cached);
-      have = true;
-    } catch {
-      // Not yet.
-    }
+    const have = existsSync(cached);
     if (have && !force) return;
     if (have && Date.now() - this.manifestFetchedAt < MANIFEST_RETRY_MS) return;
     this.manifestFetchedAt = Date.now();
