@@ -1,3 +1,4 @@
+import type { AdminTokenInfo } from "../api/index.js";
 import type { HaStatus } from "../controller/index.js";
 import type { AppStatus, AppSummary, GridStatus, NodeRecord } from "../grid/index.js";
 import { type Application, formatMiB } from "../model/index.js";
@@ -227,4 +228,12 @@ export function appExplainText(s: AppStatus): string {
     for (const r of i.reasons) lines.push(`  - ${r}`);
   }
   return lines.join("\n");
+}
+
+export function tokensTable(tokens: AdminTokenInfo[]): string {
+  if (tokens.length === 0) return "no admin tokens: `flatgrid token create NAME` makes one";
+  return table(
+    ["ID", "NAME", "CREATED", "BY"],
+    tokens.map((t) => [t.id, t.name, t.createdAt.slice(0, 19).replace("T", " "), t.createdBy]),
+  );
 }

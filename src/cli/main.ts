@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from "node:fs";
 import { Argument, Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import type { AdminTokenInfo } from "../api/index.js";
 import type { AppRecord, HaStatus } from "../controller/index.js";
 import type { AppStatus, AppSummary, GridStatus } from "../grid/index.js";
 import {
@@ -31,6 +32,7 @@ import {
   logLine,
   nodesTable,
   servicesTable,
+  tokensTable,
 } from "./format.js";
 import { addSimCommands } from "./sim.js";
 
@@ -52,6 +54,14 @@ interface CommonOptions {
   json?: boolean;
   socket?: string;
 }
+
+/** Commands of the grid API: this node's grid socket, or any node's HTTPS API. */
+type GridOptions = CommonOptions & {
+  gridSocket?: string;
+  api?: string;
+  token?: string;
+  ca?: string;
+};
 
 function print(options: CommonOptions, json: unknown, text: () => string): void {
   process.stdout.write(options.json ? `${JSON.stringify(json)}\n` : `${text()}\n`);
@@ -205,28 +215,55 @@ export function buildProgram(): Command {
     new Option("--grid-socket <path>", "the grid service's socket (default: beside --socket)").env(
       "FLATGRID_GRID_SOCKET",
     );
-  /** A call to this node's grid service, on the socket beside the supervisor's. */
+  /**
+   * A call to the grid API: with --api, any node's HTTPS API with an admin token; else this
+   * node's grid service, on the socket beside the supervisor's.
+   */
   const gridCall = async <T>(
-    options: CommonOptions & { gridSocket?: string },
+    options: GridOptions,
     method: "GET" | "POST" | "DELETE",
     path: string,
     body?: unknown,
   ): Promise<T> => {
+    if (options.api) {
+      if (!options.token)
+        throw new Failure(
+          "--api needs an admin token: --token TOKEN or FLATGRID_TOKEN (`flatgrid token create NAME` on a node makes one)",
+          "usage",
+        );
+      if (!options.ca)
+        throw new Failure(
+          "--api needs the grid CA certificate to trust: --ca FILE or FLATGRID_CA (`flatgrid grid ca` on a node prints it)",
+          "usage",
+        );
+      let caPem: string;
+      try {
+        caPem = readFileSync(options.ca, "utf8");
+      } catch (err) {
+        throw new Failure(`cannot read --ca ${options.ca}: ${(err as Error).message}`, "no-file");
+      }
+      if (!caPem.includes("-----BEGIN CERTIFICATE-----"))
+        throw new Failure(`--ca ${options.ca}: not a PEM certificate`, "usage");
+      const { HttpsApiClient } = await import("../api/index.js");
+      const api = new HttpsApiClient({ url: options.api, token: options.token, caPem });
+      if (method === "GET") return api.get<T>(path);
+      if (method === "DELETE") return api.delete<T>(path);
+      return api.post<T>(path, body);
+    }
     // Loaded only here: the grid module brings etcd and TLS code no other command needs.
     const { callGrid, gridSocketPath } = await import("../grid/index.js");
     const socket =
       options.gridSocket ?? gridSocketPath({ FLATGRID_SOCKET: options.socket ?? socketPath() });
     return callGrid<T>(method, path, socket, body);
   };
-  const gridStatus = (options: CommonOptions & { gridSocket?: string }) =>
-    gridCall<GridStatus>(options, "GET", "/v1/grid");
+  const gridStatus = (options: GridOptions) => gridCall<GridStatus>(options, "GET", "/v1/grid");
   const grid = program.command("grid").description("the grid this node belongs to");
   common(
     grid
       .command("status")
       .description("grid id, controller, etcd voters and learners, nodes with health")
       .addOption(gridSocketOption()),
-  ).action(async (options: CommonOptions & { gridSocket?: string }) => {
+  ).action(async (options: GridOptions) => {
     const status = await gridStatus(options);
     // HA needs the grid's state: a node without quorum says so above instead.
     const ha =
@@ -237,13 +274,73 @@ export function buildProgram(): Command {
     // No quorum means no controller: say so in the exit code too, for scripts.
     if (status.phase === "member" && !status.quorum) process.exitCode = 1;
   });
+  common(
+    grid
+      .command("ca")
+      .description(
+        "the grid CA certificate (PEM), which signs every node's API certificate: give it to --ca",
+      )
+      .addOption(gridSocketOption()),
+  ).action(async (options: GridOptions) => {
+    const ca = await gridCall<{ ca: string; fingerprint: string }>(options, "GET", "/v1/grid/ca");
+    print(options, ca, () => ca.ca.trimEnd());
+  });
+  const token = program
+    .command("token")
+    .description("admin tokens: what the HTTPS API and the console accept");
+  common(
+    token
+      .command("create")
+      .description("make an admin token; it is printed this once, the grid keeps only a digest")
+      .argument("<name>", "who or what holds it, e.g. alice or ci")
+      .addOption(gridSocketOption()),
+  ).action(async (name: string, options: GridOptions) => {
+    const made = await gridCall<{ token: string; info: { id: string; name: string } }>(
+      options,
+      "POST",
+      "/v1/tokens",
+      { name },
+    );
+    print(options, made, () =>
+      [
+        made.token,
+        "",
+        `admin token ${made.info.id} (${made.info.name}): shown this once. Use it from any machine with:`,
+        "  flatgrid grid ca > grid-ca.pem   # on a node",
+        `  export FLATGRID_API=https://NODE-ADDRESS:7443 FLATGRID_CA=grid-ca.pem FLATGRID_TOKEN=${made.token}`,
+      ].join("\n"),
+    );
+  });
+  common(
+    token
+      .command("ls")
+      .description("the grid's admin tokens (never their secrets)")
+      .addOption(gridSocketOption()),
+  ).action(async (options: GridOptions) => {
+    const { tokens } = await gridCall<{ tokens: AdminTokenInfo[] }>(options, "GET", "/v1/tokens");
+    print(options, { tokens }, () => tokensTable(tokens));
+  });
+  common(
+    token
+      .command("revoke")
+      .description("revoke an admin token: the next request with it is refused")
+      .argument("<id>", "its id (`flatgrid token ls`)")
+      .addOption(gridSocketOption()),
+  ).action(async (id: string, options: GridOptions) => {
+    const r = await gridCall<{ revoked: string }>(
+      options,
+      "DELETE",
+      `/v1/tokens/${encodeURIComponent(id)}`,
+    );
+    print(options, r, () => `admin token ${id}: revoked`);
+  });
   const node = program.command("node").description("the nodes of the grid");
   common(
     node
       .command("ls")
       .description("every registered node: address, etcd role, controller, health")
       .addOption(gridSocketOption()),
-  ).action(async (options: CommonOptions & { gridSocket?: string }) => {
+  ).action(async (options: GridOptions) => {
     const status = await gridStatus(options);
     if (status.phase === "member" && !status.quorum)
       throw new Failure(
@@ -343,7 +440,7 @@ export function buildProgram(): Command {
       .description("store an application in the grid: the controller places its instances")
       .requiredOption("-f, --file <file>", "the application descriptor (YAML)")
       .addOption(gridSocketOption()),
-  ).action(async (options: CommonOptions & { file: string; gridSocket?: string }) => {
+  ).action(async (options: GridOptions & { file: string }) => {
     let source: string;
     try {
       source = readFileSync(options.file, "utf8");
@@ -363,7 +460,7 @@ export function buildProgram(): Command {
   });
   common(
     app.command("ls").description("the grid's applications").addOption(gridSocketOption()),
-  ).action(async (options: CommonOptions & { gridSocket?: string }) => {
+  ).action(async (options: GridOptions) => {
     const { apps } = await gridCall<{ apps: AppSummary[] }>(options, "GET", "/v1/apps");
     print(options, { apps }, () => appsTable(apps));
   });
@@ -371,14 +468,12 @@ export function buildProgram(): Command {
     ["status", "an application's instances: node, address, state"],
     ["explain", "why each instance of an application is on its node, or on none"],
   ] as const) {
-    common(appCommand(verb, description)).action(
-      async (name: string, options: CommonOptions & { gridSocket?: string }) => {
-        const status = await gridCall<AppStatus>(options, "GET", appPath(name));
-        print(options, status, () =>
-          verb === "status" ? appStatusText(status) : appExplainText(status),
-        );
-      },
-    );
+    common(appCommand(verb, description)).action(async (name: string, options: GridOptions) => {
+      const status = await gridCall<AppStatus>(options, "GET", appPath(name));
+      print(options, status, () =>
+        verb === "status" ? appStatusText(status) : appExplainText(status),
+      );
+    });
   }
   for (const [verb, description, done] of [
     [
@@ -394,26 +489,20 @@ export function buildProgram(): Command {
         "[instances...]",
         "instances, e.g. web.1 (default: all)",
       ),
-    ).action(
-      async (
-        name: string,
-        instances: string[],
-        options: CommonOptions & { gridSocket?: string },
-      ) => {
-        const r = await gridCall<{ app: string; action: string; instances: string[] }>(
-          options,
-          "POST",
-          `${appPath(name)}/${verb}`,
-          { instances },
-        );
-        print(
-          options,
-          r,
-          () =>
-            `${name}: ${r.instances.join(", ")}: asked to ${done}; their agents do it (\`flatgrid app status ${name}\`)`,
-        );
-      },
-    );
+    ).action(async (name: string, instances: string[], options: GridOptions) => {
+      const r = await gridCall<{ app: string; action: string; instances: string[] }>(
+        options,
+        "POST",
+        `${appPath(name)}/${verb}`,
+        { instances },
+      );
+      print(
+        options,
+        r,
+        () =>
+          `${name}: ${r.instances.join(", ")}: asked to ${done}; their agents do it (\`flatgrid app status ${name}\`)`,
+      );
+    });
   }
   common(
     appCommand(
@@ -432,7 +521,7 @@ export function buildProgram(): Command {
     async (
       name: string,
       instance: string,
-      options: CommonOptions & { gridSocket?: string; follow?: boolean; bytes: number },
+      options: GridOptions & { follow?: boolean; bytes: number },
     ) => {
       type Chunk = { text: string; from: number; to: number; rotated: boolean; hostname: string };
       const path = (q: string) =>
@@ -479,7 +568,7 @@ export function buildProgram(): Command {
     },
   );
   common(appCommand("destroy", "remove an application from the grid")).action(
-    async (name: string, options: CommonOptions & { gridSocket?: string }) => {
+    async (name: string, options: GridOptions) => {
       await gridCall(options, "DELETE", appPath(name));
       print(
         options,
@@ -586,6 +675,23 @@ export function buildProgram(): Command {
         });
       },
     );
+  // Every command of the grid API also reaches it over HTTPS (the console is this node's own).
+  const walk = (c: Command): Command[] => [c, ...c.commands.flatMap(walk)];
+  for (const c of walk(program))
+    if (c.name() !== "console" && c.options.some((o) => o.long === "--grid-socket"))
+      c.addOption(
+        new Option(
+          "--api <url>",
+          "any node's HTTPS API, https://HOST[:7443], instead of this node's socket",
+        ).env("FLATGRID_API"),
+      )
+        .addOption(new Option("--token <token>", "an admin token, for --api").env("FLATGRID_TOKEN"))
+        .addOption(
+          new Option(
+            "--ca <file>",
+            "the grid CA certificate to trust, for --api (`flatgrid grid ca`)",
+          ).env("FLATGRID_CA"),
+        );
   return program;
 }
 

@@ -4,6 +4,7 @@ import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { ReadStream, WriteStream } from "node:tty";
 import blessed from "blessed";
+import { parseAdminToken } from "../api/index.js";
 import type { ControlClient, ControlError, LogEntry } from "../os/index.js";
 import { esc, gridScreen, logText, nodeScreen, roleText } from "./screens.js";
 import { SetupForm } from "./setup-form.js";
@@ -384,15 +385,24 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   };
   const withPassword = async (what: string, action: () => Promise<string | undefined>) => {
     if (typing()) return;
-    const password = await ask(` ${what}? Console password (Esc: no): `, "", true);
+    const password = await ask(` ${what}? Password or admin token (Esc: no): `, "", true);
     if (password === null) return say(`${what}: not done`);
     try {
-      const r = await o.supervisor.post<{ set: boolean; ok: boolean }>(
-        "/v1/console/check-password",
-        { password },
-      );
-      if (!r.set) return say(`${what}: no console password is set yet (F4 Setup sets one)`);
-      if (!r.ok) return say(`${what}: wrong password, nothing done`);
+      if (parseAdminToken(password)) {
+        // The grid's admin token: the grid service knows it (with quorum).
+        const r = await o.grid.post<{ valid: boolean }>("/v1/tokens/verify", { token: password });
+        if (!r.valid) return say(`${what}: not an admin token of this grid, nothing done`);
+      } else {
+        const r = await o.supervisor.post<{ set: boolean; ok: boolean }>(
+          "/v1/console/check-password",
+          { password },
+        );
+        if (!r.set)
+          return say(
+            `${what}: no console password is set yet (F4 Setup sets one), and that is no admin token`,
+          );
+        if (!r.ok) return say(`${what}: wrong password, nothing done`);
+      }
       const done = await action();
       if (done) say(done);
     } catch (err) {

@@ -1,5 +1,6 @@
 import type { Etcd3 } from "etcd3";
 import { type InstanceMetrics, type InstanceState, instanceAddress } from "../agent/index.js";
+import { ApiError } from "../api/index.js";
 import {
   type AppRecord,
   demandOf,
@@ -7,7 +8,7 @@ import {
   haStatus,
   type NodeCapacity,
 } from "../controller/index.js";
-import { type Catalog, DescriptorError, type Problem, parseApplication } from "../model/index.js";
+import { type Catalog, DescriptorError, parseApplication } from "../model/index.js";
 import { AppStoreError, createApp, destroyApp, readAppState, updateApp } from "./app-store.js";
 import type { NodeRecord } from "./layout.js";
 
@@ -15,18 +16,6 @@ import type { NodeRecord } from "./layout.js";
  * The application API of a node: create, list, show and destroy applications. Any node
  * serves it; the desired state goes to etcd, and the controller does the rest.
  */
-
-/** An API failure with an HTTP status and a stable code. */
-export class ApiError extends Error {
-  constructor(
-    message: string,
-    readonly code: string,
-    readonly status: number,
-    readonly problems?: Problem[],
-  ) {
-    super(message);
-  }
-}
 
 export interface AppSummary {
   name: string;

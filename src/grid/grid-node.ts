@@ -1,19 +1,33 @@
 import { randomUUID } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { createReadStream, statfsSync, statSync } from "node:fs";
-import type { ServerResponse } from "node:http";
+import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import { networkInterfaces, hostname as osHostname } from "node:os";
 import { pipeline } from "node:stream/promises";
 import type { TLSSocket } from "node:tls";
 import type { Etcd3 } from "etcd3";
 import { Agent, AgentError, type ConsoleChunk, type DesiredInstance } from "../agent/index.js";
+import {
+  type AdminTokenInfo,
+  ApiError,
+  type ConsoleQuery,
+  errorBody,
+  parseConsoleQuery,
+  routeGridApi,
+  sendJson,
+} from "../api/index.js";
 import { type NodeCapacity, reconcileApps } from "../controller/index.js";
 import { Discovery, type Peer } from "../discovery/index.js";
 import { type Catalog, DEFAULT_CATALOG, readCatalog } from "../model/index.js";
 import { ControlClient, readInventory } from "../os/index.js";
 import {
-  ApiError,
+  createAdminToken,
+  listAdminTokens,
+  revokeAdminToken,
+  verifyAdminToken,
+} from "./admin-tokens.js";
+import {
   actOnInstances,
   applicationStatus,
   createApplication,
@@ -40,14 +54,7 @@ import {
 import { type Assignment, type GridInfo, keys, type NodeRecord, PORTS } from "./layout.js";
 import { listMembers, type Member, reconcileMembership } from "./membership.js";
 import { NodeState, type NodeTls, type StoredGrid } from "./node-state.js";
-import {
-  type ConsoleQuery,
-  INSTANCE_CONSOLE,
-  PEER_IMAGE,
-  parseConsoleQuery,
-  peerConsole,
-  peerImages,
-} from "./peer-api.js";
+import { INSTANCE_CONSOLE, PEER_IMAGE, peerConsole, peerImages } from "./peer-api.js";
 import {
   certifiedNodeId,
   createCa,
@@ -1013,6 +1020,60 @@ export class GridNode extends EventEmitter {
     return actOnInstances(this.member(), name, action, instances);
   }
 
+  /** The grid CA certificate: what an HTTPS client of the API trusts. */
+  ca(): { ca: string; fingerprint: string } {
+    if (!this.tls)
+      throw new ApiError("this node is not a member of a grid yet: no grid CA", "not-member", 503);
+    return { ca: this.tls.caPem, fingerprint: fingerprint(this.tls.caPem) };
+  }
+
+  async createToken(name: string) {
+    const made = await createAdminToken(this.member(), name, this.hostname);
+    this.log(`admin token ${made.info.id} (${name}) made`);
+    return made;
+  }
+
+  listTokens() {
+    return listAdminTokens(this.member());
+  }
+
+  async revokeToken(id: string) {
+    await revokeAdminToken(this.member(), id);
+    this.log(`admin token ${id} revoked`);
+  }
+
+  async verifyToken(token: string) {
+    return verifyAdminToken(this.member(), token);
+  }
+
+  /** A request of the grid API on the HTTPS port: an admin token first, then the router. */
+  private adminRequest(req: IncomingMessage, res: ServerResponse): void {
+    const refuse = (message: string) => {
+      res.setHeader("www-authenticate", 'Bearer realm="flatgrid"');
+      sendJson(res, 401, { error: { code: "unauthorized", message } });
+    };
+    const bearer = /^Bearer\s+(\S+)\s*$/i.exec(req.headers.authorization ?? "");
+    if (!bearer) {
+      refuse(
+        "the grid API needs an admin token: Authorization: Bearer TOKEN (`flatgrid token create NAME` on a node makes one)",
+      );
+      return;
+    }
+    this.verifyToken(bearer[1] ?? "").then(
+      (info: AdminTokenInfo | null) => {
+        if (!info)
+          return refuse(
+            "this admin token is not one of this grid's: revoked, mistyped, or another grid's",
+          );
+        routeGridApi(this, req, res, { door: "https", token: info });
+      },
+      (err: unknown) => {
+        const { status, body } = errorBody(err);
+        sendJson(res, status, body);
+      },
+    );
+  }
+
   /**
    * A fenced write with the last term this node held, whatever it now believes: what a
    * controller that was paused and has not noticed would do. Tests use it to show the fence.
@@ -1128,10 +1189,8 @@ export class GridNode extends EventEmitter {
             return send(e.status, { error: { code: e.code, message: e.message } });
           }
         }
-        if (req.method !== "POST" || req.url !== JOIN_PATH)
-          return send(404, {
-            error: { code: "not-found", message: `no such endpoint: ${req.method} ${req.url}` },
-          });
+        // Everything else is the grid API, for holders of an admin token.
+        if (req.method !== "POST" || req.url !== JOIN_PATH) return this.adminRequest(req, res);
         let body = "";
         req.setEncoding("utf8");
         req.on("data", (c: string) => {

@@ -1,8 +1,7 @@
-export {
-  ApiError,
-  type AppStatus,
-  type AppSummary,
-  type InstanceStatus,
+export type {
+  AppStatus,
+  AppSummary,
+  InstanceStatus,
 } from "./app-api.js";
 export { AppStoreError, readAppState } from "./app-store.js";
 export { DeposedError, Election } from "./election.js";

@@ -18,6 +18,8 @@ import type { ObservedInstance } from "../agent/index.js";
  *   /flatgrid/v1/schedule/<app>        the instances with no node, and why (ScheduleRecord)
  *   /flatgrid/v1/nets/<n>              the application that holds network number n (its
  *                                      addresses and segment, see agent/instance-plan)
+ *   /flatgrid/v1/admin-tokens/<id>     an admin token of the HTTPS API: its name and the
+ *                                      sha256 of its secret (api/admin-token)
  *
  * Writes by the controller are transactions guarded by the election key's create revision.
  */
@@ -44,6 +46,8 @@ export const keys = {
   schedule: (app: string) => `${PREFIX}schedule/${app}`,
   nets: `${PREFIX}nets/`,
   net: (n: number) => `${PREFIX}nets/${n}`,
+  adminTokens: `${PREFIX}admin-tokens/`,
+  adminToken: (id: string) => `${PREFIX}admin-tokens/${id}`,
 } as const;
 
 export const PORTS = { api: 7443, etcdClient: 2379, etcdPeer: 2380 } as const;

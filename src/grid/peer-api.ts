@@ -4,7 +4,7 @@ import { request } from "node:https";
 import { pipeline } from "node:stream/promises";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import type { ConsoleChunk, ImagePeers } from "../agent/index.js";
-import { ApiError } from "./app-api.js";
+import { ApiError, type ConsoleQuery } from "../api/index.js";
 import type { NodeRecord } from "./layout.js";
 import type { NodeTls } from "./node-state.js";
 
@@ -21,39 +21,6 @@ import type { NodeTls } from "./node-state.js";
 /** The peer API's path: application and instance names as the model allows them. */
 export const INSTANCE_CONSOLE =
   /^\/v1\/instances\/([a-z][a-z0-9-]{0,31})\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console(\?.*)?$/;
-/** The local API's path (grid socket). */
-export const APP_INSTANCE_CONSOLE =
-  /^\/v1\/apps\/([a-z][a-z0-9-]{0,31})\/instances\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console(\?.*)?$/;
-/** The most one call returns: a console is followed by asking again from where it ended. */
-export const CONSOLE_MAX_BYTES = 1 << 20;
-const DEFAULT_BYTES = 64 * 1024;
-
-export interface ConsoleQuery {
-  from: number | null;
-  max: number;
-}
-
-/** ?from=N&max=N, checked: a bad number is the caller's mistake, said as such. */
-export function parseConsoleQuery(search: string): ConsoleQuery {
-  const q = new URLSearchParams(search);
-  const num = (name: string, lo: number, hi: number): number | null => {
-    const v = q.get(name);
-    if (v === null || v === "") return null;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < lo || n > hi)
-      throw new ApiError(
-        `${name}: ${v} is not a whole number from ${lo} to ${hi}`,
-        "bad-request",
-        400,
-      );
-    return n;
-  };
-  return {
-    from: num("from", 0, Number.MAX_SAFE_INTEGER),
-    max: num("max", 1, CONSOLE_MAX_BYTES) ?? DEFAULT_BYTES,
-  };
-}
-
 /** A member of the grid, as the registry knows it. */
 export type PeerNode = Pick<NodeRecord, "nodeId" | "hostname" | "address" | "apiPort">;
 

@@ -25,7 +25,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Cgroup } from "../../src/cgroups/index.js";
-import { type AppStatus, callGrid } from "../../src/grid/index.js";
+import { type AppStatus, callGrid, createCa } from "../../src/grid/index.js";
 import { vmCgroupLimits } from "../../src/vmm/index.js";
 import { formedWithVoters, GridCluster, up } from "./grid-harness.js";
 import { sleep, sweepStale } from "./netns.js";
@@ -657,6 +657,86 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     assert.deepEqual(
       (JSON.parse(ls.out) as { apps: { name: string }[] }).apps.map((a) => a.name),
       ["shop"],
+    );
+  });
+
+  it("the HTTPS API on any node, from another machine: an admin token and the grid CA; no token, a wrong one, a revoked one or another CA is refused", async () => {
+    const made = await cli(1, "token", "create", "apps-test", "--json");
+    assert.equal(made.code, 0, made.err);
+    const { token, info } = JSON.parse(made.out) as { token: string; info: { id: string } };
+    assert.match(token, /^fgt1\.[0-9a-f]{12}\.[A-Za-z0-9_-]{43}$/);
+    const ca = await cli(2, "grid", "ca");
+    assert.equal(ca.code, 0, ca.err);
+    const caFile = join(scratch, "grid-ca.pem");
+    writeFileSync(caFile, ca.out);
+    const node2 = up(await g.statuses())
+      .flatMap((x) => x.nodes)
+      .find((n) => n.hostname === "node-2");
+    assert.ok(node2);
+    const api = `https://${node2.address}:${node2.apiPort}`;
+    // The caller is another machine: node 3's namespace, with no socket of node 2's.
+    const remote = (env: Record<string, string>, ...args: string[]) => {
+      const r = spawnSync(
+        "ip",
+        ["netns", "exec", g.cluster.node(3).ns, process.execPath, CLI, ...args],
+        {
+          encoding: "utf8",
+          env: { ...process.env, FLATGRID_SOCKET: "/nonexistent/supervisor.sock", ...env },
+        },
+      );
+      return { code: r.status, out: r.stdout, err: r.stderr };
+    };
+    const env = { FLATGRID_API: api, FLATGRID_TOKEN: token, FLATGRID_CA: caFile };
+    const st = remote(env, "app", "status", "shop", "--json");
+    assert.equal(st.code, 0, st.err);
+    assert.equal((JSON.parse(st.out) as AppStatus).instances.length, 5);
+    const ls = remote(env, "token", "ls", "--json");
+    assert.ok(
+      (JSON.parse(ls.out) as { tokens: { id: string }[] }).tokens.some((t) => t.id === info.id),
+    );
+
+    // No token: the CLI says what it needs; the API itself answers 401 with its code.
+    const none = remote({ FLATGRID_API: api, FLATGRID_CA: caFile }, "app", "ls");
+    assert.equal(none.code, 1);
+    assert.match(none.err, /--api needs an admin token/);
+    const raw = g.cluster.exec(
+      3,
+      process.execPath,
+      "-e",
+      `require("node:https").get({host: "${node2.address}", port: ${node2.apiPort}, path: "/v1/apps", rejectUnauthorized: false}, (r) => { let b = ""; r.on("data", (c) => b += c); r.on("end", () => console.log(r.statusCode, r.headers["www-authenticate"], b)); })`,
+    );
+    assert.match(raw, /^401 Bearer realm="flatgrid" .*"code":"unauthorized"/);
+    const wrong = remote(
+      { ...env, FLATGRID_TOKEN: `fgt1.${info.id}.${"x".repeat(43)}` },
+      "app",
+      "ls",
+      "--json",
+    );
+    assert.equal(wrong.code, 1);
+    assert.equal((JSON.parse(wrong.out) as { error: { code: string } }).error.code, "unauthorized");
+
+    // Another CA (another grid's, or a man in the middle's): the CLI will not talk.
+    const other = await createCa("othergrid", "00000000-0000-4000-8000-000000000000");
+    const otherFile = join(scratch, "other-ca.pem");
+    writeFileSync(otherFile, other.certPem);
+    const untrusted = remote({ ...env, FLATGRID_CA: otherFile }, "app", "ls", "--json");
+    assert.equal(untrusted.code, 1);
+    assert.equal(
+      (JSON.parse(untrusted.out) as { error: { code: string } }).error.code,
+      "untrusted",
+    );
+
+    // Bad input is named; then the token revokes itself and is refused from then on.
+    const badName = remote(env, "token", "create", "Not A Name");
+    assert.equal(badName.code, 1);
+    assert.match(badName.err, /name: a name of lower-case letters/);
+    const revoked = remote(env, "token", "revoke", info.id);
+    assert.equal(revoked.code, 0, revoked.err);
+    const refused = remote(env, "app", "ls");
+    assert.equal(refused.code, 1);
+    assert.match(refused.err, /this admin token is not one of this grid's/);
+    progress(
+      `HTTPS API: node-2's, from node-3's namespace with token ${info.id}; refused without, wrong, revoked, other CA`,
     );
   });
 

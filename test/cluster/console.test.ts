@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { callGrid } from "../../src/grid/index.js";
 import { ControlClient, type ServiceStatus } from "../../src/os/index.js";
 import { formed, GridCluster } from "./grid-harness.js";
 import { sleep, sweepStale } from "./netns.js";
@@ -246,20 +247,20 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     await until("the node screen with the grid", /^GRID +testgrid \(/m, 20_000);
   });
 
-  it("actions ask for the console password: a wrong one does nothing; a shell opens, runs a command and returns; r restarts a service", {
+  it("actions ask for the console password or an admin token: a wrong one does nothing; a shell opens, runs a command and returns; r restarts a service", {
     timeout: 120_000,
   }, async () => {
     target = FIRST_BOOT;
     const node3 = new ControlClient(g.node(3).socket);
     const before = (await node3.get<{ pid: number }>("/v1/node")).pid;
     keys("P");
-    await until("the password question", /Power this server off\? Console password/);
+    await until("the password question", /Power this server off\? Password or admin token/);
     typeText("not-the-password");
     keys("Enter");
     await until("the refusal", /Power this server off: wrong password, nothing done/);
     assert.equal((await node3.get<{ pid: number }>("/v1/node")).pid, before, "still running");
     keys("S");
-    await until("the password question", /Open a root shell\? Console password/);
+    await until("the password question", /Open a root shell\? Password or admin token/);
     typeText("console-pass-1");
     keys("Enter");
     await until("the shell's prompt", /a root shell; exit returns to the console[\s\S]*[#$] *$/m);
@@ -272,9 +273,21 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     await until("the node screen again", /^ROLE +\S/m);
     keys("F3");
     await until("the grid service's log", /^LOG grid {2}\d+ lines$/m);
+    // The grid's admin token does as well as the password; a made-up one does nothing.
+    const { token } = await callGrid<{ token: string }>(
+      "POST",
+      "/v1/tokens",
+      g.node(3).gridSocket,
+      { name: "console-test" },
+    );
     keys("r");
-    await until("the password question", /Restart grid\? Console password/);
-    typeText("console-pass-1");
+    await until("the password question", /Restart grid\? Password or admin token/);
+    typeText(`fgt1.000000000000.${"A".repeat(43)}`);
+    keys("Enter");
+    await until("the refusal", /Restart grid: not an admin token of this grid, nothing done/);
+    keys("r");
+    await until("the password question", /Restart grid\? Password or admin token/);
+    typeText(token);
     keys("Enter");
     await until("the restart said", /grid: restarted/);
     await g.until("node 3 back in the grid", formed(3), 60_000);

@@ -6,8 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { CONSOLE_LOG_MAX, readConsole, rotateConsole } from "../../src/agent/index.js";
-import { ApiError } from "../../src/grid/index.js";
-import { parseConsoleQuery } from "../../src/grid/peer-api.js";
+import { ApiError, parseConsoleQuery } from "../../src/api/index.js";
 
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-console-"));
 after(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,0 +1,22 @@
+export {
+  type AdminTokenInfo,
+  type AdminTokenRecord,
+  isTokenId,
+  newAdminToken,
+  parseAdminToken,
+  secretDigest,
+  secretMatches,
+  TOKEN_NAME,
+  tokenInfo,
+} from "./admin-token.js";
+export { ApiError, errorBody } from "./api-error.js";
+export { CONSOLE_MAX_BYTES, type ConsoleQuery, parseConsoleQuery } from "./console-query.js";
+export { type ApiTarget, apiOrigin, DEFAULT_API_PORT, HttpsApiClient } from "./https-client.js";
+export { MAX_BODY, readBody, readJson } from "./request-body.js";
+export {
+  APP_INSTANCE_CONSOLE,
+  type Caller,
+  type GridApi,
+  routeGridApi,
+  sendJson,
+} from "./router.js";

@@ -1,0 +1,49 @@
+import type { IncomingMessage } from "node:http";
+import type { z } from "zod";
+import { ApiError } from "./api-error.js";
+
+export const MAX_BODY = 1 << 20;
+
+export function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let body = "";
+    req.setEncoding("utf8");
+    req.on("data", (chunk: string) => {
+      body += chunk;
+      if (body.length > MAX_BODY) {
+        reject(new ApiError("the request is larger than 1 MiB", "too-large", 413));
+        req.destroy();
+      }
+    });
+    req.on("end", () => resolve(body));
+    req.on("error", reject);
+  });
+}
+
+/**
+ * The request body as JSON checked against `schema`; `shape` names what it should be in
+ * the error. An empty body stands for `empty` when one is given, else it is not JSON.
+ */
+export async function readJson<S extends z.ZodTypeAny>(
+  req: IncomingMessage,
+  schema: S,
+  shape: string,
+  empty?: unknown,
+): Promise<z.output<S>> {
+  let input: unknown;
+  try {
+    const body = await readBody(req);
+    input = empty !== undefined && !body.trim() ? empty : JSON.parse(body);
+  } catch (err) {
+    if (err instanceof ApiError) throw err;
+    throw new ApiError("the request body is not JSON", "bad-request", 400);
+  }
+  const parsed = schema.safeParse(input);
+  if (!parsed.success)
+    throw new ApiError(
+      `the request body needs ${shape}: ${parsed.error.issues.map((i: z.ZodIssue) => `${i.path.join(".") || "(body)"}: ${i.message}`).join("; ")}`,
+      "bad-request",
+      400,
+    );
+  return parsed.data;
+}
