@@ -8,6 +8,7 @@ import {
   utimesSync,
   writeFileSync,
 } from "node:fs";
+import { type IncomingMessage, request } from "node:http";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Cgroup } from "../cgroups/index.js";
@@ -42,7 +43,8 @@ import {
 export class AgentError extends Error {
   constructor(
     message: string,
-    readonly code: "not-here",
+    /** not-here: this node does not run it; not-running: no VM of it runs now. */
+    readonly code: "not-here" | "not-running",
   ) {
     super(message);
     this.name = "AgentError";
@@ -621,6 +623,69 @@ export class Agent {
     if (!m || (m.removing && m.vm === null))
       throw new AgentError(`${app}/${instance} does not run on this node`, "not-here");
     return readConsole(join(m.dir, "console.log"), from, max);
+  }
+
+  /** The control socket of the VMM that runs an instance here now. */
+  private vmmSocket(app: string, instance: string): string {
+    const m = this.managed.get(`${app}/${instance}`);
+    if (!m || (m.removing && m.vm === null))
+      throw new AgentError(`${app}/${instance} does not run on this node`, "not-here");
+    if (!m.vm)
+      throw new AgentError(
+        `${app}/${instance} has no VM running now (${m.state}${m.detail ? `: ${m.detail}` : ""})`,
+        "not-running",
+      );
+    return m.vm.socket;
+  }
+
+  /** A request to the VMM of an instance here; an unreachable VMM is an AgentError. */
+  private vmmRequest(
+    app: string,
+    instance: string,
+    method: "GET" | "POST",
+    path: string,
+    body?: Buffer,
+  ): Promise<IncomingMessage> {
+    const socketPath = this.vmmSocket(app, instance);
+    return new Promise((resolve, reject) => {
+      const req = request({ socketPath, path, method }, resolve);
+      req.on("error", (err) =>
+        reject(
+          new AgentError(
+            `${app}/${instance}: its VMM does not answer: ${err.message}`,
+            "not-running",
+          ),
+        ),
+      );
+      req.end(body);
+    });
+  }
+
+  /**
+   * An instance's live console: what its VM kept of its console, then whatever the guest
+   * writes, until the VM ends (the stream ends) or the reader lets go (destroy it).
+   */
+  async consoleFollow(app: string, instance: string): Promise<IncomingMessage> {
+    const res = await this.vmmRequest(app, instance, "GET", "/v1/console?follow=1");
+    if (res.statusCode === 200) return res;
+    res.resume();
+    throw new AgentError(
+      `${app}/${instance}: its VMM answered HTTP ${res.statusCode}`,
+      "not-running",
+    );
+  }
+
+  /** Types `bytes` at an instance's console; resolves with how many its VMM queued. */
+  async consoleType(app: string, instance: string, bytes: Buffer): Promise<number> {
+    const res = await this.vmmRequest(app, instance, "POST", "/v1/console", bytes);
+    let answer = "";
+    res.setEncoding("utf8");
+    for await (const chunk of res) answer += chunk;
+    if (res.statusCode === 202) return bytes.length;
+    throw new AgentError(
+      `${app}/${instance}: its VMM refused the input: ${answer.trim()}`,
+      "not-running",
+    );
   }
 
   observed(): ObservedInstance[] {

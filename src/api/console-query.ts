@@ -3,6 +3,8 @@ import { ApiError } from "./api-error.js";
 /** The most one call returns: a console is followed by asking again from where it ended. */
 export const CONSOLE_MAX_BYTES = 1 << 20;
 const DEFAULT_BYTES = 64 * 1024;
+/** The most one call types at a console: typing, not file transfer (the VMM's own limit). */
+export const CONSOLE_INPUT_MAX = 4096;
 
 /** Which piece of an instance's console log: from a byte offset (null: its end), at most max. */
 export interface ConsoleQuery {

@@ -1,3 +1,4 @@
+import type { IncomingMessage } from "node:http";
 import { request } from "node:https";
 import { ControlError } from "../os/index.js";
 
@@ -59,9 +60,44 @@ export class HttpsApiClient {
     return this.call<T>("DELETE", path);
   }
 
-  private call<T>(method: string, path: string, body?: unknown): Promise<T> {
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const where = `the grid API at ${this.origin.host}`;
+  /** A streaming GET (a live console): resolves with the response once it is a 200. */
+  async stream(path: string): Promise<IncomingMessage> {
+    const res = await this.open("GET", path, undefined, false);
+    if ((res.statusCode ?? 500) === 200) return res;
+    throw await replyError(res, this.where);
+  }
+
+  private get where(): string {
+    return `the grid API at ${this.origin.host}`;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const res = await this.open(
+      method,
+      path,
+      body === undefined ? undefined : JSON.stringify(body),
+      true,
+    );
+    if ((res.statusCode ?? 500) >= 400) throw await replyError(res, this.where);
+    const text = await readText(res);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ControlError(
+        `${this.where} answered without JSON: ${text.slice(0, 200)}`,
+        "bad-reply",
+      );
+    }
+  }
+
+  /** Sends a request; the time limit covers the whole answer unless `bounded` is false. */
+  private open(
+    method: string,
+    path: string,
+    payload: string | undefined,
+    bounded: boolean,
+  ): Promise<IncomingMessage> {
+    const where = this.where;
     const timeoutMs = this.target.timeoutMs ?? 15_000;
     return new Promise((resolve, reject) => {
       const req = request({
@@ -100,37 +136,38 @@ export class HttpsApiClient {
         );
       });
       req.on("response", (res) => {
-        req.setTimeout(0);
-        let text = "";
-        res.setEncoding("utf8");
-        res.on("data", (c: string) => {
-          text += c;
-        });
-        res.on("end", () => {
-          let parsed: unknown;
-          try {
-            parsed = JSON.parse(text);
-          } catch {
-            return reject(
-              new ControlError(
-                `${where} answered without JSON: ${text.slice(0, 200)}`,
-                "bad-reply",
-              ),
-            );
-          }
-          if ((res.statusCode ?? 500) < 400) return resolve(parsed as T);
-          const error = (parsed as { error?: { code?: string; message?: string; problems?: [] } })
-            .error;
-          reject(
-            new ControlError(
-              error?.message ?? `${where}: HTTP ${res.statusCode}`,
-              error?.code ?? "failed",
-              error?.problems ?? [],
-            ),
-          );
-        });
+        if (!bounded) req.setTimeout(0);
+        resolve(res);
       });
       req.end(payload);
     });
   }
+}
+
+function readText(res: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let text = "";
+    res.setEncoding("utf8");
+    res.on("data", (c: string) => {
+      text += c;
+    });
+    res.on("end", () => resolve(text));
+    res.on("error", reject);
+  });
+}
+
+/** The ControlError an error answer of the grid API stands for (its code and message). */
+export async function replyError(res: IncomingMessage, where: string): Promise<ControlError> {
+  const text = await readText(res).catch(() => "");
+  let error: { code?: string; message?: string; problems?: [] } | undefined;
+  try {
+    error = (JSON.parse(text) as { error?: typeof error }).error;
+  } catch {
+    // Not JSON: the status says it.
+  }
+  return new ControlError(
+    error?.message ?? `${where}: HTTP ${res.statusCode}`,
+    error?.code ?? "failed",
+    error?.problems ?? [],
+  );
 }

@@ -47,3 +47,22 @@ export async function readJson<S extends z.ZodTypeAny>(
     );
   return parsed.data;
 }
+
+/** The raw request body, at most `max` bytes (413 beyond). */
+export function readBytes(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        reject(new ApiError(`the request is larger than ${max} bytes`, "too-large", 413));
+        req.destroy();
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks)));
+    req.on("error", reject);
+  });
+}

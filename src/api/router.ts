@@ -1,10 +1,11 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
+import { Readable } from "node:stream";
 import { z } from "zod";
 import { APP_NAME } from "../model/index.js";
 import type { AdminTokenInfo } from "./admin-token.js";
 import { TOKEN_NAME } from "./admin-token.js";
 import { ApiError, errorBody } from "./api-error.js";
-import { type ConsoleQuery, parseConsoleQuery } from "./console-query.js";
+import { CONSOLE_INPUT_MAX, type ConsoleQuery, parseConsoleQuery } from "./console-query.js";
 import { MAX_BODY, readJson } from "./request-body.js";
 
 /**
@@ -29,6 +30,11 @@ import { MAX_BODY, readJson } from "./request-body.js";
  *   GET  /v1/apps/NAME/instances/ID/console?from=N&max=N
  *                        a piece of the instance's console log, from the node that runs it
  *                        ({text, from, to, rotated, node, hostname}; ask from=to next)
+ *   GET  /v1/apps/NAME/instances/ID/console/stream
+ *                        the live console (application/octet-stream): what the VM kept,
+ *                        then what the guest writes, until its VM ends or the client goes
+ *   POST /v1/apps/NAME/instances/ID/console/input  {"base64"}: keys typed at the console
+ *                        (at most 4 KiB a call): {queued}
  *   GET  /v1/placements  every instance's node, for agents and the console
  *   GET  /v1/tokens      the admin tokens: id, name, when and where made (never a secret)
  *   POST /v1/tokens      {"name"}: a new admin token (201, {token, info}); the token is
@@ -54,12 +60,18 @@ export interface GridApi {
     instances: string[],
   ): Promise<string[]>;
   instanceConsole(app: string, instance: string, q: ConsoleQuery): Promise<unknown>;
+  consoleStream(app: string, instance: string): Promise<Readable>;
+  consoleInput(app: string, instance: string, bytes: Buffer): Promise<{ queued: number }>;
   placements(): Promise<unknown[]>;
   createToken(name: string): Promise<{ token: string; info: AdminTokenInfo }>;
   listTokens(): Promise<AdminTokenInfo[]>;
   revokeToken(id: string): Promise<void>;
   verifyToken(token: string): Promise<AdminTokenInfo | null>;
 }
+
+/** The live console's paths (both doors). */
+export const APP_INSTANCE_CONSOLE_LIVE =
+  /^\/v1\/apps\/([a-z][a-z0-9-]{0,31})\/instances\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console\/(stream|input)$/;
 
 /** Who is asking: root on this node, or a holder of an admin token over HTTPS. */
 export type Caller = { door: "local" } | { door: "https"; token: AdminTokenInfo };
@@ -82,6 +94,13 @@ const tokenSchema = z.object({
     ),
 });
 const verifySchema = z.object({ token: z.string().max(200) });
+const inputSchema = z.object({
+  base64: z
+    .string()
+    .min(1)
+    .max(Math.ceil(CONSOLE_INPUT_MAX / 3) * 4)
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/, "base64"),
+});
 
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body)}\n`;
@@ -100,7 +119,18 @@ export function routeGridApi(
   caller: Caller,
 ): void {
   route(api, req, caller).then(
-    ([status, body]) => sendJson(res, status, body),
+    ([status, body]) => {
+      if (!(body instanceof Readable)) return sendJson(res, status, body);
+      // A stream (a live console): it goes on until either side ends it.
+      res.writeHead(status, {
+        "content-type": "application/octet-stream",
+        "cache-control": "no-store",
+      });
+      res.flushHeaders();
+      body.pipe(res);
+      body.on("error", () => res.destroy());
+      res.on("close", () => body.destroy());
+    },
     (err: unknown) => {
       const { status, body } = errorBody(err);
       if (!res.headersSent) sendJson(res, status, body);
@@ -143,6 +173,18 @@ async function route(
     const verb = action[2] as "restart" | "stop" | "start";
     const instances = await api.actOnInstances(name, verb, body.instances);
     return [200, { app: name, action: verb, instances }];
+  }
+  const live = APP_INSTANCE_CONSOLE_LIVE.exec(url);
+  if (live) {
+    const [, app = "", instance = "", what] = live;
+    if (what === "stream" && method === "GET") return [200, await api.consoleStream(app, instance)];
+    if (what === "input" && method === "POST") {
+      const body = await readJson(req, inputSchema, '{"base64": keys}');
+      const bytes = Buffer.from(body.base64, "base64");
+      if (bytes.length > CONSOLE_INPUT_MAX)
+        throw new ApiError(`at most ${CONSOLE_INPUT_MAX} bytes of input a call`, "too-large", 413);
+      return [200, await api.consoleInput(app, instance, bytes)];
+    }
   }
   const consoleRoute = method === "GET" ? APP_INSTANCE_CONSOLE.exec(url) : null;
   if (consoleRoute) {

@@ -216,15 +216,10 @@ export function buildProgram(): Command {
       "FLATGRID_GRID_SOCKET",
     );
   /**
-   * A call to the grid API: with --api, any node's HTTPS API with an admin token; else this
-   * node's grid service, on the socket beside the supervisor's.
+   * The grid API: with --api, any node's HTTPS API with an admin token; else this node's
+   * grid service, on the socket beside the supervisor's.
    */
-  const gridCall = async <T>(
-    options: GridOptions,
-    method: "GET" | "POST" | "DELETE",
-    path: string,
-    body?: unknown,
-  ): Promise<T> => {
+  const gridApi = async (options: GridOptions) => {
     if (options.api) {
       if (!options.token)
         throw new Failure(
@@ -246,16 +241,32 @@ export function buildProgram(): Command {
         throw new Failure(`--ca ${options.ca}: not a PEM certificate`, "usage");
       const { HttpsApiClient } = await import("../api/index.js");
       const api = new HttpsApiClient({ url: options.api, token: options.token, caPem });
-      if (method === "GET") return api.get<T>(path);
-      if (method === "DELETE") return api.delete<T>(path);
-      return api.post<T>(path, body);
+      return {
+        call: <T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown): Promise<T> =>
+          method === "GET"
+            ? api.get<T>(path)
+            : method === "DELETE"
+              ? api.delete<T>(path)
+              : api.post<T>(path, body),
+        stream: (path: string) => api.stream(path),
+      };
     }
     // Loaded only here: the grid module brings etcd and TLS code no other command needs.
-    const { callGrid, gridSocketPath } = await import("../grid/index.js");
+    const { callGrid, gridSocketPath, streamGrid } = await import("../grid/index.js");
     const socket =
       options.gridSocket ?? gridSocketPath({ FLATGRID_SOCKET: options.socket ?? socketPath() });
-    return callGrid<T>(method, path, socket, body);
+    return {
+      call: <T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown) =>
+        callGrid<T>(method, path, socket, body),
+      stream: (path: string) => streamGrid(path, socket),
+    };
   };
+  const gridCall = async <T>(
+    options: GridOptions,
+    method: "GET" | "POST" | "DELETE",
+    path: string,
+    body?: unknown,
+  ): Promise<T> => (await gridApi(options)).call<T>(method, path, body);
   const gridStatus = (options: GridOptions) => gridCall<GridStatus>(options, "GET", "/v1/grid");
   const grid = program.command("grid").description("the grid this node belongs to");
   common(
@@ -506,6 +517,22 @@ export function buildProgram(): Command {
   }
   common(
     appCommand(
+      "console",
+      "attach to an instance's serial console, live, on whichever node runs it (Ctrl-] detaches)",
+    ).argument("<instance>", "the instance, e.g. db.0"),
+  ).action(async (name: string, instance: string, options: GridOptions) => {
+    const api = await gridApi(options);
+    const path = `${appPath(name)}/instances/${encodeURIComponent(instance)}/console`;
+    const { attachInstanceConsole } = await import("./instance-console.js");
+    process.exitCode = await attachInstanceConsole({
+      label: `${name}/${instance}`,
+      open: () => api.stream(`${path}/stream`),
+      type: (bytes) =>
+        api.call("POST", `${path}/input`, { base64: bytes.toString("base64") }).then(() => {}),
+    });
+  });
+  common(
+    appCommand(
       "logs",
       "an instance's console: what its guest and its VMM printed, from the node that runs it",
     )
@@ -678,7 +705,10 @@ export function buildProgram(): Command {
   // Every command of the grid API also reaches it over HTTPS (the console is this node's own).
   const walk = (c: Command): Command[] => [c, ...c.commands.flatMap(walk)];
   for (const c of walk(program))
-    if (c.name() !== "console" && c.options.some((o) => o.long === "--grid-socket"))
+    if (
+      !(c.parent === program && c.name() === "console") &&
+      c.options.some((o) => o.long === "--grid-socket")
+    )
       c.addOption(
         new Option(
           "--api <url>",

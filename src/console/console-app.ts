@@ -60,6 +60,11 @@ interface Terminal {
   fd: number;
 }
 
+/** The flatgrid command this console runs in (it is `flatgrid console`): its other commands. */
+function cliScript(): string {
+  return process.argv[1] ?? "flatgrid";
+}
+
 function openTerminal(device: string): Terminal {
   // One descriptor for both, opened read-write: the supervisor starts us in a session of our
   // own, so this also makes it our controlling terminal.
@@ -243,7 +248,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
           ? " Up/Down, Tab: field  Enter: next, save  Space: choose  F1-F3: other screens"
           : current === "node"
             ? " F1-F4, Tab: screens  R: reboot  P: power off  S: shell  Ctrl-L: redraw"
-            : " F1-F4 or 1-4 or Tab: screens  arrows PgUp PgDn: scroll  Ctrl-L: redraw";
+            : " F1-F4, Tab: screens  A: attach to an instance's console  PgUp PgDn: scroll";
     const quitKey = o.tty || current === "setup" ? "" : "  q: quit";
     if (!asking)
       footer.setContent(notice ? ` {yellow-fg}${esc(notice)}{/yellow-fg}` : `${keys}${quitKey}`);
@@ -414,47 +419,72 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
       await o.supervisor.post(`/v1/power/${action}`);
       return `${action}: the services stop in order, then the server ${action === "reboot" ? "reboots" : "powers off"}`;
     });
+  /** Runs a program on this terminal, the console put aside; it comes back when that exits. */
+  const onTerminal = async (banner: string, file: string, args: string[]) => {
+    const program = screen.program;
+    suspended = true;
+    program.normalBuffer();
+    program.clear();
+    program.showCursor();
+    // blessed buffers what it writes until the next tick: out before the program's own.
+    (program as unknown as { flush(): void }).flush();
+    const raw = io.input.isRaw;
+    io.input.setRawMode(false);
+    io.input.pause();
+    // pause() alone keeps reading into the stream's buffer, which would take the program's
+    // keys: stop reading the terminal until it is done.
+    const handle = (io.input as unknown as { _handle?: { readStop(): void; readStart(): void } })
+      ._handle;
+    handle?.readStop();
+    io.output.write(`flatgrid console: ${banner}\r\n`);
+    await new Promise<void>((resolve) => {
+      const child = spawn(file, args, {
+        stdio: [io.fd, io.fd === 0 ? 1 : io.fd, io.fd === 0 ? 2 : io.fd],
+        env: { ...process.env, TERM: process.env.TERM ?? "linux" },
+      });
+      child.on("exit", () => resolve());
+      child.on("error", (err) => {
+        io.output.write(`flatgrid console: cannot start ${file}: ${err.message}\r\n`);
+        resolve();
+      });
+    });
+    handle?.readStart();
+    io.input.setRawMode(raw);
+    io.input.resume();
+    program.alternateBuffer();
+    program.hideCursor();
+    suspended = false;
+    screen.realloc();
+    draw();
+  };
   /** A root shell on this terminal; the console comes back when it exits. */
   const shell = () =>
     withPassword("Open a root shell", async () => {
-      const program = screen.program;
-      suspended = true;
-      program.normalBuffer();
-      program.clear();
-      program.showCursor();
-      // blessed buffers what it writes until the next tick: out before the shell's own.
-      (program as unknown as { flush(): void }).flush();
-      const raw = io.input.isRaw;
-      io.input.setRawMode(false);
-      io.input.pause();
-      // pause() alone keeps reading into the stream's buffer, which would take the shell's
-      // keys: stop reading the terminal until the shell is done.
-      const handle = (io.input as unknown as { _handle?: { readStop(): void; readStart(): void } })
-        ._handle;
-      handle?.readStop();
-      io.output.write("flatgrid console: a root shell; exit returns to the console\r\n");
       const sh = existsSync("/bin/bash") ? "/bin/bash" : "/bin/sh";
-      await new Promise<void>((resolve) => {
-        const child = spawn(sh, ["-i"], {
-          stdio: [io.fd, io.fd === 0 ? 1 : io.fd, io.fd === 0 ? 2 : io.fd],
-          env: { ...process.env, TERM: process.env.TERM ?? "linux" },
-        });
-        child.on("exit", () => resolve());
-        child.on("error", (err) => {
-          io.output.write(`flatgrid console: cannot start ${sh}: ${err.message}\r\n`);
-          resolve();
-        });
-      });
-      handle?.readStart();
-      io.input.setRawMode(raw);
-      io.input.resume();
-      program.alternateBuffer();
-      program.hideCursor();
-      suspended = false;
-      screen.realloc();
-      draw();
+      await onTerminal("a root shell; exit returns to the console", sh, ["-i"]);
       return "the shell exited";
     });
+  /** An instance's serial console (`flatgrid app console`), from whichever node runs it. */
+  const attachInstance = async () => {
+    if (typing()) return;
+    const which = await ask(
+      " Attach to the console of (APP/INSTANCE, e.g. shop/db.0): ",
+      "",
+      false,
+    );
+    if (!which) return;
+    const m = /^([a-z][a-z0-9-]{0,31})\/([a-z][a-z0-9-]{0,31}\.\d{1,5})$/.exec(which.trim());
+    if (!m) return say(`${which.trim()}: not APP/INSTANCE, like shop/db.0`);
+    const [, app = "", instance = ""] = m;
+    await withPassword(`Attach to ${app}/${instance}`, async () => {
+      await onTerminal(
+        `${app}/${instance}'s serial console; Ctrl-] returns to the console`,
+        process.execPath,
+        [cliScript(), "app", "console", app, instance, `--grid-socket=${o.grid.path}`],
+      );
+      return `${app}/${instance}: detached`;
+    });
+  };
 
   SCREENS.forEach((name, i) => {
     screen.key([`f${i + 1}`], () => !asking && show(name));
@@ -484,6 +514,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   screen.key(["S-r"], () => current === "node" && power("reboot"));
   screen.key(["S-p"], () => current === "node" && power("poweroff"));
   screen.key(["S-s"], () => current === "node" && shell());
+  screen.key(["S-a"], () => current === "grid" && attachInstance());
   screen.key(["r"], () => {
     if (current !== "logs") return;
     const name = log.service;

@@ -4,6 +4,7 @@ import { createReadStream, statfsSync, statSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer, type Server } from "node:https";
 import { networkInterfaces, hostname as osHostname } from "node:os";
+import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { TLSSocket } from "node:tls";
 import type { Etcd3 } from "etcd3";
@@ -11,9 +12,11 @@ import { Agent, AgentError, type ConsoleChunk, type DesiredInstance } from "../a
 import {
   type AdminTokenInfo,
   ApiError,
+  CONSOLE_INPUT_MAX,
   type ConsoleQuery,
   errorBody,
   parseConsoleQuery,
+  readBytes,
   routeGridApi,
   sendJson,
 } from "../api/index.js";
@@ -54,7 +57,15 @@ import {
 import { type Assignment, type GridInfo, keys, type NodeRecord, PORTS } from "./layout.js";
 import { listMembers, type Member, reconcileMembership } from "./membership.js";
 import { NodeState, type NodeTls, type StoredGrid } from "./node-state.js";
-import { INSTANCE_CONSOLE, PEER_IMAGE, peerConsole, peerImages } from "./peer-api.js";
+import {
+  INSTANCE_CONSOLE,
+  INSTANCE_CONSOLE_LIVE,
+  PEER_IMAGE,
+  peerConsole,
+  peerConsoleInput,
+  peerConsoleStream,
+  peerImages,
+} from "./peer-api.js";
 import {
   certifiedNodeId,
   createCa,
@@ -934,12 +945,11 @@ export class GridNode extends EventEmitter {
     return applicationStatus(this.member(), name, this.nodes);
   }
 
-  /** A piece of an instance's console log, from the node that runs it. */
-  async instanceConsole(
+  /** Which node runs an instance: this one, or a peer in the registry. */
+  private async whereIs(
     app: string,
     instance: string,
-    q: ConsoleQuery,
-  ): Promise<ConsoleChunk & { node: string; hostname: string }> {
+  ): Promise<{ here: true } | { here: false; node: NodeRecord; tls: NodeTls }> {
     const state = await readAppState(this.member());
     const record = state.apps.find((a) => a.name === app);
     if (!record) throw new ApiError(`no application named ${app}`, "no-such-app", 404);
@@ -956,12 +966,7 @@ export class GridNode extends EventEmitter {
         "not-placed",
         409,
       );
-    if (p.node === this.nodeId)
-      return {
-        ...this.localConsole(app, instance, q),
-        node: this.nodeId,
-        hostname: this.hostname,
-      };
+    if (p.node === this.nodeId) return { here: true };
     const node = this.nodes.find((n) => n.nodeId === p.node);
     if (!node || !this.tls)
       throw new ApiError(
@@ -969,8 +974,54 @@ export class GridNode extends EventEmitter {
         "node-unreachable",
         502,
       );
-    const chunk = await peerConsole(node, this.tls, app, instance, q);
-    return { ...chunk, node: node.nodeId, hostname: node.hostname };
+    return { here: false, node, tls: this.tls };
+  }
+
+  /** A piece of an instance's console log, from the node that runs it. */
+  async instanceConsole(
+    app: string,
+    instance: string,
+    q: ConsoleQuery,
+  ): Promise<ConsoleChunk & { node: string; hostname: string }> {
+    const at = await this.whereIs(app, instance);
+    if (at.here)
+      return {
+        ...this.localConsole(app, instance, q),
+        node: this.nodeId,
+        hostname: this.hostname,
+      };
+    const chunk = await peerConsole(at.node, at.tls, app, instance, q);
+    return { ...chunk, node: at.node.nodeId, hostname: at.node.hostname };
+  }
+
+  /** An instance's live console, from the node that runs it (see Agent.consoleFollow). */
+  async consoleStream(app: string, instance: string): Promise<Readable> {
+    const at = await this.whereIs(app, instance);
+    if (at.here) return this.localAgentCall(() => this.agent?.consoleFollow(app, instance));
+    return peerConsoleStream(at.node, at.tls, app, instance);
+  }
+
+  /** Types at an instance's console, on the node that runs it. */
+  async consoleInput(app: string, instance: string, bytes: Buffer): Promise<{ queued: number }> {
+    const at = await this.whereIs(app, instance);
+    if (at.here)
+      return {
+        queued: await this.localAgentCall(() => this.agent?.consoleType(app, instance, bytes)),
+      };
+    return peerConsoleInput(at.node, at.tls, app, instance, bytes);
+  }
+
+  /** An agent call for an instance of this node: its AgentErrors become the API's. */
+  private async localAgentCall<T>(call: () => Promise<T> | undefined): Promise<T> {
+    try {
+      const r = call();
+      if (r === undefined) throw new ApiError("this node runs no instances", "not-here", 404);
+      return await r;
+    } catch (err) {
+      if (err instanceof AgentError)
+        throw new ApiError(err.message, err.code, err.code === "not-here" ? 404 : 409);
+      throw err;
+    }
   }
 
   /** A class image part (by sha256) or the catalog manifest, to a peer that lacks it. */
@@ -995,6 +1046,37 @@ export class GridNode extends EventEmitter {
       "content-length": statSync(path).size,
     });
     await pipeline(createReadStream(path), res);
+  }
+
+  /** A peer's request for the live console of an instance this node runs. */
+  private servePeerConsole(
+    req: IncomingMessage,
+    res: ServerResponse,
+    app: string,
+    instance: string,
+    what: string,
+  ): void {
+    const fail = (err: unknown) => {
+      const { status, body } = errorBody(err);
+      if (res.headersSent) res.destroy();
+      else sendJson(res, status, body);
+    };
+    if (what === "stream" && req.method === "GET") {
+      this.localAgentCall(() => this.agent?.consoleFollow(app, instance)).then((stream) => {
+        res.writeHead(200, { "content-type": "application/octet-stream" });
+        res.flushHeaders();
+        stream.pipe(res);
+        res.on("close", () => stream.destroy());
+      }, fail);
+      return;
+    }
+    if (what === "input" && req.method === "POST") {
+      readBytes(req, CONSOLE_INPUT_MAX)
+        .then((bytes) => this.localAgentCall(() => this.agent?.consoleType(app, instance, bytes)))
+        .then((queued) => sendJson(res, 200, { queued }), fail);
+      return;
+    }
+    fail(new ApiError(`no such endpoint: ${req.method} ${req.url}`, "not-found", 404));
   }
 
   private localConsole(app: string, instance: string, q: ConsoleQuery): ConsoleChunk {
@@ -1164,13 +1246,24 @@ export class GridNode extends EventEmitter {
         };
         const consoleRoute = req.method === "GET" ? INSTANCE_CONSOLE.exec(req.url ?? "") : null;
         const imageRoute = req.method === "GET" ? PEER_IMAGE.exec(req.url ?? "") : null;
-        if ((consoleRoute || imageRoute) && !(req.socket as TLSSocket).authorized)
+        const liveRoute = INSTANCE_CONSOLE_LIVE.exec(req.url ?? "");
+        if ((consoleRoute || imageRoute || liveRoute) && !(req.socket as TLSSocket).authorized)
           return send(403, {
             error: {
               code: "forbidden",
               message: "this is for members of the grid: no certificate of its CA",
             },
           });
+        if (liveRoute) {
+          this.servePeerConsole(
+            req,
+            res,
+            liveRoute[1] ?? "",
+            liveRoute[2] ?? "",
+            liveRoute[3] ?? "",
+          );
+          return;
+        }
         if (imageRoute) {
           void this.serveImage(imageRoute[1] ?? "", res).catch((err: Error) =>
             res.headersSent

@@ -25,4 +25,4 @@ export {
   PkiError,
   signNodeRequest,
 } from "./pki.js";
-export { callGrid, DEFAULT_GRID_SOCKET, gridSocketPath } from "./status-socket.js";
+export { callGrid, DEFAULT_GRID_SOCKET, gridSocketPath, streamGrid } from "./status-socket.js";

@@ -35,13 +35,26 @@ export function peerGet(
   path: string,
   timeoutMs = 5000,
 ): Promise<IncomingMessage> {
+  return peerRequest(node, tls, "GET", path, timeoutMs);
+}
+
+/** peerGet for any method, with an optional body. */
+export function peerRequest(
+  node: PeerNode,
+  tls: NodeTls,
+  method: "GET" | "POST",
+  path: string,
+  timeoutMs = 5000,
+  body?: Buffer,
+): Promise<IncomingMessage> {
   const where = `${node.hostname} (${node.address})`;
   return new Promise((resolve, reject) => {
     const req = request({
       host: node.address,
       port: node.apiPort,
       path,
-      method: "GET",
+      method,
+      ...(body ? { headers: { "content-length": body.length } } : {}),
       agent: false,
       ca: tls.caPem,
       cert: tls.certPem,
@@ -83,7 +96,7 @@ export function peerGet(
         );
       });
     });
-    req.end();
+    req.end(body);
   });
 }
 
@@ -120,6 +133,40 @@ export async function peerConsole(
   });
   return readJson<ConsoleChunk>(
     await peerGet(node, tls, `/v1/instances/${app}/${instance}/console?${search}`),
+  );
+}
+
+/** The peer API's live console of an instance: GET .../stream, POST .../input (raw bytes). */
+export const INSTANCE_CONSOLE_LIVE =
+  /^\/v1\/instances\/([a-z][a-z0-9-]{0,31})\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console\/(stream|input)$/;
+
+/** Opens the live console of an instance that a peer runs (no time limit once it answers). */
+export function peerConsoleStream(
+  node: PeerNode,
+  tls: NodeTls,
+  app: string,
+  instance: string,
+): Promise<IncomingMessage> {
+  return peerGet(node, tls, `/v1/instances/${app}/${instance}/console/stream`);
+}
+
+/** Types at the console of an instance that a peer runs. */
+export async function peerConsoleInput(
+  node: PeerNode,
+  tls: NodeTls,
+  app: string,
+  instance: string,
+  bytes: Buffer,
+): Promise<{ queued: number }> {
+  return readJson<{ queued: number }>(
+    await peerRequest(
+      node,
+      tls,
+      "POST",
+      `/v1/instances/${app}/${instance}/console/input`,
+      5000,
+      bytes,
+    ),
   );
 }
 

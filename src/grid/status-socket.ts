@@ -1,7 +1,7 @@
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, request, type Server } from "node:http";
 import { dirname, join } from "node:path";
-import { routeGridApi } from "../api/index.js";
-import { ControlClient, listenPrivateSocket } from "../os/index.js";
+import { replyError, routeGridApi } from "../api/index.js";
+import { ControlClient, ControlError, listenPrivateSocket } from "../os/index.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
 
 /**
@@ -41,6 +41,25 @@ export function callGrid<T>(
   if (method === "GET") return client.get<T>(path);
   if (method === "DELETE") return client.delete<T>(path);
   return client.post<T>(path, body);
+}
+
+/** A streaming GET on the grid service's socket (a live console), once it answers 200. */
+export function streamGrid(path: string, socketPath = gridSocketPath()): Promise<IncomingMessage> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path }, (res) => {
+      if (res.statusCode === 200) return resolve(res);
+      replyError(res, "the grid service").then(reject, reject);
+    });
+    req.on("error", (err) =>
+      reject(
+        new ControlError(
+          `cannot reach the grid service at ${socketPath}: ${err.message} (is the grid service running? \`flatgrid services\`)`,
+          "unreachable",
+        ),
+      ),
+    );
+    req.end();
+  });
 }
 
 export type { GridStatus };

@@ -116,6 +116,8 @@ export interface VmStats {
   bootMs: number | null;
   /** Each virtio-blk disk's counters, in the order of the config's disks. */
   disks: VirtioBlock["stats"][];
+  /** Bytes typed at the serial console (POST /v1/console): queued, and dropped when full. */
+  consoleInput: { bytes: number; dropped: number };
 }
 
 export class VmConfigError extends Error {
@@ -574,6 +576,7 @@ export class Vm extends EventEmitter {
         .map((v) => v.device)
         .filter((d): d is VirtioBlock => d instanceof VirtioBlock)
         .map((d) => ({ ...d.stats })),
+      consoleInput: { ...this.serial.inputStats },
     };
   }
 }

@@ -11,15 +11,8 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import {
-  copyFileSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -28,49 +21,17 @@ import { Cgroup } from "../../src/cgroups/index.js";
 import { type AppStatus, callGrid, createCa } from "../../src/grid/index.js";
 import { vmCgroupLimits } from "../../src/vmm/index.js";
 import { formedWithVoters, GridCluster, up } from "./grid-harness.js";
+import { idleCatalog } from "./idle-catalog.js";
 import { sleep, sweepStale } from "./netns.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 const SHOP = fileURLToPath(new URL("../../../examples/shop.yaml", import.meta.url));
-const IDLE = fileURLToPath(new URL("../../../native/out/testguest-idle.elf", import.meta.url));
 const INSTANCE_GRACE_MS = 6000;
 /** The agents' default: a third of the grace. */
 const LEASE_MS = INSTANCE_GRACE_MS / 3;
 
 function progress(msg: string): void {
   process.stderr.write(`  apps: ${msg}\n`);
-}
-
-/** A catalog as `npm run catalog` lays it out, whose kernel is the idle test guest. */
-function idleCatalog(dir: string): string {
-  mkdirSync(dir, { recursive: true });
-  const sha = (f: string) =>
-    createHash("sha256")
-      .update(readFileSync(join(dir, f)))
-      .digest("hex");
-  copyFileSync(IDLE, join(dir, "vmlinuz"));
-  writeFileSync(join(dir, "initrd.img"), "the idle guest needs no initrd\n");
-  const classes: Record<string, unknown> = {};
-  for (const name of ["base", "web", "lb", "db"]) {
-    writeFileSync(join(dir, `${name}.ext4`), Buffer.alloc(64 * 1024, name));
-    classes[`${name}@1`] = {
-      id: sha(`${name}.ext4`),
-      rootfs: `${name}.ext4`,
-      sha256: sha(`${name}.ext4`),
-      bytes: 64 * 1024,
-      kernel: "vmlinuz",
-      initrd: "initrd.img",
-    };
-  }
-  writeFileSync(
-    join(dir, "manifest.json"),
-    JSON.stringify({
-      kernel: { version: "testguest-idle", sha256: sha("vmlinuz") },
-      initrd: { sha256: sha("initrd.img"), modules: [] },
-      classes,
-    }),
-  );
-  return dir;
 }
 
 interface Probe {
@@ -138,6 +99,62 @@ function vmms(base: string): { node: number; instance: string; pid: number }[] {
       instance: m?.[2] as string,
       pid: Number(line.split(" ")[0]),
     }));
+}
+
+/** The stats of an instance's VMM, from its control socket. */
+function vmmStats(
+  base: string,
+  node: number,
+  instance: string,
+): Promise<{ consoleInput: { bytes: number; dropped: number } }> {
+  const socketPath = join(base, `n${node}`, "state", "instances", "shop", instance, "vmm.sock");
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, path: "/v1/vm" }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (c: string) => {
+        body += c;
+      });
+      res.on("end", () => resolve((JSON.parse(body) as { stats: never }).stats));
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await sleep(200);
+  }
+  assert.fail(`${what}: not within ${timeoutMs} ms`);
+}
+
+/** `flatgrid app console` as a child with piped stdin: what it printed, keys to type, a stop. */
+function attach(command: string, args: string[], env: NodeJS.ProcessEnv = process.env) {
+  const child = spawn(command, args, { stdio: ["pipe", "pipe", "pipe"], env });
+  let out = "";
+  let err = "";
+  child.stdout.on("data", (c: Buffer) => {
+    out += c.toString();
+  });
+  child.stderr.on("data", (c: Buffer) => {
+    err += c.toString();
+  });
+  const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
+  return {
+    err: () => err,
+    until: (want: RegExp) =>
+      waitFor(`the console showing ${want} (it showed: ${out.slice(-300)} ${err})`, async () =>
+        want.test(out),
+      ),
+    type: (text: string) => child.stdin.write(text),
+    stop: async () => {
+      child.kill("SIGTERM");
+      return exited;
+    },
+  };
 }
 
 describe("applications on a 3-node grid", { concurrency: false }, () => {
@@ -520,6 +537,33 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     );
   });
 
+  it("app console attaches to an instance's serial console from another node: its output comes, keys reach its VMM, in order", async () => {
+    const db = vmms(g.base).find((v) => v.instance === "db.0");
+    assert.ok(db, "db.0 has a VMM");
+    const elsewhere = [1, 2, 3].find((i) => i !== db.node) as number;
+    const typed = async () => (await vmmStats(g.base, db.node, "db.0")).consoleInput.bytes;
+    const before = await typed();
+    const attached = attach(process.execPath, [
+      CLI,
+      "app",
+      "console",
+      "shop",
+      "db.0",
+      "--socket",
+      g.node(elsewhere).socket,
+    ]);
+    await attached.until(/^flatgrid-guest: ready\r?$/m);
+    attached.type("hello db.0\n");
+    await waitFor("the keys at db.0's VMM", async () => (await typed()) >= before + 11);
+    assert.equal(await attached.stop(), 0, attached.err());
+    const none = await cli(elsewhere, "app", "console", "shop", "db.9");
+    assert.equal(none.code, 1);
+    assert.match(none.err, /shop has no instance db\.9/);
+    progress(
+      `app console: db.0 (node-${db.node}) attached from node-${elsewhere}; 11 keys reached its VMM`,
+    );
+  });
+
   it("a VMM killed with SIGKILL: the agent starts the instance again, and counts the failure", async () => {
     const victim = vmms(g.base).find((v) => v.instance === "web.1");
     assert.ok(victim, "web.1 has a VMM");
@@ -725,6 +769,33 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       (JSON.parse(untrusted.out) as { error: { code: string } }).error.code,
       "untrusted",
     );
+
+    // The live console over HTTPS, from the other machine, to whichever node runs db.0.
+    const db = vmms(g.base).find((v) => v.instance === "db.0");
+    assert.ok(db);
+    const before = (await vmmStats(g.base, db.node, "db.0")).consoleInput.bytes;
+    const live = attach(
+      "ip",
+      [
+        "netns",
+        "exec",
+        g.cluster.node(3).ns,
+        process.execPath,
+        CLI,
+        "app",
+        "console",
+        "shop",
+        "db.0",
+      ],
+      { ...process.env, FLATGRID_SOCKET: "/nonexistent/supervisor.sock", ...env },
+    );
+    await live.until(/^flatgrid-guest: ready\r?$/m);
+    live.type("over https\n");
+    await waitFor(
+      "the keys at db.0's VMM",
+      async () => (await vmmStats(g.base, db.node, "db.0")).consoleInput.bytes >= before + 11,
+    );
+    assert.equal(await live.stop(), 0, live.err());
 
     // Bad input is named; then the token revokes itself and is refused from then on.
     const badName = remote(env, "token", "create", "Not A Name");

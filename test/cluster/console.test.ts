@@ -5,13 +5,15 @@
  */
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { callGrid } from "../../src/grid/index.js";
+import { type AppStatus, callGrid } from "../../src/grid/index.js";
 import { ControlClient, type ServiceStatus } from "../../src/os/index.js";
 import { formed, GridCluster } from "./grid-harness.js";
+import { idleCatalog } from "./idle-catalog.js";
 import { sleep, sweepStale } from "./netns.js";
 
 const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
@@ -31,6 +33,7 @@ const typeText = (t: string) => tmux("send-keys", "-t", target, "-l", t);
 describe("the console on a node's terminal, under tmux", { concurrency: false }, () => {
   let g: GridCluster;
   let supervisor: ControlClient;
+  let scratch = "";
 
   /** Waits until the screen matches; fails with what it shows. */
   const until = async (
@@ -74,7 +77,13 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
   before(async () => {
     sweepStale();
     // Node 3 has no grid configured: it waits for its console's setup form.
-    g = GridCluster.create({ nodes: 3, unconfigured: [3] });
+    scratch = mkdtempSync(join(tmpdir(), "flatgrid-console-"));
+    g = GridCluster.create({
+      nodes: 3,
+      unconfigured: [3],
+      // For an instance to attach to: the idle test guest as every class.
+      images: idleCatalog(join(scratch, "catalog")),
+    });
     g.startAll();
     await g.until("one grid of 2 nodes", formed(2), 60_000, [1, 2]);
   });
@@ -85,6 +94,7 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
         tmux("kill-session", "-t", session);
       } catch {}
     await g?.destroy();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
   it("run by the supervisor on a terminal, the node screen shows the node's grid, role and address", async () => {
@@ -291,5 +301,36 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     keys("Enter");
     await until("the restart said", /grid: restarted/);
     await g.until("node 3 back in the grid", formed(3), 60_000);
+  });
+
+  it("A on the grid screen attaches to an instance's serial console, wherever it runs; Ctrl-] comes back", {
+    timeout: 120_000,
+  }, async () => {
+    target = FIRST_BOOT;
+    await callGrid("POST", "/v1/apps", g.node(1).gridSocket, {
+      file: "one.yaml",
+      source:
+        "name: one\nbudget: { cpus: 1, memory: 512MiB }\ncomponents:\n  box:\n    class: base@1\n",
+    });
+    let where = "";
+    for (const deadline = Date.now() + 60_000; Date.now() < deadline && !where; await sleep(500)) {
+      const st = await callGrid<AppStatus>("GET", "/v1/apps/one", g.node(1).gridSocket);
+      const box = st.instances[0];
+      if (box?.state === "running") where = box.hostname ?? "";
+    }
+    assert.ok(where, "one/box.0 runs");
+    keys("F2");
+    await until("the grid screen", /A: attach to an instance's console/);
+    keys("A");
+    await until("the question", /Attach to the console of \(APP\/INSTANCE/);
+    typeText("one/box.0");
+    keys("Enter");
+    await until("the password question", /Attach to one\/box\.0\? Password or admin token/);
+    typeText("console-pass-1");
+    keys("Enter");
+    await until("the instance's console", /^flatgrid-guest: ready\s*$/m, 20_000);
+    keys("C-]");
+    await until("the console again, and what became of the attach", /one\/box\.0: detached/);
+    progress(`attached from node-3's console to one/box.0 on ${where}, and back`);
   });
 });

@@ -38,6 +38,8 @@ export class Serial implements BusDevice {
   private dlm = 0;
   private thrPending = false;
   private readonly input: number[] = [];
+  /** Bytes typed at the console: taken into the FIFO, and dropped because it was full. */
+  readonly inputStats = { bytes: 0, dropped: 0 };
 
   constructor(
     private readonly onOutput: (bytes: Buffer) => void,
@@ -47,7 +49,12 @@ export class Serial implements BusDevice {
 
   /** Bytes typed at the console; beyond a limit input is dropped, as a real UART would. */
   queueInput(bytes: Buffer): void {
-    for (const b of bytes) if (this.input.length < INPUT_LIMIT) this.input.push(b);
+    for (const b of bytes) {
+      if (this.input.length < INPUT_LIMIT) {
+        this.input.push(b);
+        this.inputStats.bytes++;
+      } else this.inputStats.dropped++;
+    }
     this.update();
   }
 
