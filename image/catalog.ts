@@ -109,10 +109,19 @@ exec haproxy -db -f /tmp/haproxy/haproxy.cfg > /tmp/haproxy/haproxy.log 2>&1
 `;
     }
     case "db":
-      return `${head}mkdir -p /tmp/redis
-say "db: redis on port 6379"
+      // With a data volume, every write is in its append-only file before redis answers:
+      // the data outlives the VM. Without one, it lives in RAM.
+      return `${head}if mountpoint -q /data; then
+  dir=/data/redis
+  keep="--appendonly yes --appendfsync always"
+else
+  dir=/tmp/redis
+  keep="--appendonly no"
+fi
+mkdir -p $dir
+say "db: redis on port 6379, data in $dir"
 say ready
-exec redis-server --bind 0.0.0.0 --protected-mode no --port 6379 --dir /tmp/redis --save "" --maxmemory "\${FG_P_MAXMEMORY:-256mb}" --daemonize no --logfile /tmp/redis/redis.log
+exec redis-server --bind 0.0.0.0 --protected-mode no --port 6379 --dir $dir --save "" $keep --maxmemory "\${FG_P_MAXMEMORY:-256mb}" --daemonize no --logfile $dir/redis.log
 `;
     default:
       return `${head}say ready
@@ -141,7 +150,8 @@ function rootDisk(cls: ApplianceClass, file: string): void {
   mkdirSync(root, { recursive: true });
   debianPackages(root, CLASS_PACKAGES[cls.name] ?? []);
   installBusybox(root);
-  for (const d of ["proc", "sys", "dev", "run", "tmp", "flatgrid", "etc"])
+  // data: where the guest init mounts the instance's data volume, when it has one.
+  for (const d of ["proc", "sys", "dev", "run", "tmp", "data", "flatgrid", "etc"])
     mkdirSync(join(root, d), { recursive: true });
   writeFileSync(join(root, "flatgrid/start"), startScript(cls), { mode: 0o755 });
   if (cls.name === "web") writeFileSync(join(root, "flatgrid/index.cgi"), WEB_CGI, { mode: 0o755 });

@@ -92,6 +92,14 @@ done
 touch /newroot/run/flatgrid/env
 . /newroot/run/flatgrid/env
 [ -n "$FG_NAME" ] && hostname "$(echo "$FG_NAME" | tr . -)"
+# The instance's data volume, when it has one (fg.volume=vdb): kept across its restarts.
+case "$FG_VOLUME" in
+  vd[b-z])
+    i=0
+    while [ ! -b /dev/$FG_VOLUME ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+    mount -t ext4 -o rw,noatime /dev/$FG_VOLUME /newroot/data || fail "cannot mount the data volume (/dev/$FG_VOLUME)"
+    ;;
+esac
 ip link set lo up
 if [ -n "$FG_IP" ]; then
   # An application network is a VXLAN segment: smaller frames than the wire's.

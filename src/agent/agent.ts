@@ -27,6 +27,7 @@ import {
   VmProcess,
   type VmState,
 } from "./vm-process.js";
+import { ensureVolume } from "./volumes.js";
 
 /**
  * The agent of a node: runs the instances the controller placed here, one `flatgrid vmm`
@@ -166,11 +167,13 @@ const DEFAULT_COMMAND = [
   fileURLToPath(new URL("../cli/main.js", import.meta.url)),
 ];
 const RETRY_PREPARE_MS = 10_000;
+/** In the instance's directory: its data volume (see volumes.ts). */
+const VOLUME_FILE = "volume.ext4";
 const CHECK_RUNNING_MS = 3000;
 /** Metrics go into the registry record, which is written when it changes: not too often. */
 const SAMPLE_MS = 10_000;
 
-function vmConfig(plan: InstancePlan, nic: boolean): string {
+function vmConfig(plan: InstancePlan, nic: boolean, volume: string): string {
   return `${JSON.stringify(
     {
       memoryMiB: plan.memoryMiB,
@@ -178,8 +181,12 @@ function vmConfig(plan: InstancePlan, nic: boolean): string {
       kernel: plan.parts.kernel,
       ...(plan.parts.initrd ? { initrd: plan.parts.initrd } : {}),
       cmdline: plan.cmdline,
-      // The class's root disk, shared by its instances and never written.
-      disks: [{ path: plan.parts.rootfs, readOnly: true }],
+      // The class's root disk, shared by its instances and never written; then the
+      // instance's own data volume, when it has one.
+      disks: [
+        { path: plan.parts.rootfs, readOnly: true },
+        ...(plan.volumeMiB > 0 ? [{ path: volume, readOnly: false }] : []),
+      ],
       nics: nic ? [{ tap: plan.tap, mac: plan.mac }] : [],
     },
     null,
@@ -413,6 +420,7 @@ export class Agent {
   private async launch(m: Managed, d: DesiredInstance): Promise<void> {
     this.setState(m, "preparing", `checking the image of class ${this.classOf(d)}`);
     let config: string;
+    let volumeMiB = 0;
     try {
       const plan = await this.plan(d);
       if (this.networks && !this.networks.ready(plan.tap)) {
@@ -424,7 +432,8 @@ export class Agent {
         );
         return;
       }
-      config = vmConfig(plan, this.networks !== null);
+      config = vmConfig(plan, this.networks !== null, join(m.dir, VOLUME_FILE));
+      volumeMiB = plan.volumeMiB;
     } catch (err) {
       m.preparedAt = Date.now();
       this.setState(m, "preparing", (err as Error).message);
@@ -437,6 +446,16 @@ export class Agent {
       return;
     }
     mkdirSync(m.dir, { recursive: true });
+    if (volumeMiB > 0) {
+      try {
+        if (ensureVolume(join(m.dir, VOLUME_FILE), volumeMiB) === "made")
+          this.log("info", `${m.key}: made its data volume, ${volumeMiB} MiB`);
+      } catch (err) {
+        m.preparedAt = Date.now();
+        this.setState(m, "preparing", (err as Error).message);
+        return;
+      }
+    }
     writeFileSync(join(m.dir, "vm.json"), config);
     writeFileSync(join(m.dir, "restarts"), `${m.generation ?? 0}\n`);
     const vm = this.vmProcess(m);
@@ -474,7 +493,7 @@ export class Agent {
     }
     let config: string | null = null;
     try {
-      config = vmConfig(await this.plan(d), this.networks !== null);
+      config = vmConfig(await this.plan(d), this.networks !== null, join(m.dir, VOLUME_FILE));
     } catch {
       return; // Keep what runs: a catalog problem now does not stop a running VM.
     }

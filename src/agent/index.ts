@@ -20,3 +20,4 @@ export {
   planInstance,
 } from "./instance-plan.js";
 export { CONSOLE_LOG_MAX, type ConsoleChunk, readConsole, rotateConsole } from "./vm-process.js";
+export { ensureVolume, VolumeError } from "./volumes.js";

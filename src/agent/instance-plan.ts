@@ -76,6 +76,8 @@ export interface InstancePlan {
   net: number;
   memoryMiB: number;
   vcpus: number;
+  /** Its data volume, MiB (0: none): the second disk, /dev/vdb, at /data in the guest. */
+  volumeMiB: number;
   /** The guest's kernel command line: console, then fg.KEY=VALUE words. */
   cmdline: string;
   parts: ClassParts;
@@ -117,6 +119,7 @@ export function planInstance(app: AppRecord, instanceId: string, parts: ClassPar
     word("app", app.name),
     word("ip", `${address}/${APP_NET_PREFIX}`),
     word("mtu", APP_MTU),
+    ...((inst.volumeMiB ?? 0) > 0 ? [word("volume", "vdb")] : []),
     ...[...peers.entries()]
       .sort(([a], [b]) => (a < b ? -1 : 1))
       .map(([terminal, list]) => word(`t.${terminal}`, list.join(","))),
@@ -135,6 +138,7 @@ export function planInstance(app: AppRecord, instanceId: string, parts: ClassPar
     net,
     memoryMiB: inst.memoryMiB,
     vcpus: Math.max(1, Math.ceil(inst.cpus)),
+    volumeMiB: inst.volumeMiB ?? 0,
     cmdline: words.join(" "),
     parts,
   };

@@ -83,7 +83,9 @@ export function demandOf(app: AppRecord): Demand[] {
     component: i.component,
     cpus: i.cpus,
     memoryMiB: i.memoryMiB,
-    diskMiB: i.diskMiB,
+    // The root disk (shared by a class's instances, counted per instance to be safe) and
+    // the instance's own volume.
+    diskMiB: i.diskMiB + (i.volumeMiB ?? 0),
   }));
 }
 

@@ -28,6 +28,9 @@ import { Source } from "./source.js";
  *     - { from: web.db, to: db.redis }
  */
 
+/** The smallest data volume: an ext4 with its journal wants a few MiB of its own. */
+export const MIN_VOLUME_MIB = 16;
+
 /** What applications and components may be called (they become etcd keys and host names). */
 export const NAME = /^[a-z][a-z0-9-]{0,31}$/;
 const CLASS_REF = /^[a-z][a-z0-9-]{0,31}@[1-9][0-9]*$/;
@@ -43,6 +46,8 @@ const componentSchema = z
     cpus: z.number().positive().max(256).optional(),
     memory: size.optional(),
     disk: size.optional(),
+    /** Each instance's data volume (0: none); the class says by default. */
+    volume: z.union([size, z.literal(0)]).optional(),
     properties: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
     /** External interfaces: an input terminal published on a port of the node's LAN address. */
     expose: z.record(z.string(), z.number().int().min(1).max(65535)).default({}),
@@ -86,6 +91,12 @@ export interface Instance {
   cpus: number;
   memoryMiB: number;
   diskMiB: number;
+  /**
+   * Its own data volume (ext4, /data in the guest), MiB; 0: none. It stays on its node across
+   * restarts of its VM and goes when the instance leaves the node (absent in records of
+   * flatgrid before volumes: none).
+   */
+  volumeMiB?: number;
   properties: Record<string, string | number | boolean>;
 }
 
@@ -171,6 +182,12 @@ function resolve(d: Parsed, catalog: Catalog, report: Report): Application {
           `only an input terminal can be exposed; "${terminal}" is an output`,
         );
     }
+    const volumeMiB = c.volume === undefined ? cls.volumeMiB : (parseMiB(c.volume) ?? 0);
+    if (volumeMiB > 0 && volumeMiB < MIN_VOLUME_MIB)
+      report(
+        ["components", name, "volume"],
+        `a data volume needs at least ${MIN_VOLUME_MIB} MiB (0: none)`,
+      );
     for (let i = 0; i < c.count; i++) {
       instances.push({
         id: `${name}.${i}`,
@@ -180,6 +197,7 @@ function resolve(d: Parsed, catalog: Catalog, report: Report): Application {
         cpus: c.cpus ?? cls.cpus,
         memoryMiB: c.memory === undefined ? cls.memoryMiB : (parseMiB(c.memory) ?? 0),
         diskMiB: c.disk === undefined ? cls.diskMiB : (parseMiB(c.disk) ?? 0),
+        volumeMiB,
         properties,
       });
     }

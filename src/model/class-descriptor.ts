@@ -41,7 +41,14 @@ export const classSchema = z
     version: z.number().int().min(1),
     description: z.string().default(""),
     resources: z
-      .object({ cpus: z.number().positive().max(256), memory: size, disk: size.optional() })
+      .object({
+        cpus: z.number().positive().max(256),
+        memory: size,
+        /** The root disk's size (the class image). */
+        disk: size.optional(),
+        /** Each instance's own data volume (ext4 at /data in the guest), kept across restarts. */
+        volume: size.optional(),
+      })
       .strict(),
     terminals: z
       .record(z.string().regex(NAME, "terminal names are a-z, 0-9 and -"), terminalSchema)
@@ -65,6 +72,8 @@ export interface ApplianceClass {
   cpus: number;
   memoryMiB: number;
   diskMiB: number;
+  /** Each instance's data volume, MiB; 0: none. */
+  volumeMiB: number;
   terminals: Record<string, Terminal>;
   properties: Record<string, PropertySpec>;
 }
@@ -110,6 +119,7 @@ export function parseClass(file: string, text: string): ApplianceClass {
     cpus: c.resources.cpus,
     memoryMiB: parseMiB(c.resources.memory) ?? 0,
     diskMiB: c.resources.disk === undefined ? 0 : (parseMiB(c.resources.disk) ?? 0),
+    volumeMiB: c.resources.volume === undefined ? 0 : (parseMiB(c.resources.volume) ?? 0),
     terminals: c.terminals,
     properties: c.properties,
   };

@@ -11,7 +11,7 @@
 import assert from "node:assert/strict";
 import { execFile, execFileSync, spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -606,6 +606,53 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     );
   });
 
+  it("db.0's data volume: made by its agent (sparse ext4), a writable second disk, kept when its VMM is killed", async () => {
+    const db = vmms(g.base).find((v) => v.instance === "db.0");
+    assert.ok(db, "db.0 has a VMM");
+    const dir = join(g.node(db.node).dir, "state", "instances", "shop", "db.0");
+    const volume = join(dir, "volume.ext4");
+    type VmJson = { cmdline: string; disks: { path: string; readOnly: boolean }[] };
+    const vm = JSON.parse(readFileSync(join(dir, "vm.json"), "utf8")) as VmJson;
+    assert.deepEqual(vm.disks[1], { path: volume, readOnly: false });
+    assert.match(vm.cmdline, / fg\.volume=vdb( |$)/);
+    const web = vmms(g.base).find((v) => v.instance === "web.0");
+    assert.ok(web);
+    const webVm = JSON.parse(
+      readFileSync(
+        join(g.node(web.node).dir, "state", "instances", "shop", "web.0", "vm.json"),
+        "utf8",
+      ),
+    ) as VmJson;
+    assert.equal(webVm.disks.length, 1, "web has no volume (its class has none)");
+    const st = statSync(volume);
+    assert.equal(st.size, 256 * 2 ** 20, "the db class's 256 MiB");
+    assert.ok(st.blocks * 512 < st.size / 4, `sparse: ${st.blocks * 512} bytes on the disk`);
+    assert.match(
+      execFileSync("dumpe2fs", ["-h", volume], {
+        encoding: "utf8",
+        stdio: ["ignore", "pipe", "ignore"],
+      }),
+      /Filesystem volume name: +data/,
+    );
+    // What a guest would have written (the idle guest writes nothing): a file in it.
+    const marker = join(scratch, "marker");
+    writeFileSync(marker, "kept across restarts\n");
+    execFileSync("debugfs", ["-w", "-R", `write ${marker} marker`, volume], { stdio: "ignore" });
+    process.kill(db.pid, "SIGKILL");
+    await running(1, 30_000, () =>
+      vmms(g.base).some((v) => v.instance === "db.0" && v.pid !== db.pid),
+    );
+    assert.equal(statSync(volume).ino, st.ino, "the same volume, not a new one");
+    const read = execFileSync("debugfs", ["-R", "cat marker", volume], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    assert.equal(read, "kept across restarts\n");
+    progress(
+      `db.0's volume on node-${db.node}: ${st.blocks / 2} KiB of 256 MiB used; its file survived a SIGKILL of its VMM`,
+    );
+  });
+
   it("app restart brings back an instance that failed 3 times; app stop and app start", {
     timeout: 90_000,
   }, async () => {
@@ -926,6 +973,10 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     const until = Date.now() + 30_000;
     while (vmms(g.base).length > 0 && Date.now() < until) await sleep(200);
     assert.deepEqual(vmms(g.base), [], "no VMM is left");
+    // Its data volumes went with the instances' directories.
+    await waitFor("shop's directories (and db.0's volume) gone from every node", async () =>
+      [1, 2, 3].every((i) => !existsSync(join(g.node(i).dir, "state", "instances", "shop"))),
+    );
     // And the application's network with them: no bridge, VXLAN port or tap of it.
     for (const index of [1, 2, 3]) {
       let left = "";

@@ -22,7 +22,13 @@ import {
   start,
   up,
 } from "../../src/sim/index.js";
-import { buildCatalogDisk, buildGuestAssets, type CatalogVm, DISK_MARKER } from "./guest-assets.js";
+import {
+  buildCatalogDisk,
+  buildGuestAssets,
+  type CatalogVm,
+  DB_VOLUME,
+  DISK_MARKER,
+} from "./guest-assets.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const IMAGE = join(ROOT, "build/image");
@@ -254,13 +260,13 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
         "mkdir -p /cat && mount -o ro /dev/vdc /cat",
         "ip link add fgbr0 type bridge && ip addr add 10.77.0.1/24 dev fgbr0 && ip link set fgbr0 up",
         "for t in e2et1 e2et2; do ip tuntap add $t mode tap && ip link set $t master fgbr0 && ip link set $t up; done",
+        `rm -f ${DB_VOLUME} && truncate -s 64M ${DB_VOLUME} && mke2fs -q -F -t ext4 -L data -m 0 -E lazy_itable_init=1,lazy_journal_init=1 ${DB_VOLUME}`,
       ].join(" && "),
       120_000,
     );
     assert.equal(setup.status, 0, setup.output);
-    // db first, then web, which uses it: the order an agent starts them in.
-    let logs = "";
-    for (const vm of [db, web]) {
+    /** Starts a VM in the background on the node and waits for its guest's ready line. */
+    const boot = async (vm: CatalogVm): Promise<string> => {
       const log = `/tmp/${vm.name}.log`;
       await sh.exec(`{ flatgrid vmm --config ${vm.config} > ${log} 2>&1 < /dev/null & }`, 60_000);
       const started = Date.now();
@@ -270,8 +276,7 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
           process.stdout.write(
             `# ${vm.name} ready ${((Date.now() - started) / 1000).toFixed(0)} s after start:\n${seen.trimEnd().replace(/^/gm, "#   ")}\n`,
           );
-          logs += seen;
-          break;
+          return seen;
         }
         if (/VM ended/.test(seen) || Date.now() - started > 400_000)
           assert.fail(
@@ -279,8 +284,12 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
           );
         await new Promise((r) => setTimeout(r, 3000));
       }
-    }
+    };
+    // db first, then web, which uses it: the order an agent starts them in.
+    let logs = "";
+    for (const vm of [db, web]) logs += await boot(vm);
     assert.match(logs, /flatgrid-guest: db\.0: db@1 on 1 cpus, eth0 10\.77\.0\.3\/24/);
+    assert.match(logs, /db: redis on port 6379, data in \/data\/redis/);
     assert.match(logs, /flatgrid-guest: web\.0: web@1 on 1 cpus, eth0 10\.77\.0\.2\/24/);
     // The node's own HTTP client (busybox wget segfaulted on these emulated nodes).
     const get = async () =>
@@ -303,6 +312,20 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     const second = await get();
     assert.match(second, new RegExp(`hits: ${n + 1}\\b`), "the counter went up in db.0");
     process.stdout.write(`# GET http://${web.address}/ twice: hits ${n}, then ${n + 1}\n`);
+    // db.0's VM killed and started again: the counter is on its data volume, not in its RAM.
+    const killed = await sh.exec(
+      `pkill -KILL -f 'flatgrid vmm --config ${db.config}'; sleep 1; pgrep -f 'vmm --config ${db.config}' || echo gone`,
+      60_000,
+    );
+    assert.match(killed.output, /gone/);
+    await boot(db);
+    const third = await get();
+    assert.match(
+      third,
+      new RegExp(`hits: ${n + 2}\\b`),
+      `the counter outlived db.0's VM: ${third}`,
+    );
+    process.stdout.write(`# db.0 killed and started again: hits ${n + 2}, from its data volume\n`);
     await sh.exec("pkill -f 'flatgrid vmm --config /cat/' ; sleep 2; echo stopped", 60_000);
   });
 });

@@ -108,6 +108,12 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
   return { image };
 }
 
+/**
+ * db.0's data volume on the node, made there as the agent makes one (a sparse file, mke2fs
+ * on the file): its counter must outlive a restart of its VM.
+ */
+export const DB_VOLUME = "/var/tmp/db.0-volume.ext4";
+
 /** The guest's address on the node's test bridge, and its vm.json. */
 export interface CatalogVm {
   name: string;
@@ -118,7 +124,8 @@ export interface CatalogVm {
 /**
  * The appliance catalog (build/catalog, `npm run catalog`) on an ext4 disk for a node, with
  * the vm.json of a `db` and a `web` instance on a bridge of the node (fgbr0, 10.77.0.1/24):
- * web.0 at 10.77.0.2 counts its hits in db.0 at 10.77.0.3. Root disks are shared read-only.
+ * web.0 at 10.77.0.2 counts its hits in db.0 at 10.77.0.3. Root disks are shared read-only;
+ * db.0 has a data volume (DB_VOLUME).
  */
 export function buildCatalogDisk(
   dir: string,
@@ -129,7 +136,15 @@ export function buildCatalogDisk(
   mkdirSync(root, { recursive: true });
   for (const f of ["vmlinuz", "initrd.img", "db.ext4", "web.ext4", "manifest.json"])
     sh("cp", ["--sparse=always", join(catalog, f), join(root, f)]);
-  const vm = (name: string, cls: string, ip: string, mac: string, tap: string, extra: string) => ({
+  const vm = (
+    name: string,
+    cls: string,
+    ip: string,
+    mac: string,
+    tap: string,
+    extra: string,
+    volume?: string,
+  ) => ({
     memoryMiB: 256,
     vcpus: 1,
     kernel: "/cat/vmlinuz",
@@ -137,7 +152,10 @@ export function buildCatalogDisk(
     // quiet: every byte on the emulated serial port is a VM exit, which under nested
     // virtualisation in software costs a node dearly (without it db took 92 s, not 36).
     cmdline: `console=ttyS0 quiet fg.name=${name} fg.app=shop fg.ip=${ip}/24 ${extra}`,
-    disks: [{ path: `/cat/${cls}.ext4`, readOnly: true }],
+    disks: [
+      { path: `/cat/${cls}.ext4`, readOnly: true },
+      ...(volume ? [{ path: volume, readOnly: false }] : []),
+    ],
     nics: [{ tap, mac }],
   });
   const vms: CatalogVm[] = [
@@ -147,7 +165,15 @@ export function buildCatalogDisk(
   writeFileSync(
     join(root, "db.json"),
     JSON.stringify(
-      vm("db.0", "db", "10.77.0.3", "02:00:0a:4d:00:03", "e2et1", "fg.p.maxmemory=64mb"),
+      vm(
+        "db.0",
+        "db",
+        "10.77.0.3",
+        "02:00:0a:4d:00:03",
+        "e2et1",
+        "fg.p.maxmemory=64mb fg.volume=vdb",
+        DB_VOLUME,
+      ),
     ),
   );
   writeFileSync(

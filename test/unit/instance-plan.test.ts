@@ -45,6 +45,11 @@ describe("instance plans", () => {
     const db = planInstance(shop, "db.0", parts);
     assert.equal(db.memoryMiB, 1024);
     assert.doesNotMatch(db.cmdline, /fg\.t\./, "db has no output terminal connected");
+    // db's class gives each instance a data volume: the guest init mounts vdb at /data.
+    assert.equal(db.volumeMiB, 256);
+    assert.match(db.cmdline, / fg\.volume=vdb /);
+    assert.equal(web.volumeMiB, 0);
+    assert.doesNotMatch(web.cmdline, /fg\.volume/);
   });
 
   it("is the same wherever the instance runs, and refuses what it cannot plan", () => {

@@ -56,6 +56,37 @@ describe("application descriptors", () => {
     assert.equal(app.instances[0]?.properties.balance, "roundrobin", "defaults fill in");
   });
 
+  it("data volumes: the class's by default, a component's own size, 0 for none, not too small", () => {
+    const app = parseApplication("shop.yaml", SHOP, catalog);
+    assert.deepEqual(
+      app.instances.map((i) => [i.id, i.volumeMiB]),
+      [
+        ["lb.0", 0],
+        ["web.0", 0],
+        ["web.1", 0],
+        ["web.2", 0],
+        ["db.0", 256],
+      ],
+    );
+    const own = parseApplication(
+      "shop.yaml",
+      SHOP.replace("    memory: 1GiB\n", "    memory: 1GiB\n    volume: 2GiB\n"),
+      catalog,
+    );
+    assert.equal(own.instances.at(-1)?.volumeMiB, 2048);
+    const none = parseApplication(
+      "shop.yaml",
+      SHOP.replace("    memory: 1GiB\n", "    memory: 1GiB\n    volume: 0\n"),
+      catalog,
+    );
+    assert.equal(none.instances.at(-1)?.volumeMiB, 0);
+    const p = problems(SHOP.replace("    memory: 1GiB\n", "    memory: 1GiB\n    volume: 4MiB\n"));
+    assert.equal(p.length, 1);
+    assert.equal(p[0]?.field, "components.db.volume");
+    assert.match(p[0]?.message ?? "", /a data volume needs at least 16 MiB \(0: none\)/);
+    assert.ok((p[0]?.line ?? 0) > 0, "located");
+  });
+
   it("names file, line and field", () => {
     const p = problems(SHOP.replace("class: web@1", "class: web@7"));
     assert.equal(p.length, 1);
