@@ -111,7 +111,7 @@ exec haproxy -db -f /tmp/haproxy/haproxy.cfg > /tmp/haproxy/haproxy.log 2>&1
     case "db":
       // With a data volume, every write is in its append-only file before redis answers:
       // the data outlives the VM. Without one, it lives in RAM.
-      return `${head}if mountpoint -q /data; then
+      return `${head}if grep -q ' /data ' /proc/mounts; then
   dir=/data/redis
   keep="--appendonly yes --appendfsync always"
 else

@@ -3,8 +3,9 @@ import type { Problem } from "../model/index.js";
 /**
  * An API failure with an HTTP status and a stable code: the code is what scripts test, the
  * message what people read. Codes in use: bad-request, too-large, not-found, unauthorized,
- * not-member, no-quorum, no-such-app, no-such-instance, no-such-token, not-placed, name-taken,
- * invalid, node-unreachable, not-here, internal.
+ * not-member, no-quorum, unreachable, no-such-app, app-exists, invalid-descriptor,
+ * no-such-instance, not-placed, not-here, not-running, node-unreachable, no-such-token,
+ * too-many-tokens, conflict, internal.
  */
 export class ApiError extends Error {
   constructor(

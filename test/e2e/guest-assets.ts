@@ -109,10 +109,10 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
 }
 
 /**
- * db.0's data volume on the node, made there as the agent makes one (a sparse file, mke2fs
- * on the file): its counter must outlive a restart of its VM.
+ * db.0's data volume, on the node's data partition, made there as the agent makes one (a
+ * sparse file, mke2fs on the file): its counter must outlive a restart of its VM.
  */
-export const DB_VOLUME = "/var/tmp/db.0-volume.ext4";
+export const DB_VOLUME = "/var/lib/flatgrid/e2e-db.0-volume.ext4";
 
 /** The guest's address on the node's test bridge, and its vm.json. */
 export interface CatalogVm {
