@@ -1147,6 +1147,11 @@ export class GridNode extends EventEmitter {
           return refuse(
             "this admin token is not one of this grid's: revoked, mistyped, or another grid's",
           );
+        // Who changed what, from where: the node's log keeps every write over HTTPS.
+        if (req.method !== "GET")
+          this.log(
+            `api: ${req.method} ${req.url} by admin token ${info.name} (${info.id}) from ${req.socket.remoteAddress?.replace(/^::ffff:/, "") ?? "?"}`,
+          );
         routeGridApi(this, req, res, { door: "https", token: info });
       },
       (err: unknown) => {

@@ -850,6 +850,14 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     assert.match(badName.err, /name: a name of lower-case letters/);
     const revoked = remote(env, "token", "revoke", info.id);
     assert.equal(revoked.code, 0, revoked.err);
+    // node-2's log says who did it, and from where.
+    const logs = await cli(2, "logs", "grid", "-n", "500");
+    assert.match(
+      logs.out,
+      new RegExp(
+        `api: DELETE /v1/tokens/${info.id} by admin token apps-test \\(${info.id}\\) from ${g.cluster.node(3).links[0]?.address}`,
+      ),
+    );
     const refused = remote(env, "app", "ls");
     assert.equal(refused.code, 1);
     assert.match(refused.err, /this admin token is not one of this grid's/);
