@@ -448,7 +448,7 @@ export class Agent {
     mkdirSync(m.dir, { recursive: true });
     if (volumeMiB > 0) {
       try {
-        if (ensureVolume(join(m.dir, VOLUME_FILE), volumeMiB) === "made")
+        if ((await ensureVolume(join(m.dir, VOLUME_FILE), volumeMiB)) === "made")
           this.log("info", `${m.key}: made its data volume, ${volumeMiB} MiB`);
       } catch (err) {
         m.preparedAt = Date.now();

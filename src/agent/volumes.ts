@@ -1,4 +1,4 @@
-import { spawnSync } from "node:child_process";
+import { execFile } from "node:child_process";
 import {
   closeSync,
   existsSync,
@@ -8,6 +8,9 @@ import {
   renameSync,
   rmSync,
 } from "node:fs";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
 
 /**
  * An instance's data volume: a sparse file on the node's data partition, formatted ext4 by
@@ -24,8 +27,11 @@ export class VolumeError extends Error {
   }
 }
 
-/** The volume at `path`, made when missing; says whether it was made now. */
-export function ensureVolume(path: string, mib: number): "made" | "kept" {
+/**
+ * The volume at `path`, made when missing; says whether it was made now. mke2fs runs
+ * asynchronously: the grid service's event loop keeps its leases alive meanwhile.
+ */
+export async function ensureVolume(path: string, mib: number): Promise<"made" | "kept"> {
   if (existsSync(path)) return "kept";
   if (!Number.isInteger(mib) || mib < 1)
     throw new VolumeError(`a data volume of ${mib} MiB is not a size`);
@@ -42,29 +48,31 @@ export function ensureVolume(path: string, mib: number): "made" | "kept" {
   } finally {
     if (fd !== null) closeSync(fd);
   }
-  const r = spawnSync(
-    "mke2fs",
-    // No reserved blocks (the guest is root anyway); the journal kept (its data matters), and
-    // not zeroed up front: a sparse file reads zeros already.
-    [
-      "-q",
-      "-F",
-      "-t",
-      "ext4",
-      "-L",
-      "data",
-      "-m",
-      "0",
-      "-E",
-      "lazy_itable_init=1,lazy_journal_init=1",
-      making,
-    ],
-    { encoding: "utf8", timeout: 60_000 },
-  );
-  if (r.status !== 0) {
+  try {
+    await run(
+      "mke2fs",
+      // No reserved blocks (the guest is root anyway); the journal kept (its data matters),
+      // and not zeroed up front: a sparse file reads zeros already.
+      [
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-L",
+        "data",
+        "-m",
+        "0",
+        "-E",
+        "lazy_itable_init=1,lazy_journal_init=1",
+        making,
+      ],
+      { encoding: "utf8", timeout: 60_000 },
+    );
+  } catch (err) {
     rmSync(making, { force: true });
+    const e = err as Error & { stderr?: string };
     throw new VolumeError(
-      `cannot format the data volume: mke2fs ${r.error ? r.error.message : `exited ${r.status}: ${r.stderr.trim()}`}`,
+      `cannot format the data volume: mke2fs: ${e.stderr?.trim() || e.message}`,
     );
   }
   const sync = openSync(making, "r");

@@ -12,9 +12,9 @@ describe("data volumes", () => {
   const dir = mkdtempSync(join(tmpdir(), "flatgrid-volumes-"));
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("made once: a sparse ext4 labelled data, of the size asked; then kept as it is", () => {
+  it("made once: a sparse ext4 labelled data, of the size asked; then kept as it is", async () => {
     const path = join(dir, "volume.ext4");
-    assert.equal(ensureVolume(path, 64), "made");
+    assert.equal(await ensureVolume(path, 64), "made");
     const st = statSync(path);
     assert.equal(st.size, 64 * 2 ** 20);
     assert.ok(st.blocks * 512 < st.size / 2, `sparse: ${st.blocks * 512} bytes allocated`);
@@ -26,28 +26,28 @@ describe("data volumes", () => {
     assert.match(header, /Filesystem volume name: +data/);
     assert.match(header, /Reserved block count: +0$/m);
     assert.match(header, /has_journal/);
-    assert.equal(ensureVolume(path, 128), "kept", "an existing volume is never made again");
+    assert.equal(await ensureVolume(path, 128), "kept", "an existing volume is never made again");
     assert.equal(statSync(path).ino, st.ino);
     assert.equal(statSync(path).size, 64 * 2 ** 20);
     assert.deepEqual(readdirSync(dir), ["volume.ext4"], "nothing half-made is left");
   });
 
-  it("what cannot be made says why, and leaves nothing behind", () => {
-    assert.throws(() => ensureVolume(join(dir, "zero.ext4"), 0), VolumeError);
+  it("what cannot be made says why, and leaves nothing behind", async () => {
+    await assert.rejects(ensureVolume(join(dir, "zero.ext4"), 0), VolumeError);
     // No mke2fs to be found: the error says so, and the half-made file goes.
     const path = process.env.PATH;
     process.env.PATH = "/nonexistent";
     try {
-      assert.throws(
-        () => ensureVolume(join(dir, "v.ext4"), 64),
-        /cannot format the data volume: mke2fs spawnSync mke2fs ENOENT/,
+      await assert.rejects(
+        ensureVolume(join(dir, "v.ext4"), 64),
+        /cannot format the data volume: mke2fs: spawn mke2fs ENOENT/,
       );
     } finally {
       process.env.PATH = path;
     }
     assert.ok(!existsSync(join(dir, "v.ext4")) && !existsSync(join(dir, "v.ext4.making")));
-    assert.throws(
-      () => ensureVolume(join(dir, "no-such-dir", "v.ext4"), 64),
+    await assert.rejects(
+      ensureVolume(join(dir, "no-such-dir", "v.ext4"), 64),
       (err: Error) =>
         err instanceof VolumeError && /cannot make a 64 MiB data volume: ENOENT/.test(err.message),
     );
