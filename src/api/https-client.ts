@@ -102,7 +102,8 @@ export class HttpsApiClient {
     return new Promise((resolve, reject) => {
       const req = request({
         host: this.origin.hostname.replace(/^\[|\]$/g, ""),
-        port: Number(this.origin.port),
+        // An empty port is the one URL drops as the scheme's own: 443.
+        port: Number(this.origin.port) || 443,
         path,
         method,
         agent: false,

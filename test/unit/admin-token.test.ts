@@ -59,6 +59,7 @@ describe("API addresses", () => {
     assert.equal(apiOrigin("10.0.0.5").href, "https://10.0.0.5:7443/");
     assert.equal(apiOrigin("https://node-1:8443").href, "https://node-1:8443/");
     assert.equal(apiOrigin("https://[fd00::1]").host, "[fd00::1]:7443");
+    assert.equal(apiOrigin("https://node-1:443").port, "", "443 written: URL keeps it implicit");
     assert.throws(
       () => apiOrigin("http://10.0.0.5"),
       /--api http:\/\/10\.0\.0\.5: the grid API speaks only https/,
