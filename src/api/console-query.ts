@@ -1,5 +1,9 @@
 import { ApiError } from "./api-error.js";
 
+/** An application's and an instance's names in a path, as the model allows them (a group each). */
+export const APP_IN_PATH = "([a-z][a-z0-9-]{0,31})";
+export const INSTANCE_IN_PATH = String.raw`([a-z][a-z0-9-]{0,31}\.\d{1,5})`;
+
 /** The most one call returns: a console is followed by asking again from where it ended. */
 export const CONSOLE_MAX_BYTES = 1 << 20;
 const DEFAULT_BYTES = 64 * 1024;

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from "node:http";
 import { request } from "node:https";
-import { ControlError } from "../os/index.js";
+import { ControlError, parseReply, replyError } from "../os/index.js";
 
 /**
  * The grid API over HTTPS, as the CLI reaches it from a machine that is not a node: any
@@ -48,46 +48,26 @@ export class HttpsApiClient {
     this.origin = apiOrigin(target.url);
   }
 
-  get<T>(path: string): Promise<T> {
-    return this.call<T>("GET", path);
-  }
-
-  post<T>(path: string, body?: unknown): Promise<T> {
-    return this.call<T>("POST", path, body);
-  }
-
-  delete<T>(path: string): Promise<T> {
-    return this.call<T>("DELETE", path);
-  }
-
   /** A streaming GET (a live console): resolves with the response once it is a 200. */
   async stream(path: string): Promise<IncomingMessage> {
     const res = await this.open("GET", path, undefined, false);
     if ((res.statusCode ?? 500) === 200) return res;
-    throw await replyError(res, this.where);
+    throw await readReplyError(res, this.where);
   }
 
   private get where(): string {
     return `the grid API at ${this.origin.host}`;
   }
 
-  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+  /** One call of the grid API: its JSON answer, or the ControlError it stands for. */
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const res = await this.open(
       method,
       path,
       body === undefined ? undefined : JSON.stringify(body),
       true,
     );
-    if ((res.statusCode ?? 500) >= 400) throw await replyError(res, this.where);
-    const text = await readText(res);
-    try {
-      return JSON.parse(text) as T;
-    } catch {
-      throw new ControlError(
-        `${this.where} answered without JSON: ${text.slice(0, 200)}`,
-        "bad-reply",
-      );
-    }
+    return parseReply<T>(res.statusCode, await readText(res), this.where);
   }
 
   /** Sends a request; the time limit covers the whole answer unless `bounded` is false. */
@@ -157,18 +137,7 @@ function readText(res: IncomingMessage): Promise<string> {
   });
 }
 
-/** The ControlError an error answer of the grid API stands for (its code and message). */
-export async function replyError(res: IncomingMessage, where: string): Promise<ControlError> {
-  const text = await readText(res).catch(() => "");
-  let error: { code?: string; message?: string; problems?: [] } | undefined;
-  try {
-    error = (JSON.parse(text) as { error?: typeof error }).error;
-  } catch {
-    // Not JSON: the status says it.
-  }
-  return new ControlError(
-    error?.message ?? `${where}: HTTP ${res.statusCode}`,
-    error?.code ?? "failed",
-    error?.problems ?? [],
-  );
+/** The ControlError that an error answer, read to its end, stands for. */
+export async function readReplyError(res: IncomingMessage, where: string): Promise<ControlError> {
+  return replyError(res.statusCode, await readText(res).catch(() => ""), where);
 }

@@ -11,9 +11,11 @@ export {
 } from "./admin-token.js";
 export { ApiError, errorBody } from "./api-error.js";
 export {
+  APP_IN_PATH,
   CONSOLE_INPUT_MAX,
   CONSOLE_MAX_BYTES,
   type ConsoleQuery,
+  INSTANCE_IN_PATH,
   parseConsoleQuery,
 } from "./console-query.js";
 export {
@@ -21,7 +23,7 @@ export {
   apiOrigin,
   DEFAULT_API_PORT,
   HttpsApiClient,
-  replyError,
+  readReplyError,
 } from "./https-client.js";
 export { MAX_BODY, readBody, readBytes, readJson } from "./request-body.js";
 export {
@@ -29,5 +31,7 @@ export {
   type Caller,
   type GridApi,
   routeGridApi,
+  sendError,
   sendJson,
+  sendStream,
 } from "./router.js";

@@ -4,20 +4,9 @@ import { ApiError } from "./api-error.js";
 
 export const MAX_BODY = 1 << 20;
 
-export function readBody(req: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let body = "";
-    req.setEncoding("utf8");
-    req.on("data", (chunk: string) => {
-      body += chunk;
-      if (body.length > MAX_BODY) {
-        reject(new ApiError("the request is larger than 1 MiB", "too-large", 413));
-        req.destroy();
-      }
-    });
-    req.on("end", () => resolve(body));
-    req.on("error", reject);
-  });
+/** The request body as text, at most 1 MiB. */
+export async function readBody(req: IncomingMessage): Promise<string> {
+  return (await readBytes(req, MAX_BODY)).toString("utf8");
 }
 
 /**
@@ -56,7 +45,8 @@ export function readBytes(req: IncomingMessage, max: number): Promise<Buffer> {
     req.on("data", (chunk: Buffer) => {
       size += chunk.length;
       if (size > max) {
-        reject(new ApiError(`the request is larger than ${max} bytes`, "too-large", 413));
+        const limit = max % (1 << 20) === 0 ? `${max >> 20} MiB` : `${max} bytes`;
+        reject(new ApiError(`the request is larger than ${limit}`, "too-large", 413));
         req.destroy();
         return;
       }

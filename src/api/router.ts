@@ -5,7 +5,13 @@ import { APP_NAME } from "../model/index.js";
 import type { AdminTokenInfo } from "./admin-token.js";
 import { TOKEN_NAME } from "./admin-token.js";
 import { ApiError, errorBody } from "./api-error.js";
-import { CONSOLE_INPUT_MAX, type ConsoleQuery, parseConsoleQuery } from "./console-query.js";
+import {
+  APP_IN_PATH,
+  CONSOLE_INPUT_MAX,
+  type ConsoleQuery,
+  INSTANCE_IN_PATH,
+  parseConsoleQuery,
+} from "./console-query.js";
 import { MAX_BODY, readJson } from "./request-body.js";
 
 /**
@@ -70,15 +76,17 @@ export interface GridApi {
 }
 
 /** The live console's paths (both doors). */
-export const APP_INSTANCE_CONSOLE_LIVE =
-  /^\/v1\/apps\/([a-z][a-z0-9-]{0,31})\/instances\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console\/(stream|input)$/;
+export const APP_INSTANCE_CONSOLE_LIVE = new RegExp(
+  `^/v1/apps/${APP_IN_PATH}/instances/${INSTANCE_IN_PATH}/console/(stream|input)$`,
+);
 
 /** Who is asking: root on this node, or a holder of an admin token over HTTPS. */
 export type Caller = { door: "local" } | { door: "https"; token: AdminTokenInfo };
 
 /** The local socket's path of an instance's console. */
-export const APP_INSTANCE_CONSOLE =
-  /^\/v1\/apps\/([a-z][a-z0-9-]{0,31})\/instances\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console(\?.*)?$/;
+export const APP_INSTANCE_CONSOLE = new RegExp(
+  `^/v1/apps/${APP_IN_PATH}/instances/${INSTANCE_IN_PATH}/console(\\?.*)?$`,
+);
 
 const createSchema = z.object({
   file: z.string().min(1).max(4096),
@@ -111,6 +119,28 @@ export function sendJson(res: ServerResponse, status: number, body: unknown): vo
   res.end(text);
 }
 
+/** A failure as its error answer; once an answer has begun, the connection is cut instead. */
+export function sendError(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const { status, body } = errorBody(err);
+  sendJson(res, status, body);
+}
+
+/** A stream (a live console) as the answer: it goes on until either side ends it. */
+export function sendStream(res: ServerResponse, stream: Readable): void {
+  res.writeHead(200, {
+    "content-type": "application/octet-stream",
+    "cache-control": "no-store",
+  });
+  res.flushHeaders();
+  stream.pipe(res);
+  stream.on("error", () => res.destroy());
+  res.on("close", () => stream.destroy());
+}
+
 /** Answers one request of the grid API. Never throws: a failure is an error answer. */
 export function routeGridApi(
   api: GridApi,
@@ -119,23 +149,9 @@ export function routeGridApi(
   caller: Caller,
 ): void {
   route(api, req, caller).then(
-    ([status, body]) => {
-      if (!(body instanceof Readable)) return sendJson(res, status, body);
-      // A stream (a live console): it goes on until either side ends it.
-      res.writeHead(status, {
-        "content-type": "application/octet-stream",
-        "cache-control": "no-store",
-      });
-      res.flushHeaders();
-      body.pipe(res);
-      body.on("error", () => res.destroy());
-      res.on("close", () => body.destroy());
-    },
-    (err: unknown) => {
-      const { status, body } = errorBody(err);
-      if (!res.headersSent) sendJson(res, status, body);
-      else res.destroy();
-    },
+    ([status, body]) =>
+      body instanceof Readable ? sendStream(res, body) : sendJson(res, status, body),
+    (err: unknown) => sendError(res, err),
   );
 }
 

@@ -242,12 +242,8 @@ export function buildProgram(): Command {
       const { HttpsApiClient } = await import("../api/index.js");
       const api = new HttpsApiClient({ url: options.api, token: options.token, caPem });
       return {
-        call: <T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown): Promise<T> =>
-          method === "GET"
-            ? api.get<T>(path)
-            : method === "DELETE"
-              ? api.delete<T>(path)
-              : api.post<T>(path, body),
+        call: <T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown) =>
+          api.call<T>(method, path, body),
         stream: (path: string) => api.stream(path),
       };
     }

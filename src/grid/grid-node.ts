@@ -14,11 +14,12 @@ import {
   ApiError,
   CONSOLE_INPUT_MAX,
   type ConsoleQuery,
-  errorBody,
   parseConsoleQuery,
   readBytes,
   routeGridApi,
+  sendError,
   sendJson,
+  sendStream,
 } from "../api/index.js";
 import { type NodeCapacity, reconcileApps } from "../controller/index.js";
 import { Discovery, type Peer } from "../discovery/index.js";
@@ -213,6 +214,12 @@ function firstAddress(): string {
     for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
   }
   return "127.0.0.1";
+}
+
+/** An agent's refusal as the API's: not-here is 404, not-running 409. */
+function agentApiError(err: unknown): unknown {
+  if (!(err instanceof AgentError)) return err;
+  return new ApiError(err.message, err.code, err.code === "not-here" ? 404 : 409);
 }
 
 export class GridNode extends EventEmitter {
@@ -1018,9 +1025,7 @@ export class GridNode extends EventEmitter {
       if (r === undefined) throw new ApiError("this node runs no instances", "not-here", 404);
       return await r;
     } catch (err) {
-      if (err instanceof AgentError)
-        throw new ApiError(err.message, err.code, err.code === "not-here" ? 404 : 409);
-      throw err;
+      throw agentApiError(err);
     }
   }
 
@@ -1056,18 +1061,12 @@ export class GridNode extends EventEmitter {
     instance: string,
     what: string,
   ): void {
-    const fail = (err: unknown) => {
-      const { status, body } = errorBody(err);
-      if (res.headersSent) res.destroy();
-      else sendJson(res, status, body);
-    };
+    const fail = (err: unknown) => sendError(res, err);
     if (what === "stream" && req.method === "GET") {
-      this.localAgentCall(() => this.agent?.consoleFollow(app, instance)).then((stream) => {
-        res.writeHead(200, { "content-type": "application/octet-stream" });
-        res.flushHeaders();
-        stream.pipe(res);
-        res.on("close", () => stream.destroy());
-      }, fail);
+      this.localAgentCall(() => this.agent?.consoleFollow(app, instance)).then(
+        (stream) => sendStream(res, stream),
+        fail,
+      );
       return;
     }
     if (what === "input" && req.method === "POST") {
@@ -1084,8 +1083,7 @@ export class GridNode extends EventEmitter {
     try {
       return this.agent.consoleLog(app, instance, q.from, q.max);
     } catch (err) {
-      if (err instanceof AgentError) throw new ApiError(err.message, err.code, 404);
-      throw err;
+      throw agentApiError(err);
     }
   }
 
@@ -1154,10 +1152,7 @@ export class GridNode extends EventEmitter {
           );
         routeGridApi(this, req, res, { door: "https", token: info });
       },
-      (err: unknown) => {
-        const { status, body } = errorBody(err);
-        sendJson(res, status, body);
-      },
+      (err: unknown) => sendError(res, err),
     );
   }
 
@@ -1241,19 +1236,11 @@ export class GridNode extends EventEmitter {
         rejectUnauthorized: false,
       },
       (req, res) => {
-        const send = (status: number, body: unknown) => {
-          const text = JSON.stringify(body);
-          res.writeHead(status, {
-            "content-type": "application/json",
-            "content-length": Buffer.byteLength(text),
-          });
-          res.end(text);
-        };
         const consoleRoute = req.method === "GET" ? INSTANCE_CONSOLE.exec(req.url ?? "") : null;
         const imageRoute = req.method === "GET" ? PEER_IMAGE.exec(req.url ?? "") : null;
         const liveRoute = INSTANCE_CONSOLE_LIVE.exec(req.url ?? "");
         if ((consoleRoute || imageRoute || liveRoute) && !(req.socket as TLSSocket).authorized)
-          return send(403, {
+          return sendJson(res, 403, {
             error: {
               code: "forbidden",
               message: "this is for members of the grid: no certificate of its CA",
@@ -1270,21 +1257,16 @@ export class GridNode extends EventEmitter {
           return;
         }
         if (imageRoute) {
-          void this.serveImage(imageRoute[1] ?? "", res).catch((err: Error) =>
-            res.headersSent
-              ? res.destroy(err)
-              : send(500, { error: { code: "internal", message: err.message } }),
-          );
+          void this.serveImage(imageRoute[1] ?? "", res).catch((err: Error) => sendError(res, err));
           return;
         }
         if (consoleRoute) {
           try {
             const q = parseConsoleQuery(consoleRoute[3] ?? "");
-            return send(200, this.localConsole(consoleRoute[1] ?? "", consoleRoute[2] ?? "", q));
+            const chunk = this.localConsole(consoleRoute[1] ?? "", consoleRoute[2] ?? "", q);
+            return sendJson(res, 200, chunk);
           } catch (err) {
-            const e =
-              err instanceof ApiError ? err : new ApiError((err as Error).message, "internal", 500);
-            return send(e.status, { error: { code: e.code, message: e.message } });
+            return sendError(res, err);
           }
         }
         // Everything else is the grid API, for holders of an admin token.
@@ -1297,10 +1279,8 @@ export class GridNode extends EventEmitter {
         });
         req.on("end", () => {
           this.handleJoin(req.socket as TLSSocket, body)
-            .then(([status, out]) => send(status, out))
-            .catch((err: Error) =>
-              send(500, { error: { code: "internal", message: err.message } }),
-            );
+            .then(([status, out]) => sendJson(res, status, out))
+            .catch((err: Error) => sendError(res, err));
         });
       },
     );

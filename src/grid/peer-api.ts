@@ -4,7 +4,7 @@ import { request } from "node:https";
 import { pipeline } from "node:stream/promises";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import type { ConsoleChunk, ImagePeers } from "../agent/index.js";
-import { ApiError, type ConsoleQuery } from "../api/index.js";
+import { APP_IN_PATH, ApiError, type ConsoleQuery, INSTANCE_IN_PATH } from "../api/index.js";
 import type { NodeRecord } from "./layout.js";
 import type { NodeTls } from "./node-state.js";
 
@@ -19,8 +19,9 @@ import type { NodeTls } from "./node-state.js";
  */
 
 /** The peer API's path: application and instance names as the model allows them. */
-export const INSTANCE_CONSOLE =
-  /^\/v1\/instances\/([a-z][a-z0-9-]{0,31})\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console(\?.*)?$/;
+export const INSTANCE_CONSOLE = new RegExp(
+  `^/v1/instances/${APP_IN_PATH}/${INSTANCE_IN_PATH}/console(\\?.*)?$`,
+);
 /** A member of the grid, as the registry knows it. */
 export type PeerNode = Pick<NodeRecord, "nodeId" | "hostname" | "address" | "apiPort">;
 
@@ -137,8 +138,9 @@ export async function peerConsole(
 }
 
 /** The peer API's live console of an instance: GET .../stream, POST .../input (raw bytes). */
-export const INSTANCE_CONSOLE_LIVE =
-  /^\/v1\/instances\/([a-z][a-z0-9-]{0,31})\/([a-z][a-z0-9-]{0,31}\.\d{1,5})\/console\/(stream|input)$/;
+export const INSTANCE_CONSOLE_LIVE = new RegExp(
+  `^/v1/instances/${APP_IN_PATH}/${INSTANCE_IN_PATH}/console/(stream|input)$`,
+);
 
 /** Opens the live console of an instance that a peer runs (no time limit once it answers). */
 export function peerConsoleStream(

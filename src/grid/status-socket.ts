@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, request, type Server } from "node:http";
 import { dirname, join } from "node:path";
-import { replyError, routeGridApi } from "../api/index.js";
+import { readReplyError, routeGridApi } from "../api/index.js";
 import { ControlClient, ControlError, listenPrivateSocket } from "../os/index.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
 
@@ -48,7 +48,7 @@ export function streamGrid(path: string, socketPath = gridSocketPath()): Promise
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, path }, (res) => {
       if (res.statusCode === 200) return resolve(res);
-      replyError(res, "the grid service").then(reject, reject);
+      readReplyError(res, "the grid service").then(reject, reject);
     });
     req.on("error", (err) =>
       reject(

@@ -21,6 +21,37 @@ export class ControlError extends Error {
   }
 }
 
+/**
+ * The ControlError an error answer of one of our APIs stands for: its stable code, message
+ * and problems (`{"error": {...}}`), else the status. `who` names who answered.
+ */
+export function replyError(status: number | undefined, text: string, who: string): ControlError {
+  let error: { code?: string; message?: string; problems?: ControlError["problems"] } | undefined;
+  try {
+    error = (JSON.parse(text) as { error?: typeof error }).error;
+  } catch {
+    // Not JSON: the status says it.
+  }
+  return new ControlError(
+    error?.message ?? `${who}: HTTP ${status}`,
+    error?.code ?? "error",
+    error?.problems ?? [],
+  );
+}
+
+/** A whole answer of one of our APIs: its JSON, or the ControlError it stands for. */
+export function parseReply<T>(status: number | undefined, text: string, who: string): T {
+  if ((status ?? 500) >= 400) throw replyError(status, text, who);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new ControlError(
+      `${who} sent a reply that is not JSON: ${text.slice(0, 200)}`,
+      "bad-reply",
+    );
+  }
+}
+
 /** Talks to the supervisor's control socket, or another local API of the same form. */
 export class ControlClient {
   constructor(
@@ -61,37 +92,10 @@ export class ControlClient {
           body += chunk;
         });
         res.on("end", () => {
-          let parsed: unknown;
           try {
-            parsed = JSON.parse(body);
-          } catch {
-            reject(
-              new ControlError(
-                `${this.who.name} sent a reply that is not JSON: ${body.slice(0, 200)}`,
-                "bad-reply",
-              ),
-            );
-            return;
-          }
-          if ((res.statusCode ?? 500) >= 400) {
-            const error = (
-              parsed as {
-                error?: {
-                  code?: string;
-                  message?: string;
-                  problems?: { key: string; message: string }[];
-                };
-              }
-            ).error;
-            reject(
-              new ControlError(
-                error?.message ?? `HTTP ${res.statusCode}`,
-                error?.code ?? "error",
-                error?.problems ?? [],
-              ),
-            );
-          } else {
-            resolve(parsed as T);
+            resolve(parseReply<T>(res.statusCode, body, this.who.name));
+          } catch (err) {
+            reject(err);
           }
         });
       });
@@ -128,15 +132,7 @@ export class ControlClient {
             res.on("data", (c: string) => {
               body += c;
             });
-            res.on("end", () => {
-              try {
-                const error = (JSON.parse(body) as { error: { code: string; message: string } })
-                  .error;
-                reject(new ControlError(error.message, error.code));
-              } catch {
-                reject(new ControlError(`HTTP ${res.statusCode}`, "error"));
-              }
-            });
+            res.on("end", () => reject(replyError(res.statusCode, body, this.who.name)));
             return;
           }
           let pending = "";

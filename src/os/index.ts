@@ -1,4 +1,11 @@
-export { ControlClient, ControlError, DEFAULT_SOCKET, socketPath } from "./control-client.js";
+export {
+  ControlClient,
+  ControlError,
+  DEFAULT_SOCKET,
+  parseReply,
+  replyError,
+  socketPath,
+} from "./control-client.js";
 export { listenPrivateSocket, SocketInUseError } from "./control-server.js";
 export {
   blockDevices,

@@ -766,15 +766,21 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     assert.ok(node2);
     const api = `https://${node2.address}:${node2.apiPort}`;
     // The caller is another machine: node 3's namespace, with no socket of node 2's.
+    const onNode3 = (...args: string[]) => [
+      "netns",
+      "exec",
+      g.cluster.node(3).ns,
+      process.execPath,
+      CLI,
+      ...args,
+    ];
+    const noSocket = (env: Record<string, string>) => ({
+      ...process.env,
+      FLATGRID_SOCKET: "/nonexistent/supervisor.sock",
+      ...env,
+    });
     const remote = (env: Record<string, string>, ...args: string[]) => {
-      const r = spawnSync(
-        "ip",
-        ["netns", "exec", g.cluster.node(3).ns, process.execPath, CLI, ...args],
-        {
-          encoding: "utf8",
-          env: { ...process.env, FLATGRID_SOCKET: "/nonexistent/supervisor.sock", ...env },
-        },
-      );
+      const r = spawnSync("ip", onNode3(...args), { encoding: "utf8", env: noSocket(env) });
       return { code: r.status, out: r.stdout, err: r.stderr };
     };
     const env = { FLATGRID_API: api, FLATGRID_TOKEN: token, FLATGRID_CA: caFile };
@@ -821,21 +827,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     const db = vmms(g.base).find((v) => v.instance === "db.0");
     assert.ok(db);
     const before = (await vmmStats(g.base, db.node, "db.0")).consoleInput.bytes;
-    const live = attach(
-      "ip",
-      [
-        "netns",
-        "exec",
-        g.cluster.node(3).ns,
-        process.execPath,
-        CLI,
-        "app",
-        "console",
-        "shop",
-        "db.0",
-      ],
-      { ...process.env, FLATGRID_SOCKET: "/nonexistent/supervisor.sock", ...env },
-    );
+    const live = attach("ip", onNode3("app", "console", "shop", "db.0"), noSocket(env));
     await live.until(/^flatgrid-guest: ready\r?$/m);
     live.type("over https\n");
     await waitFor(
