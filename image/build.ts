@@ -14,6 +14,7 @@ import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import { CACHE, debianCloudKernel } from "./debian.js";
 import { buildIso } from "./iso.js";
+import { buildPxe, netbootPackages } from "./pxe.js";
 import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
 
 /**
@@ -23,13 +24,15 @@ import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
  *   build/image/initrd.img    the whole OS, run from RAM: native/init as /init, busybox,
  *                             kmod, iproute2, nftables, e2fsprogs, etcd, Node.js, flatgrid
  *   build/image/flatgrid.iso  the hybrid ISO: BIOS and UEFI, from a CD or a USB stick (dd)
+ *   build/image/pxe/          the network boot set: the kernel and initrd, boot.ipxe, iPXE
+ *                             and PXELINUX loaders, pxelinux.cfg/default, dnsmasq.conf
  *   build/image/manifest.json sha256 and size of each output, the package versions
  *
  * Packages come through mmdebstrap (extract only: no maintainer scripts run) and apt-get,
  * cached in /var/cache/flatgrid. Times and file order are fixed (SOURCE_DATE_EPOCH), so
  * two builds of the same inputs give the same initrd.
  *
- * Not built yet (issue: node image): the PXE set, the curated module set of
+ * Not built yet (issue: node image): the curated module set of
  * linux-image-amd64 for real servers (this uses the cloud kernel, which boots fast in the
  * simulator), and an esbuild bundle (this copies dist/ and the production node_modules).
  */
@@ -152,8 +155,10 @@ function main(): void {
     join(STAGE, "iso"),
     EPOCH,
   );
+  step("pxe/: boot.ipxe, iPXE and PXELINUX loaders (Debian ipxe, pxelinux, syslinux-common)");
+  const pxe = buildPxe(OUT, EPOCH);
   const outputs = Object.fromEntries(
-    ["vmlinuz", "initrd.img", "flatgrid.iso"].map((f) => [
+    ["vmlinuz", "initrd.img", "flatgrid.iso", ...pxe].map((f) => [
       f,
       { sha256: sha256(join(OUT, f)), bytes: statSync(join(OUT, f)).size },
     ]),
@@ -163,6 +168,8 @@ function main(): void {
   const packages = [...recorded.matchAll(/^Package: (.+)\nVersion: (.+)$/gm)].map(
     (m) => `${m[1]} ${m[2]}`,
   );
+  // Not in the initrd, but in the image's outputs (pxe/).
+  packages.push(...netbootPackages());
   writeFileSync(
     join(OUT, "manifest.json"),
     `${JSON.stringify({ kernel, node, outputs, packages, sourceDateEpoch: EPOCH }, null, 2)}\n`,

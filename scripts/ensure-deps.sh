@@ -20,9 +20,10 @@ case "$purpose" in
   # mmdebstrap, cpio: the node image; qemu-system-x86: booting it (the e2e suite and the demo
   # grid do both).
   # grub-*, xorriso, mtools: the hybrid ISO (grub-mkrescue); ovmf: booting it on UEFI.
+  # dnsmasq-base: DHCP and TFTP for the simulator's network boot (sim up --boot pxe).
   # tmux: the cluster suite drives the console through it (send-keys, capture-pane).
   test) debs+=(tmux) ;;&
-  test | image | demo) debs+=(mmdebstrap cpio gzip qemu-system-x86 grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools ovmf) ;;
+  test | image | demo) debs+=(mmdebstrap cpio gzip qemu-system-x86 grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools ovmf dnsmasq-base) ;;
   *) echo "ensure-deps.sh: unknown purpose '$purpose' (test, demo or image)" >&2; exit 2 ;;
 esac
 

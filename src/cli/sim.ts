@@ -83,6 +83,13 @@ export function simStatusText(s: SimStatus, withGrid: boolean): string {
     `simulator  ${s.dir}, up ${age}: namespace ${s.namespace}${s.namespaceExists ? "" : " (GONE)"}, bridge ${s.bridgeAddress}`,
     `accel      ${s.accel.accel} -cpu ${s.accel.cpu}`,
     `grid       ${s.grid}, token in ${s.tokenFile}`,
+    `boot       ${s.firmware === "uefi" ? "UEFI (OVMF)" : "BIOS (SeaBIOS)"}, ${
+      s.netboot
+        ? `over the network: dnsmasq pid ${s.netboot.pid} ${s.netboot.running ? "serves DHCP and TFTP" : "IS NOT RUNNING"} (log ${s.netboot.log})`
+        : s.boot === "iso"
+          ? "from flatgrid.iso as a CD"
+          : "kernel and initrd loaded by QEMU"
+    }`,
     "",
   ];
   const header = ["NODE", "STATE", "PID", "ADDRESS", "BOOT", "UPTIME"];
@@ -120,8 +127,15 @@ export function addSimCommands(program: Command): void {
     .addOption(
       new Option(
         "--boot <how>",
-        "kernel: vmlinuz + initrd.img directly (iso and pxe: not in the simulator yet)",
-      ).default("kernel"),
+        "kernel: QEMU loads vmlinuz and initrd.img (fastest); pxe: each server boots over the network from dnsmasq (DHCP, TFTP, iPXE) in the namespace; iso: from flatgrid.iso as a CD, its grid in node.conf on its disk",
+      )
+        .choices(["kernel", "pxe", "iso"])
+        .default("kernel"),
+    )
+    .addOption(
+      new Option("--firmware <firmware>", "bios: SeaBIOS; uefi: OVMF")
+        .choices(["bios", "uefi"])
+        .default("bios"),
     )
     .option("--memory <size>", "memory of each server, MiB or like 2G", mebibytes, 2048)
     .option("--cpus <count>", "vCPUs of each server", wholeNumber, 1)
@@ -149,6 +163,7 @@ export function addSimCommands(program: Command): void {
           catalog?: string;
           nodes: number;
           boot: string;
+          firmware: string;
           memory: number;
           cpus: number;
           grid: string;
@@ -162,6 +177,7 @@ export function addSimCommands(program: Command): void {
           nodes: o.nodes,
           dir: o.dir,
           boot: o.boot,
+          firmware: o.firmware,
           memoryMiB: o.memory,
           cpus: o.cpus,
           grid: o.grid,
@@ -180,6 +196,8 @@ export function addSimCommands(program: Command): void {
             namespace: state.namespace,
             accel: state.accel,
             grid: state.grid,
+            boot: state.boot,
+            firmware: state.firmware,
             seconds: result.seconds,
             nodes: state.nodes.map((n, i) => ({
               name: n.name,

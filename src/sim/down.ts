@@ -1,5 +1,6 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, rmdirSync, rmSync } from "node:fs";
+import { netbootFiles } from "./netboot.js";
 import { removeNetwork } from "./netns.js";
 import { qemuAlive } from "./qemu.js";
 import {
@@ -52,6 +53,7 @@ export function down(options: { dir?: string; progress?: Progress } = {}): DownR
   rmSync(`${statePath(dir)}.tmp`, { force: true });
   rmSync(statePath(dir), { force: true });
   rmSync(catalogImagePath(dir), { force: true });
+  for (const file of netbootFiles(dir)) rmSync(file, { recursive: true, force: true });
   try {
     rmdirSync(dir);
     progress(`removed ${dir}`);

@@ -6,15 +6,24 @@ import { inNamespace } from "./netns.js";
 
 export const QEMU = "qemu-system-x86_64";
 
+/** Where a simulated server boots from. */
+export type BootSource =
+  /** QEMU loads the kernel and initrd itself (-kernel): the fastest, no firmware step. */
+  | { kind: "kernel"; kernel: string; initrd: string; cmdline: string }
+  /** The NIC's iPXE ROM, from the simulator's DHCP and TFTP server, as a rack would. */
+  | { kind: "network" }
+  /** The hybrid ISO as a CD, as an operator installs from media. */
+  | { kind: "cdrom"; iso: string };
+
 /** Everything QEMU needs to run one simulated server. */
 export interface QemuServer {
   name: string;
   accel: AccelChoice;
   memoryMiB: number;
   cpus: number;
-  kernel: string;
-  initrd: string;
-  cmdline: string;
+  boot: BootSource;
+  /** UEFI firmware (OVMF.fd); absent: SeaBIOS. */
+  uefi?: string;
   /** A persistent tap in the namespace QEMU runs in. */
   tap: string;
   mac: string;
@@ -60,12 +69,19 @@ export function qemuArgs(s: QemuServer): string[] {
     String(s.memoryMiB),
     "-smp",
     String(s.cpus),
-    "-kernel",
-    s.kernel,
-    "-initrd",
-    s.initrd,
-    "-append",
-    s.cmdline,
+    ...(s.uefi ? ["-bios", s.uefi] : []),
+    ...(s.boot.kind === "kernel"
+      ? ["-kernel", s.boot.kernel, "-initrd", s.boot.initrd, "-append", s.boot.cmdline]
+      : []),
+    // First in the boot order: the node's own disk holds a file system, not a boot loader.
+    ...(s.boot.kind === "cdrom"
+      ? [
+          "-drive",
+          `file=${s.boot.iso},if=none,id=cd0,media=cdrom,readonly=on`,
+          "-device",
+          "ide-cd,drive=cd0,bootindex=0",
+        ]
+      : []),
     ...serialPort("console", s.consoleSocket, s.consoleLog),
     ...serialPort("shell", s.shellSocket, s.shellLog),
     "-qmp",
@@ -82,7 +98,8 @@ export function qemuArgs(s: QemuServer): string[] {
     "-netdev",
     `tap,id=net0,ifname=${s.tap},script=no,downscript=no`,
     "-device",
-    `virtio-net-pci,netdev=net0,mac=${s.mac}`,
+    // A network boot puts the NIC first in the firmware's boot order, before the disks.
+    `virtio-net-pci,netdev=net0,mac=${s.mac}${s.boot.kind === "network" ? ",bootindex=0" : ""}`,
   ];
 }
 

@@ -2,6 +2,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } f
 import { join } from "node:path";
 import type { AccelChoice } from "./accel.js";
 import { SimError } from "./errors.js";
+import type { NetbootServer } from "./netboot.js";
 import type { QemuServer } from "./qemu.js";
 
 /**
@@ -11,7 +12,7 @@ import type { QemuServer } from "./qemu.js";
  */
 
 export const DEFAULT_DIR = "/run/flatgrid-sim";
-export const STATE_VERSION = 1;
+export const STATE_VERSION = 2;
 
 export interface SimNode {
   /** 1-based; node-N. */
@@ -36,6 +37,11 @@ export interface SimState {
   accel: AccelChoice;
   grid: string;
   tokenFile: string;
+  /** How the nodes boot: kernel (QEMU loads it), pxe (from `netboot`) or iso (a CD). */
+  boot: "kernel" | "pxe" | "iso";
+  firmware: "bios" | "uefi";
+  /** The DHCP and TFTP server of a --boot pxe simulator; null otherwise. */
+  netboot: NetbootServer | null;
   createdAt: string;
   /** "starting" until every QEMU runs; a crash of `up` before that leaves it for `down`. */
   phase: "starting" | "up";

@@ -1,6 +1,7 @@
 import type { GridStatus } from "../grid/index.js";
 import type { AccelChoice } from "./accel.js";
 import { bootStep, READY_LINE, readLog } from "./console.js";
+import { netbootAlive } from "./netboot.js";
 import { namespaceExists } from "./netns.js";
 import { qemuAlive } from "./qemu.js";
 import { qmp } from "./qmp.js";
@@ -35,6 +36,10 @@ export interface SimStatus {
   grid: string;
   tokenFile: string;
   createdAt: string;
+  boot: "kernel" | "pxe" | "iso";
+  firmware: "bios" | "uefi";
+  /** The DHCP and TFTP server of a network-booted simulator. */
+  netboot: { pid: number; running: boolean; log: string } | null;
   nodes: NodeStatus[];
 }
 
@@ -107,6 +112,11 @@ export async function status(
     grid: state.grid,
     tokenFile: state.tokenFile,
     createdAt: state.createdAt,
+    boot: state.boot,
+    firmware: state.firmware,
+    netboot: state.netboot
+      ? { pid: state.netboot.pid, running: netbootAlive(state.netboot), log: state.netboot.log }
+      : null,
     nodes,
   };
 }

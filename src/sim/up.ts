@@ -12,10 +12,13 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { DATA_LABEL } from "../os/disk-signature.js";
+import { NODE_CONF } from "../os/node-settings.js";
 import { type AccelRequest, chooseAccel, probeHostKvm } from "./accel.js";
 import { fileSize } from "./console.js";
 import { anyAlive, down } from "./down.js";
 import { SimError } from "./errors.js";
+import { startNetboot } from "./netboot.js";
 import { addTap, createNetwork, NS_PREFIX } from "./netns.js";
 import { QEMU, type QemuServer, startQemu } from "./qemu.js";
 import { type ReadyNode, waitReady } from "./ready.js";
@@ -42,8 +45,10 @@ const GRID_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export interface UpOptions {
   nodes: number;
   dir?: string;
-  /** Only "kernel" exists so far. */
+  /** kernel (default): QEMU loads vmlinuz and initrd.img; pxe: the nodes boot over the network. */
   boot?: string;
+  /** bios (default, SeaBIOS) or uefi (OVMF). */
+  firmware?: string;
   memoryMiB?: number;
   cpus?: number;
   grid?: string;
@@ -70,20 +75,20 @@ export interface UpResult {
   seconds: number;
 }
 
+export const OVMF = "/usr/share/ovmf/OVMF.fd";
+export const BOOTS = ["kernel", "pxe", "iso"] as const;
+export type BootKind = (typeof BOOTS)[number];
+
 function validate(o: UpOptions): void {
-  if (o.boot !== undefined && o.boot !== "kernel") {
-    if (o.boot === "iso" || o.boot === "pxe")
-      throw new SimError(
-        o.boot === "iso"
-          ? "--boot iso is not built yet: build/image/flatgrid.iso exists (the e2e ISO test boots it), but the simulator cannot yet give a node booted from it its grid, which goes on the kernel command line. Use --boot kernel (the default), which boots build/image/vmlinuz and initrd.img directly"
-          : "--boot pxe is not built yet: the image has no PXE set so far. Use --boot kernel (the default), which boots build/image/vmlinuz and initrd.img directly",
-        "not-supported",
-      );
+  if (o.boot !== undefined && !(BOOTS as readonly string[]).includes(o.boot))
+    throw new SimError(`--boot must be ${BOOTS.join(", ")}, not ${o.boot}`, "bad-option");
+  if (o.firmware !== undefined && o.firmware !== "bios" && o.firmware !== "uefi")
+    throw new SimError(`--firmware must be bios or uefi, not ${o.firmware}`, "bad-option");
+  if (o.firmware === "uefi" && !existsSync(OVMF))
     throw new SimError(
-      `--boot must be kernel (iso and pxe are to come), not ${o.boot}`,
-      "bad-option",
+      `--firmware uefi needs OVMF (${OVMF}): apt-get install ovmf (npm run deps does it)`,
+      "host",
     );
-  }
   if (!Number.isInteger(o.nodes) || o.nodes < 1 || o.nodes > MAX_NODES)
     throw new SimError(`--nodes must be between 1 and ${MAX_NODES}`, "bad-option");
   if (o.memoryMiB !== undefined && o.memoryMiB < 512)
@@ -96,7 +101,7 @@ function validate(o: UpOptions): void {
     throw new SimError("--token must have at least 16 characters and no spaces", "bad-option");
 }
 
-function imageFiles(dir: string): { kernel: string; initrd: string } {
+function imageFiles(dir: string): { kernel: string; initrd: string; iso: string } {
   const kernel = join(dir, "vmlinuz");
   const initrd = join(dir, "initrd.img");
   if (!existsSync(kernel) || !existsSync(initrd))
@@ -104,7 +109,7 @@ function imageFiles(dir: string): { kernel: string; initrd: string } {
       `no node image in ${dir} (vmlinuz and initrd.img): build it with \`npm run image\``,
       "no-image",
     );
-  return { kernel, initrd };
+  return { kernel, initrd, iso: join(dir, "flatgrid.iso") };
 }
 
 function checkQemu(): void {
@@ -123,16 +128,18 @@ export function nodeAddress(index: number): string {
   return `${SUBNET_PREFIX}${index}`;
 }
 
-function kernelCommandLine(grid: string, token: string, index: number, timescale: number): string {
+/**
+ * What every node's kernel line has, however it boots; the console comes first. A node
+ * booted directly also gets its name and static address (see nodeCommandLine); one booted
+ * over the network gets them from DHCP.
+ */
+function gridCommandLine(grid: string, token: string, timescale: number): string[] {
   return [
     "console=ttyS0",
     // A panicking node reboots like a server with a watchdog, and stays visible as one.
     "panic=10",
     `flatgrid.grid=${grid}`,
     `flatgrid.token=${token}`,
-    `flatgrid.hostname=node-${index}`,
-    "flatgrid.net=static",
-    `flatgrid.ip=${nodeAddress(index)}/24`,
     "flatgrid.debugshell=ttyS1",
     // Each node's first disk is blank and meant to be its data partition, as an operator
     // would set it for a rack of new servers.
@@ -140,7 +147,26 @@ function kernelCommandLine(grid: string, token: string, index: number, timescale
     // Software emulation runs a node tens of times slower than hardware: the grid's leases
     // and deadlines, set for real servers, must stretch with it (see node-config.ts).
     ...(timescale > 1 ? [`flatgrid.timescale=${timescale}`] : []),
+  ];
+}
+
+function nodeCommandLine(grid: string[], index: number): string {
+  return [
+    ...grid,
+    `flatgrid.hostname=node-${index}`,
+    "flatgrid.net=static",
+    `flatgrid.ip=${nodeAddress(index)}/24`,
   ].join(" ");
+}
+
+const BOOT_WORDS: Record<BootKind, string> = {
+  kernel: "kernel boot",
+  pxe: "network boot",
+  iso: "from the ISO as a CD, its grid in node.conf on its data partition",
+};
+
+export function nodeMac(index: number): string {
+  return `52:54:00:15:00:${index.toString(16).padStart(2, "0")}`;
 }
 
 /** An ext4 image of a catalog directory, labelled FGCATALOG (mke2fs -d keeps holes). */
@@ -163,6 +189,35 @@ function catalogDisk(catalog: string, file: string): void {
   );
   if (r.status !== 0)
     throw new SimError(`cannot make the catalog disk ${file}: ${r.stderr}`, "host");
+}
+
+/**
+ * A node booted from the ISO takes its grid from its own data partition, as if its operator
+ * had filled in the console's first-boot form: the disk comes already formatted (FLATGRID)
+ * with node.conf on it. Sparse: mke2fs -d writes only what it must.
+ */
+function configuredDataDisk(file: string, gib: number, nodeConf: string, scratch: string): void {
+  rmSync(scratch, { recursive: true, force: true });
+  mkdirSync(scratch, { mode: 0o700 });
+  writeFileSync(join(scratch, NODE_CONF), nodeConf, { mode: 0o600 });
+  rmSync(file, { force: true });
+  const r = spawnSync(
+    "mke2fs",
+    ["-q", "-t", "ext4", "-L", DATA_LABEL, "-m", "1", "-d", scratch, file, `${gib}G`],
+    { encoding: "utf8" },
+  );
+  rmSync(scratch, { recursive: true, force: true });
+  if (r.status !== 0)
+    throw new SimError(`cannot make the data partition ${file}: ${r.stderr}`, "host");
+}
+
+/** node.conf for a node booted from the ISO: what the kernel line says for the others. */
+function nodeConf(args: string[]): string {
+  return [
+    "# Written by `flatgrid sim up --boot iso`, as the first-boot form on the console would.",
+    ...args.filter((a) => a.startsWith("flatgrid.")).map((a) => a.replace("=", " = ")),
+    "",
+  ].join("\n");
 }
 
 /** A sparse raw file: a blank disk that costs nothing until the node writes to it. */
@@ -196,6 +251,10 @@ export async function up(o: UpOptions): Promise<UpResult> {
 
   const grid = o.grid ?? "sim";
   const token = o.token ?? randomBytes(18).toString("base64url");
+  const boot: BootKind = (o.boot as BootKind | undefined) ?? "kernel";
+  if (boot === "iso" && !existsSync(image.iso))
+    throw new SimError(`no ${image.iso}: build the image with \`npm run image\``, "no-image");
+  const firmware = o.firmware === "uefi" ? "uefi" : "bios";
   const state: SimState = {
     version: STATE_VERSION,
     dir,
@@ -204,6 +263,9 @@ export async function up(o: UpOptions): Promise<UpResult> {
     accel,
     grid,
     tokenFile: tokenPath(dir),
+    boot,
+    firmware,
+    netboot: null,
     createdAt: new Date().toISOString(),
     phase: "starting",
     ownerPid: process.pid,
@@ -216,6 +278,29 @@ export async function up(o: UpOptions): Promise<UpResult> {
     progress(
       `network: namespace ${state.namespace}, bridge ${BRIDGE_ADDRESS}, no route out; grid "${grid}", token in ${state.tokenFile}`,
     );
+    const gridArgs = gridCommandLine(grid, token, accel.accel === "tcg" ? TCG_TIMESCALE : 1);
+    if (boot === "pxe") {
+      state.netboot = startNetboot({
+        namespace: state.namespace,
+        dir,
+        image,
+        cmdline: gridArgs,
+        hosts: Array.from({ length: o.nodes }, (_, i) => ({
+          mac: nodeMac(i + 1),
+          ip: nodeAddress(i + 1),
+          hostname: `node-${i + 1}`,
+        })),
+        range: {
+          first: `${SUBNET_PREFIX}${MAX_NODES + 1}`,
+          last: `${SUBNET_PREFIX}${MAX_NODES + 64}`,
+          netmask: "255.255.255.0",
+        },
+      });
+      writeState(state);
+      progress(
+        `network boot: dnsmasq pid ${state.netboot.pid} on ${BRIDGE_ADDRESS} gives each node its address by MAC and boot.ipxe, vmlinuz and initrd.img over TFTP (log: ${state.netboot.log})`,
+      );
+    }
     let catalogImage: string | null = null;
     if (o.catalog) {
       catalogImage = catalogImagePath(dir);
@@ -225,7 +310,14 @@ export async function up(o: UpOptions): Promise<UpResult> {
     for (let index = 1; index <= o.nodes; index++) {
       const files = nodeFiles(dir, index);
       mkdirSync(files.dir, { recursive: true, mode: 0o700 });
-      blankDisk(files.disk, o.diskGiB ?? 8);
+      if (boot === "iso")
+        configuredDataDisk(
+          files.disk,
+          o.diskGiB ?? 8,
+          nodeConf(nodeCommandLine(gridArgs, index).split(" ")),
+          join(files.dir, "seed"),
+        );
+      else blankDisk(files.disk, o.diskGiB ?? 8);
       const tap = `tap${index}`;
       addTap(state.namespace, tap);
       const server: QemuServer = {
@@ -233,11 +325,20 @@ export async function up(o: UpOptions): Promise<UpResult> {
         accel,
         memoryMiB: o.memoryMiB ?? 2048,
         cpus: o.cpus ?? 1,
-        kernel: image.kernel,
-        initrd: image.initrd,
-        cmdline: kernelCommandLine(grid, token, index, accel.accel === "tcg" ? TCG_TIMESCALE : 1),
+        boot:
+          boot === "pxe"
+            ? { kind: "network" }
+            : boot === "iso"
+              ? { kind: "cdrom", iso: image.iso }
+              : {
+                  kind: "kernel",
+                  kernel: image.kernel,
+                  initrd: image.initrd,
+                  cmdline: nodeCommandLine(gridArgs, index),
+                },
+        ...(firmware === "uefi" ? { uefi: OVMF } : {}),
         tap,
-        mac: `52:54:00:15:00:${index.toString(16).padStart(2, "0")}`,
+        mac: nodeMac(index),
         disks: [files.disk, ...(o.extraDisks ?? [])],
         readOnlyDisks: catalogImage ? [catalogImage] : [],
         consoleSocket: files.consoleSocket,
@@ -261,7 +362,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
       node.pid = startQemu(state.namespace, server);
       writeState(state);
       progress(
-        `${node.name}: QEMU pid ${node.pid}, ${nodeAddress(index)}, ${server.memoryMiB} MiB, ${server.cpus} vCPU${server.cpus > 1 ? "s" : ""}`,
+        `${node.name}: QEMU pid ${node.pid}, ${nodeAddress(index)}, ${server.memoryMiB} MiB, ${server.cpus} vCPU${server.cpus > 1 ? "s" : ""}, ${firmware === "uefi" ? "UEFI" : "BIOS"}, ${BOOT_WORDS[boot]}`,
       );
     }
     state.phase = "up";

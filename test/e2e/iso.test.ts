@@ -1,17 +1,20 @@
 // The hybrid ISO (build/image/flatgrid.iso) boots the node the three ways an operator would
 // use it: from a CD on a BIOS machine (SeaBIOS), from a USB stick written with dd (the same
 // file as a plain disk), and from a CD on a UEFI machine (OVMF). Each time GRUB's menu shows
-// on the serial port and the node reaches the supervisor's ready line.
+// on the serial port and the node reaches the supervisor's ready line. The UEFI one is a
+// simulated server (`flatgrid sim up --boot iso --firmware uefi`) whose data partition holds
+// its grid configuration, as the console's first-boot form leaves it: it takes its name,
+// address and grid from there.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import { bootUntil, READY_LINE } from "../../src/sim/index.js";
+import { bootUntil, down, READY_LINE, readLog, up } from "../../src/sim/index.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const ISO = join(ROOT, "build/image/flatgrid.iso");
-const OVMF = "/usr/share/ovmf/OVMF.fd";
 
 function check(console: string, how: string): void {
   assert.match(console, /flatgrid: format a blank disk as the data partition/, `${how}: GRUB menu`);
@@ -33,10 +36,33 @@ describe("the hybrid ISO", { timeout: 1_200_000 }, () => {
     assert.equal(head[511], 0xaa);
   });
 
+  it("has the network boot set beside it, in the manifest", () => {
+    const manifest = JSON.parse(readFileSync(join(ROOT, "build/image/manifest.json"), "utf8"));
+    const out = manifest.outputs as Record<string, { sha256: string; bytes: number }>;
+    for (const f of [
+      "boot.ipxe",
+      "undionly.kpxe",
+      "ipxe.efi",
+      "pxelinux.0",
+      "ldlinux.c32",
+      "pxelinux.cfg/default",
+      "dnsmasq.conf",
+    ])
+      assert.ok((out[`pxe/${f}`]?.bytes ?? 0) > 0, `pxe/${f} in the manifest`);
+    // The same kernel and initrd as the ISO's.
+    assert.equal(out["pxe/initrd.img"]?.sha256, out["initrd.img"]?.sha256);
+    assert.equal(out["pxe/vmlinuz"]?.sha256, out.vmlinuz?.sha256);
+    const script = readFileSync(join(ROOT, "build/image/pxe/boot.ipxe"), "utf8");
+    assert.match(script, /^kernel vmlinuz initrd=initrd\.img console=tty0 console=ttyS0,115200 /m);
+    assert.ok(
+      (manifest.packages as string[]).some((p) => /^ipxe \S+$/.test(p)),
+      "the loaders' packages are listed",
+    );
+  });
+
   for (const [how, options] of [
     ["a CD on SeaBIOS", { cdrom: ISO }],
     ["a USB stick (dd) on SeaBIOS", { disk: ISO }],
-    ["a CD on UEFI (OVMF)", { cdrom: ISO, uefi: OVMF }],
   ] as const) {
     it(`boots from ${how} to the supervisor's ready line`, async () => {
       const r = await bootUntil({ ...options, memoryMiB: 1536, timeoutMs: 600_000 }, READY_LINE);
@@ -46,4 +72,38 @@ describe("the hybrid ISO", { timeout: 1_200_000 }, () => {
       check(r.console, how);
     });
   }
+
+  it("boots a simulated server from a CD on UEFI (OVMF), configured by node.conf on its disk", async () => {
+    const dir = `/var/tmp/flatgrid-e2e-iso-${randomBytes(3).toString("hex")}`;
+    try {
+      const r = await up({
+        nodes: 1,
+        dir,
+        boot: "iso",
+        firmware: "uefi",
+        memoryMiB: 1536,
+        timeoutMs: 600_000,
+        progress: (line) => process.stdout.write(`# ${line}\n`),
+      });
+      const node = r.state.nodes[0];
+      assert.ok(node);
+      assert.deepEqual([r.state.boot, r.state.firmware], ["iso", "uefi"]);
+      assert.ok(node.qemu.uefi?.endsWith("OVMF.fd"));
+      const text = readLog(node.qemu.consoleLog, node.consoleOffset);
+      check(text, "a CD on UEFI");
+      // Nothing on the kernel line but the console: the rest came from node.conf.
+      assert.match(text, /Command line: \S*vmlinuz console=tty0 console=ttyS0,115200\s*$/m);
+      assert.match(
+        text,
+        /flatgrid-supervisor: data partition: \/dev\/vda mounted at \/var\/lib\/flatgrid/,
+      );
+      assert.match(text, /flatgrid-supervisor: hostname: node-1/);
+      assert.match(text, /flatgrid-supervisor: network: eth0 10\.215\.0\.1\/24/);
+      assert.doesNotMatch(text, /no grid configured yet/);
+      process.stdout.write(`# UEFI CD, simulated: ready after ${r.seconds.toFixed(1)} s\n`);
+    } finally {
+      down({ dir });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -1,5 +1,7 @@
-// `flatgrid sim` end to end: three QEMU servers booted from the built image on the
-// simulator's private bridge form one grid, a node is killed, and `sim down` leaves nothing.
+// `flatgrid sim` end to end: three QEMU servers boot over the network (PXE: dnsmasq in the
+// simulator's namespace serves DHCP and TFTP, the NICs' iPXE fetches boot.ipxe, the kernel
+// and the initrd) as a rack of new servers would, form one grid on the simulator's private
+// bridge, a node is killed, and `sim down` leaves nothing.
 // The CLI is run as an operator would run it; the nodes are reached only through their
 // serial ports (debug shell on ttyS1) and the simulator's namespace.
 import assert from "node:assert/strict";
@@ -89,9 +91,12 @@ after(() => {
 });
 
 describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => {
-  it(`sim up --nodes ${NODES} boots every node to its ready line`, async () => {
+  it(`sim up --nodes ${NODES} --boot pxe boots every node over the network to its ready line`, async () => {
     const started = Date.now();
-    const r = await sim(["up", "--nodes", String(NODES), "--memory", "1024", "--json"], 900_000);
+    const r = await sim(
+      ["up", "--nodes", String(NODES), "--boot", "pxe", "--memory", "1024", "--json"],
+      900_000,
+    );
     assert.equal(r.status, 0, `sim up failed:\n${r.stdout}\n${r.stderr.slice(-3000)}`);
     const result = JSON.parse(r.stdout) as {
       namespace: string;
@@ -114,6 +119,42 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
     }
     process.stdout.write(
       `# ${NODES} nodes ready in ${((Date.now() - started) / 1000).toFixed(0)} s\n`,
+    );
+
+    // Every node came over the network: its address from DHCP (fixed by MAC), the boot
+    // script, the kernel and the initrd over TFTP, and the grid's keys from boot.ipxe.
+    const state = loadState(DIR);
+    assert.equal(state.boot, "pxe");
+    assert.ok(state.netboot, "the state records the DHCP and TFTP server");
+    const log = readFileSync(state.netboot.log, "utf8");
+    for (let i = 1; i <= NODES; i++) {
+      const to = `10.215.0.${i}`;
+      const lines = log.split("\n");
+      assert.ok(
+        lines.some((l) => l.includes(`DHCPACK(br0) ${to} 52:54:00:15:00:0${i} node-${i}`)),
+        `node-${i}: its fixed address and name by DHCP`,
+      );
+      for (const file of ["boot.ipxe", "vmlinuz", "initrd.img"])
+        assert.ok(
+          lines.some((l) => l.endsWith(`/netboot/${file} to ${to}`)),
+          `node-${i}: ${file} over TFTP`,
+        );
+      const consoleLog = readFileSync(state.nodes[i - 1]?.qemu.consoleLog ?? "", "latin1");
+      assert.match(
+        consoleLog,
+        /Command line: initrd=initrd\.img console=ttyS0 .*flatgrid\.grid=sim /,
+      );
+      assert.match(
+        consoleLog,
+        new RegExp(`flatgrid\\.hostname=node-${i}\\b`),
+        "the name from DHCP",
+      );
+      assert.match(consoleLog, /flatgrid-supervisor: network: DHCP on eth0/);
+    }
+    const st = await sim(["status", "--no-grid"]);
+    assert.match(
+      st.stdout,
+      /^boot {7}BIOS \(SeaBIOS\), over the network: dnsmasq pid \d+ serves DHCP and TFTP/m,
     );
 
     const again = await sim(["up", "--nodes", "1"]);

@@ -3,6 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
+import { dnsmasqConfig, ipxeScript, pxelinuxConfig } from "../../src/sim/boot-files.js";
 import {
   bootStep,
   chooseAccel,
@@ -73,9 +74,12 @@ const server: QemuServer = {
   accel: chooseAccel("auto", pvm),
   memoryMiB: 1024,
   cpus: 1,
-  kernel: "/img/vmlinuz",
-  initrd: "/img/initrd.img",
-  cmdline: "console=ttyS0 flatgrid.grid=sim",
+  boot: {
+    kind: "kernel",
+    kernel: "/img/vmlinuz",
+    initrd: "/img/initrd.img",
+    cmdline: "console=ttyS0 flatgrid.grid=sim",
+  },
   tap: "tap2",
   mac: "52:54:00:15:00:02",
   disks: ["/s/node-2/disk.raw", "/s/extra.img"],
@@ -103,6 +107,19 @@ describe("simulator: QEMU command line", () => {
       [after("-accel")[0], after("-cpu")[0], after("-kernel")[0], after("-append")[0]],
       ["tcg", "max", "/img/vmlinuz", "console=ttyS0 flatgrid.grid=sim"],
     );
+  });
+
+  it("boots over the network from the NIC first, with no kernel of its own; on UEFI with OVMF", () => {
+    const pxe = qemuArgs({ ...server, boot: { kind: "network" }, uefi: "/ovmf/OVMF.fd" });
+    const of = (flag: string) => pxe.filter((_, i) => pxe[i - 1] === flag);
+    assert.deepEqual([of("-kernel"), of("-initrd"), of("-append")], [[], [], []]);
+    assert.deepEqual(of("-device"), [
+      "virtio-net-pci,netdev=net0,mac=52:54:00:15:00:02,bootindex=0",
+    ]);
+    assert.deepEqual(of("-bios"), ["/ovmf/OVMF.fd"]);
+    // SeaBIOS unless asked; a direct kernel boot leaves the boot order alone.
+    assert.deepEqual(after("-bios"), []);
+    assert.ok(!after("-device").some((d) => d.includes("bootindex")));
   });
 
   it("puts ttyS0 and ttyS1 on unix sockets with logs, and QMP on a socket", () => {
@@ -143,5 +160,56 @@ describe("simulator: console log", () => {
       "flatgrid-supervisor: ready in 6601 ms (kvm: yes)",
     ]);
     assert.deepEqual(lastLines(log, 0), []);
+  });
+});
+
+describe("simulator and image: network boot files", () => {
+  const grid = ["flatgrid.grid=rack1", "flatgrid.token=0123456789abcdef"];
+
+  it("iPXE: relative file names, the grid's keys on the kernel line, the DHCP name as host name", () => {
+    const script = ipxeScript({ args: grid, hostnameFromDhcp: true });
+    const lines = script.split("\n");
+    assert.equal(lines[0], "#!ipxe");
+    assert.ok(lines.includes("initrd initrd.img"));
+    assert.equal(lines.at(-2), "boot");
+    const kernel = lines.find((l) => l.startsWith("kernel "));
+    assert.equal(
+      kernel,
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: iPXE's own ${setting} syntax.
+      "kernel vmlinuz initrd=initrd.img console=tty0 console=ttyS0,115200 flatgrid.grid=rack1 flatgrid.token=0123456789abcdef ${fg-host}",
+    );
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: iPXE's own ${setting} syntax.
+    assert.ok(lines.includes("isset ${hostname} && set fg-host flatgrid.hostname=${hostname} ||"));
+    // The simulator's nodes have their console on ttyS0 alone.
+    const sim = ipxeScript({ args: [], console: ["console=ttyS0"], hostnameFromDhcp: false });
+    assert.ok(sim.includes("kernel vmlinuz initrd=initrd.img console=ttyS0\n"));
+    assert.ok(!sim.includes("fg-host"));
+  });
+
+  it("PXELINUX: one default entry with the same kernel line", () => {
+    const cfg = pxelinuxConfig({ args: grid, hostnameFromDhcp: true });
+    assert.match(cfg, /^DEFAULT flatgrid$/m);
+    assert.match(cfg, /^ {2}KERNEL vmlinuz$/m);
+    assert.match(cfg, /^ {2}INITRD initrd\.img$/m);
+    assert.match(cfg, /^ {2}APPEND console=tty0 console=ttyS0,115200 flatgrid\.grid=rack1 /m);
+  });
+
+  it("dnsmasq: DHCP and TFTP only, fixed hosts, iPXE gets the script and plain PXE gets iPXE", () => {
+    const conf = dnsmasqConfig({
+      iface: "br0",
+      tftpRoot: "/srv/pxe",
+      range: { first: "10.0.0.100", last: "10.0.0.199", netmask: "255.255.255.0" },
+      hosts: [{ mac: "52:54:00:15:00:01", ip: "10.0.0.1", hostname: "node-1" }],
+      noRouter: true,
+    }).split("\n");
+    assert.ok(conf.includes("port=0"), "no DNS");
+    assert.ok(conf.includes("interface=br0") && conf.includes("bind-interfaces"));
+    assert.ok(conf.includes("dhcp-host=52:54:00:15:00:01,10.0.0.1,node-1,infinite"));
+    assert.ok(conf.includes("dhcp-option=option:router"));
+    assert.ok(conf.includes("tftp-root=/srv/pxe"));
+    assert.ok(conf.includes("dhcp-boot=tag:ipxe,boot.ipxe"));
+    assert.ok(conf.includes("dhcp-option=tag:ipxe,encap:175,176,1b"), "iPXE: no ProxyDHCP wait");
+    assert.ok(conf.includes("dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi"));
+    assert.ok(conf.includes("dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe"));
   });
 });
