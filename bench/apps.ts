@@ -1,10 +1,11 @@
 /**
  * `npm run bench -- apps`: scheduler placement of 10,000 instances on 1,000 node records,
  * time and memory, next to a plain first-fit placement of the same input in the same run
- * (the floor: no spreading, no balancing, no explanations). Deploy and recovery times need
- * the agents (issue 6) and are not measured yet.
+ * (the floor: no spreading, no balancing, no explanations); then shop's deploy and recovery
+ * times on a real 3-node grid (apps-grid.ts). BENCH_ROUNDS sets the deploy rounds (3).
  */
 import { type Demand, type NodeCapacity, place } from "../src/controller/index.js";
+import { deployAndRecovery } from "./apps-grid.js";
 import { median, progress, report } from "./report.js";
 
 function input(): { nodes: NodeCapacity[]; pending: Demand[] } {
@@ -97,4 +98,5 @@ export async function run(): Promise<void> {
     baseline_value: Math.max(0.1, median(base.map((m) => m.mib))),
     note: "heap growth during one placement (run with --expose-gc for exact numbers)",
   });
+  await deployAndRecovery(Number(process.env.BENCH_ROUNDS ?? 3));
 }
