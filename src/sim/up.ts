@@ -45,7 +45,10 @@ const GRID_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 export interface UpOptions {
   nodes: number;
   dir?: string;
-  /** kernel (default): QEMU loads vmlinuz and initrd.img; pxe: the nodes boot over the network. */
+  /**
+   * kernel (default): QEMU loads vmlinuz and initrd.img; pxe: the nodes boot over the
+   * network; iso: from flatgrid.iso as a CD, configured by node.conf on their disks.
+   */
   boot?: string;
   /** bios (default, SeaBIOS) or uefi (OVMF). */
   firmware?: string;
