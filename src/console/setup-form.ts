@@ -24,9 +24,9 @@ const isStatic = (f: SetupForm) => f.values["flatgrid.net"] === "static";
 export const SETUP_FIELDS: FieldSpec[] = [
   {
     key: "currentPassword",
-    label: "Current password",
+    label: "Password or token",
     kind: "secret",
-    help: "the console password: changing the node's settings needs it",
+    help: "the console password, or an admin token of the grid: changing the settings needs one",
     shown: (f) => f.passwordSet,
   },
   {

@@ -1,7 +1,6 @@
 import { createServer, type IncomingMessage, request, type Server } from "node:http";
-import { dirname, join } from "node:path";
 import { readReplyError, routeGridApi } from "../api/index.js";
-import { ControlClient, ControlError, listenPrivateSocket } from "../os/index.js";
+import { ControlClient, ControlError, gridSocketPath, listenPrivateSocket } from "../os/index.js";
 import type { GridNode, GridStatus } from "./grid-node.js";
 
 /**
@@ -11,14 +10,7 @@ import type { GridNode, GridStatus } from "./grid-node.js";
  * API is on the node's HTTPS port for holders of an admin token.
  */
 
-export const DEFAULT_GRID_SOCKET = "/run/flatgrid/grid.sock";
-
-/** FLATGRID_GRID_SOCKET, else grid.sock beside the supervisor's socket, else the default. */
-export function gridSocketPath(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.FLATGRID_GRID_SOCKET) return env.FLATGRID_GRID_SOCKET;
-  if (env.FLATGRID_SOCKET) return join(dirname(env.FLATGRID_SOCKET), "grid.sock");
-  return DEFAULT_GRID_SOCKET;
-}
+export { DEFAULT_GRID_SOCKET, gridSocketPath } from "../os/index.js";
 
 export async function listenGridSocket(path: string, node: GridNode): Promise<Server> {
   const server = createServer((req, res) => routeGridApi(node, req, res, { door: "local" }));

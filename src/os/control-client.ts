@@ -1,11 +1,24 @@
 import { request } from "node:http";
+import { dirname, join } from "node:path";
 import type { LogEntry } from "./log-buffer.js";
 
 export const DEFAULT_SOCKET = "/run/flatgrid/supervisor.sock";
+export const DEFAULT_GRID_SOCKET = "/run/flatgrid/grid.sock";
 
 /** Where the supervisor listens: FLATGRID_SOCKET overrides the standard path. */
 export function socketPath(env: NodeJS.ProcessEnv = process.env): string {
   return env.FLATGRID_SOCKET || DEFAULT_SOCKET;
+}
+
+/**
+ * Where the grid service listens: FLATGRID_GRID_SOCKET, else grid.sock beside the
+ * supervisor's socket, else the default. (Here, in os, because the supervisor asks the grid
+ * service too: whether an admin token is the grid's.)
+ */
+export function gridSocketPath(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.FLATGRID_GRID_SOCKET) return env.FLATGRID_GRID_SOCKET;
+  if (env.FLATGRID_SOCKET) return join(dirname(env.FLATGRID_SOCKET), "grid.sock");
+  return DEFAULT_GRID_SOCKET;
 }
 
 export class ControlError extends Error {

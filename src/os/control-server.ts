@@ -18,9 +18,12 @@ import { ServiceInUseError, type Supervisor, UnknownServiceError } from "./super
  *   POST /v1/services/NAME/{start,stop,restart}
  *   GET  /v1/logs/NAME?lines=N&follow=1    log entries as NDJSON; follow keeps streaming
  *   GET  /v1/node                          boot mode, configuration and its errors
- *   PUT  /v1/node/settings                 {"settings": {"flatgrid.grid": ...}, "consolePassword"}:
- *                                          store the node's own settings on its data partition
- *                                          (400 with problems per key; 409 without a partition)
+ *   PUT  /v1/node/settings                 {"settings": {"flatgrid.grid": ...}, "consolePassword",
+ *                                          "currentPassword"}: store the node's own settings on its
+ *                                          data partition; once a console password is set, the
+ *                                          current one or an admin token of the grid is needed
+ *                                          (400 with problems per key; 409 without a partition;
+ *                                          503 when the grid cannot check a token)
  *   POST /v1/console/check-password        {"password"}: {set, ok}
  *   POST /v1/power/{poweroff,reboot}
  */

@@ -1,7 +1,9 @@
 export {
   ControlClient,
   ControlError,
+  DEFAULT_GRID_SOCKET,
   DEFAULT_SOCKET,
+  gridSocketPath,
   parseReply,
   replyError,
   socketPath,

@@ -2,7 +2,8 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
-import { socketPath } from "./control-client.js";
+import { parseAdminToken } from "../api/admin-token.js";
+import { ControlClient, gridSocketPath, socketPath } from "./control-client.js";
 import { ApiError, listenControlSocket, SocketInUseError } from "./control-server.js";
 import { PidFiles } from "./leftovers.js";
 import { formatConfigError, redactConfig } from "./node-config.js";
@@ -54,6 +55,42 @@ function parseCommandLine() {
     process.stderr.write(`flatgrid-supervisor: ${(err as Error).message}\n${USAGE}\n`);
     process.exit(2);
   }
+}
+
+/**
+ * Whether `text`, given where the console password goes, is an admin token of the grid:
+ * the grid service knows (it needs quorum). Not a token at all: false, and the password
+ * rules apply. A token the grid rejects, or cannot check now, is that field's problem.
+ */
+async function checkAdminToken(text: string | undefined, supervisorSocket: string) {
+  if (!text || !parseAdminToken(text)) return false;
+  const grid = new ControlClient(gridSocketPath({ FLATGRID_SOCKET: supervisorSocket }), {
+    name: "the grid service",
+    hint: "is the grid service running? `flatgrid services`",
+    timeoutMs: 15_000,
+  });
+  let valid = false;
+  try {
+    ({ valid } = await grid.post<{ valid: boolean }>("/v1/tokens/verify", { token: text }));
+  } catch (err) {
+    throw new ApiError(
+      503,
+      "grid-unavailable",
+      `cannot check the admin token: ${(err as Error).message}`,
+      [
+        {
+          key: "currentPassword",
+          message:
+            "is an admin token, which the grid cannot check now (no grid service or no quorum)",
+        },
+      ],
+    );
+  }
+  if (!valid)
+    throw new ApiError(400, "bad-settings", "not an admin token of this grid", [
+      { key: "currentPassword", message: "is not an admin token of this grid" },
+    ]);
+  return true;
 }
 
 /** Service tables from /etc/flatgrid/services.d and --services; a bad file is reported and skipped. */
@@ -171,9 +208,10 @@ async function main(): Promise<void> {
       data: storage.data,
     }),
     configure: async (request) => {
+      const adminToken = await checkAdminToken(request.currentPassword, path);
       let stored: ReturnType<NodeSettingsStore["store"]>;
       try {
-        stored = settings.store(request);
+        stored = settings.store(request, adminToken);
       } catch (err) {
         if (err instanceof SettingsError)
           throw new ApiError(400, "bad-settings", err.message, err.problems);

@@ -178,14 +178,19 @@ export class NodeSettingsStore {
 
   /**
    * Checks and stores settings and a console password; returns the configuration they make
-   * and the keys that changed. Nothing is written unless everything is right.
+   * and the keys that changed. Nothing is written unless everything is right. Changing them
+   * needs the console password, once one is set, or an admin token of the grid.
    */
-  store(request: StoreRequest): { config: NodeConfig; file: string; changed: string[] } {
+  store(
+    request: StoreRequest,
+    /** Whether the grid said request.currentPassword is one of its admin tokens. */
+    adminToken = false,
+  ): { config: NodeConfig; file: string; changed: string[] } {
     const dir = this.o.dir;
     if (!dir) throw new NoStorageError();
     const problems: SettingProblem[] = [];
     const password = this.checkPassword(request.currentPassword ?? "");
-    if (password.set && !password.ok)
+    if (password.set && !password.ok && !adminToken)
       problems.push({
         key: "currentPassword",
         message: request.currentPassword

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type AppStatus, callGrid } from "../../src/grid/index.js";
-import { ControlClient, type ServiceStatus } from "../../src/os/index.js";
+import { ControlClient, ControlError, type ServiceStatus } from "../../src/os/index.js";
 import { formed, GridCluster } from "./grid-harness.js";
 import { idleCatalog } from "./idle-catalog.js";
 import { sleep, sweepStale } from "./netns.js";
@@ -301,6 +301,31 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     keys("Enter");
     await until("the restart said", /grid: restarted/);
     await g.until("node 3 back in the grid", formed(3), 60_000);
+    // The node's settings (the setup form's save) take the admin token as well, checked by
+    // the supervisor with the grid service; a made-up token or a wrong password stores nothing.
+    const put = (currentPassword: string) =>
+      node3
+        .put<{ changed: string[] }>("/v1/node/settings", {
+          settings: { "flatgrid.dns": "10.213.0.254" },
+          currentPassword,
+        })
+        .catch((err: ControlError) => err);
+    const made = await put(`fgt1.000000000000.${"A".repeat(43)}`);
+    assert.ok(made instanceof ControlError);
+    assert.deepEqual(made.problems, [
+      { key: "currentPassword", message: "is not an admin token of this grid" },
+    ]);
+    const wrong = await put("not-the-password");
+    assert.ok(wrong instanceof ControlError);
+    assert.deepEqual(wrong.problems, [
+      { key: "currentPassword", message: "is not the console password" },
+    ]);
+    const conf = join(g.node(3).dir, "state", "node.conf");
+    assert.doesNotMatch(readFileSync(conf, "utf8"), /flatgrid\.dns/);
+    const stored = await put(token);
+    assert.ok(!(stored instanceof ControlError), String(stored));
+    assert.deepEqual(stored.changed, ["flatgrid.dns"]);
+    assert.match(readFileSync(conf, "utf8"), /^flatgrid\.dns=10\.213\.0\.254$/m);
   });
 
   it("A on the grid screen attaches to an instance's serial console, wherever it runs; Ctrl-] comes back", {

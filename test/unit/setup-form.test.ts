@@ -79,6 +79,6 @@ describe("console setup form", () => {
       { key: "currentPassword", message: "is not the console password" },
     ]);
     assert.equal(form.focus, 0);
-    assert.match(screen(form), /\^ Current password is not the console password/);
+    assert.match(screen(form), /\^ Password or token is not the console password/);
   });
 });
