@@ -1,4 +1,4 @@
-import { copyFileSync, linkSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   dnsmasqConfig,
@@ -6,6 +6,7 @@ import {
   type NetbootOptions,
   pxelinuxConfig,
 } from "../src/sim/boot-files.js";
+import { place } from "../src/sim/netboot.js";
 import { debianDeb, debianExtract } from "./debian.js";
 import { run, stampTimes } from "./tools.js";
 
@@ -25,16 +26,6 @@ import { run, stampTimes } from "./tools.js";
  * syslinux-common packages. The simulator (`flatgrid sim up --boot pxe`) serves a copy of
  * this set, with its grid on the kernel line, from dnsmasq inside its namespace.
  */
-
-/** Hard link where it can (the set is 100+ MiB), else a copy. */
-export function place(from: string, to: string): void {
-  rmSync(to, { force: true });
-  try {
-    linkSync(from, to);
-  } catch {
-    copyFileSync(from, to);
-  }
-}
 
 /** Writes the boot set into `dir` (emptied first) from the kernel and initrd. */
 export function writeNetbootSet(

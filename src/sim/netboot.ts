@@ -65,7 +65,7 @@ export function startNetboot(o: {
   /** Kernel arguments every node gets (the grid's keys, the console). */
   cmdline: string[];
   hosts: NetbootHost[];
-  /** The bridge's address and the range for anything else on it. */
+  /** What DHCP hands out to anything else on the bridge (the nodes have fixed addresses). */
   range: { first: string; last: string; netmask: string };
 }): NetbootServer {
   checkDnsmasq();
