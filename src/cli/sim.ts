@@ -139,7 +139,11 @@ export function addSimCommands(program: Command): void {
     )
     .option("--memory <size>", "memory of each server, MiB or like 2G", mebibytes, 2048)
     .option("--cpus <count>", "vCPUs of each server", wholeNumber, 1)
-    .option("--grid <name>", "grid name on the nodes' kernel command line", "sim")
+    .option(
+      "--grid <name>",
+      "the grid name every node gets (kernel line, boot.ipxe or node.conf)",
+      "sim",
+    )
     .option("--token <token>", "join token (default: a random one, kept in the state directory)")
     .addOption(
       new Option("--accel <accel>", "auto: KVM where it boots stock kernels, else TCG")
