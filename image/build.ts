@@ -12,9 +12,8 @@ import {
 } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { CACHE, debianKernel } from "./debian.js";
+import { CACHE, debianCloudKernel } from "./debian.js";
 import { buildIso } from "./iso.js";
-import { installCuratedModules } from "./modules.js";
 import { buildPxe, netbootPackages } from "./pxe.js";
 import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
 
@@ -33,12 +32,9 @@ import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
  * cached in /var/cache/flatgrid. Times and file order are fixed (SOURCE_DATE_EPOCH), so
  * two builds of the same inputs give the same initrd.
  *
- * The kernel is Debian's generic one (linux-image-amd64) with a curated set of its modules
- * (modules.ts): NICs, disk controllers, USB keyboards, virtio, KVM, bridges, VXLAN,
- * nftables, ext4, DRBD; the supervisor loads the ones the hardware needs (coldplug).
- *
- * Not built yet (issue: node image): an esbuild bundle (this copies dist/ and the
- * production node_modules).
+ * Not built yet (issue: node image): the curated module set of
+ * linux-image-amd64 for real servers (this uses the cloud kernel, which boots fast in the
+ * simulator), and an esbuild bundle (this copies dist/ and the production node_modules).
  */
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -88,12 +84,12 @@ function debianRoot(root: string): void {
   run("tar", ["-xf", tar, "-C", root]);
 }
 
-/** Debian's generic kernel, for real servers, with a curated set of its modules. */
 function installKernel(root: string, out: string): string {
-  const kernel = debianKernel("amd64");
+  const kernel = debianCloudKernel();
+  step(`kernel: ${kernel.version}`);
   copyFileSync(kernel.path, join(out, "vmlinuz"));
-  const { modules, bytes } = installCuratedModules(kernel.tree, kernel.version, root);
-  step(`kernel: ${kernel.version}, ${modules} modules (${(bytes / 2 ** 20).toFixed(0)} MiB)`);
+  cpSync(join(kernel.tree, "lib/modules"), join(root, "lib/modules"), { recursive: true });
+  run("depmod", ["-b", root, kernel.version]);
   return kernel.version;
 }
 

@@ -19,7 +19,7 @@ const CLI = join(ROOT, "dist/src/cli/main.js");
 
 const NOT_BUILT = [
   "replication of instances' data volumes (a db moved to another node starts empty)",
-  "an esbuild bundle of the node's code (the image carries dist/ and node_modules)",
+  "the curated module set of Debian's generic kernel for real servers (the image has the cloud kernel)",
 ];
 
 function demoServices(): ServiceSpecInput[] {
