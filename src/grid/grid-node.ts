@@ -834,6 +834,9 @@ export class GridNode extends EventEmitter {
     // is placed here may have moved meanwhile. The next tick proves it again.
     if (Date.now() - provenAt > agent.leaseMs / 2) return;
     if (Date.now() - this.desiredAt >= 1000 * this.o.timescale) {
+      // The read's age counts from when it was sent: a process paused while it was under
+      // way gets, on waking, an answer from before the pause, which must not pass for new.
+      const sentAt = Date.now();
       const state = await readAppState(client);
       const apps = new Map(state.apps.map((a) => [a.name, a]));
       this.desired = state.placements
@@ -850,8 +853,10 @@ export class GridNode extends EventEmitter {
           return at ? [[`${p.app}/${p.instance}`, at] as [string, string]] : [];
         }),
       );
-      this.desiredAt = Date.now();
+      this.desiredAt = sentAt;
     }
+    // Placements read before a stall may have moved since: reconcile only on a fresh proof.
+    if (Date.now() - provenAt > agent.leaseMs / 2) return;
     agent.reconcile(this.desired, this.where);
   }
 
