@@ -96,3 +96,16 @@ function tcgBecause(why: string): AccelChoice {
     warning: null,
   };
 }
+
+/**
+ * What the operator should know about giving each node several vCPUs, or null. Under TCG a
+ * node with 2 vCPUs froze (Debian 12's QEMU 7.2): one vCPU went on running its translation of
+ * kernel code that the other had just patched (a static key turned on as a microVM started),
+ * looping on an int3 no longer in memory with interrupts off, once in 17 microVM starts. With
+ * one vCPU, translation and patching happen on one thread and cannot race. QEMU 10.0 from
+ * bookworm-backports did not freeze but panicked a 2-vCPU node once in 36 starts. Pure.
+ */
+export function tcgVcpusWarning(accel: AccelChoice, cpus: number): string | null {
+  if (accel.accel !== "tcg" || cpus <= 1) return null;
+  return `${cpus} vCPUs per node under TCG: QEMU's multi-threaded TCG has frozen such nodes (a vCPU looping on kernel code that another vCPU had just patched, about once in 17 microVM starts); one vCPU per node cannot race that way`;
+}

@@ -9,6 +9,7 @@ export {
   chooseAccel,
   type HostKvm,
   probeHostKvm,
+  tcgVcpusWarning,
 } from "./accel.js";
 export { attachConsole, bootStep, lastLines, READY_LINE, readLog } from "./console.js";
 export { anyAlive, type DownResult, down } from "./down.js";
@@ -18,7 +19,7 @@ export { killProcessesIn, NS_PREFIX, namespaceExists, pidsInNamespace } from "./
 export { bootUntil, type OneShot, type OneShotResult } from "./one-shot.js";
 export { kill, start } from "./power.js";
 export { QEMU, type QemuServer, qemuAlive, qemuArgs } from "./qemu.js";
-export { qmp } from "./qmp.js";
+export { qmp, vcpuLines, vcpuSummary } from "./qmp.js";
 export type { ReadyNode } from "./ready.js";
 export { NodeShell } from "./shell.js";
 export {

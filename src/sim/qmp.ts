@@ -5,7 +5,12 @@ import { SimError } from "./errors.js";
  * One QMP command on a QEMU monitor socket: greeting, qmp_capabilities, the command, its
  * return. QMP takes one client at a time, so the connection is closed right after.
  */
-export function qmp<T>(socket: string, execute: string, timeoutMs = 5000): Promise<T> {
+export function qmp<T>(
+  socket: string,
+  execute: string,
+  timeoutMs = 5000,
+  args?: Record<string, unknown>,
+): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const conn = connect(socket);
     let buffer = "";
@@ -36,7 +41,7 @@ export function qmp<T>(socket: string, execute: string, timeoutMs = 5000): Promi
           conn.write(`${JSON.stringify({ execute: "qmp_capabilities" })}\n`);
         } else if (step === 1 && "return" in msg) {
           step = 2;
-          conn.write(`${JSON.stringify({ execute })}\n`);
+          conn.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
         } else if (step === 2 && "return" in msg) {
           clearTimeout(timer);
           conn.end();
@@ -46,4 +51,33 @@ export function qmp<T>(socket: string, execute: string, timeoutMs = 5000): Promi
       }
     });
   });
+}
+
+/**
+ * Where each vCPU of a QEMU machine is, one line per vCPU (instruction pointer, flags,
+ * privilege level, halted or not), from the monitor's `info registers -a`: what to look at
+ * when a simulated node stops answering. Two samples a second apart tell a vCPU that loops
+ * on one instruction from one that runs.
+ */
+export async function vcpuLines(socket: string, timeoutMs = 5000): Promise<string[]> {
+  const text = await qmp<string>(socket, "human-monitor-command", timeoutMs, {
+    "command-line": "info registers -a",
+  });
+  return vcpuSummary(text);
+}
+
+/** The summary lines of `info registers -a` output. Pure. */
+export function vcpuSummary(text: string): string[] {
+  const lines: string[] = [];
+  for (const block of text.split(/^(?=CPU#\d+)/m)) {
+    const cpu = /^CPU#(\d+)/.exec(block)?.[1];
+    const rip = /RIP=(\S+) RFL=(\S+) \[([^\]]*)\] CPL=(\d) .*HLT=(\d)/.exec(block);
+    if (cpu === undefined || !rip) continue;
+    const cr3 = /CR3=(\S+)/.exec(block)?.[1] ?? "?";
+    const interrupts = (Number.parseInt(rip[2] ?? "0", 16) & 0x200) !== 0;
+    lines.push(
+      `vCPU ${cpu}: RIP ${rip[1]} CPL ${rip[4]} interrupts ${interrupts ? "on" : "off"}${rip[5] === "1" ? " halted" : ""} CR3 ${cr3}`,
+    );
+  }
+  return lines;
 }

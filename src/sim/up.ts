@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { DATA_LABEL } from "../os/disk-signature.js";
 import { NODE_CONF } from "../os/node-settings.js";
-import { type AccelRequest, chooseAccel, probeHostKvm } from "./accel.js";
+import { type AccelRequest, chooseAccel, probeHostKvm, tcgVcpusWarning } from "./accel.js";
 import { fileSize } from "./console.js";
 import { anyAlive, down } from "./down.js";
 import { SimError } from "./errors.js";
@@ -251,6 +251,8 @@ export async function up(o: UpOptions): Promise<UpResult> {
   const accel = chooseAccel(o.accel ?? "auto", probeHostKvm());
   progress(`accelerator: ${accel.reason}`);
   if (accel.warning) progress(`warning: ${accel.warning}`);
+  const vcpusWarning = tcgVcpusWarning(accel, o.cpus ?? 1);
+  if (vcpusWarning) progress(`warning: ${vcpusWarning}`);
 
   const grid = o.grid ?? "sim";
   const token = o.token ?? randomBytes(18).toString("base64url");

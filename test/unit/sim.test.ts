@@ -12,6 +12,8 @@ import {
   probeHostKvm,
   type QemuServer,
   qemuArgs,
+  tcgVcpusWarning,
+  vcpuSummary,
 } from "../../src/sim/index.js";
 
 const pvm: HostKvm = { devKvm: true, pvm: true, hardware: null, nested: null };
@@ -49,6 +51,12 @@ describe("simulator: accelerator choice", () => {
     assert.match(forced.warning ?? "", /PVM/);
   });
 
+  it("warns about several vCPUs per node under TCG only", () => {
+    const tcg = chooseAccel("auto", pvm);
+    assert.equal(tcgVcpusWarning(tcg, 1), null);
+    assert.match(tcgVcpusWarning(tcg, 2) ?? "", /^2 vCPUs per node under TCG: .*frozen/);
+    assert.equal(tcgVcpusWarning(chooseAccel("auto", amd), 4), null);
+  });
   it("reads the host's KVM from /sys/module", () => {
     const dir = mkdtempSync(join(tmpdir(), "fg-sim-"));
     try {
@@ -90,6 +98,33 @@ const server: QemuServer = {
   qmpSocket: "/s/node-2/qmp.sock",
   pidFile: "/s/node-2/qemu.pid",
 };
+
+describe("simulator: vCPU summary", () => {
+  it("says where each vCPU is, from info registers -a", () => {
+    // Abridged from a frozen node under QEMU 7.2: vCPU 1 spinning on a lock with interrupts
+    // off, vCPU 0 on a patched int3.
+    const text = [
+      "",
+      "CPU#0",
+      "RAX=0000000000000001 RBX=ffffffffada03d68 RCX=ffffffffacc01199 RDX=0000000000000002",
+      "RIP=ffffffffacc00ba0 RFL=00000046 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=0",
+      "CR0=80050033 CR2=00007fa9d80d4000 CR3=0000000012628000 CR4=00751eb0",
+      "",
+      "CPU#1",
+      "RIP=ffffffffaca18710 RFL=00000002 [-------] CPL=0 II=0 A20=1 SMM=0 HLT=0",
+      "CR0=80050033 CR2=000029b143878000 CR3=00000000bfd18000 CR4=00751ea0",
+      "CPU#2",
+      "RIP=ffffffffae217a0b RFL=00000246 [---Z-P-] CPL=0 II=0 A20=1 SMM=0 HLT=1",
+      "",
+    ].join("\n");
+    assert.deepEqual(vcpuSummary(text), [
+      "vCPU 0: RIP ffffffffacc00ba0 CPL 0 interrupts off CR3 0000000012628000",
+      "vCPU 1: RIP ffffffffaca18710 CPL 0 interrupts off CR3 00000000bfd18000",
+      "vCPU 2: RIP ffffffffae217a0b CPL 0 interrupts on halted CR3 ?",
+    ]);
+    assert.deepEqual(vcpuSummary("QMP says nothing useful"), []);
+  });
+});
 
 describe("simulator: QEMU command line", () => {
   const args = qemuArgs(server);
