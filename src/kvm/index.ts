@@ -38,4 +38,5 @@ export {
   writeRaw,
 } from "./libc.js";
 export * from "./tun-abi.js";
+export * from "./vhost-abi.js";
 export * from "./virtio-abi.js";

@@ -38,6 +38,7 @@ export const vmConfigSchema = z
                 "must be a MAC address like 02:00:00:00:00:01",
               )
               .optional(),
+            vhost: z.boolean().default(true),
           })
           .strict(),
       )
@@ -45,6 +46,10 @@ export const vmConfigSchema = z
       .default([]),
     debugExit: z.boolean().default(false),
     rng: z.boolean().default(true),
+    vsock: z
+      .object({ cid: z.number().int().min(3).max(0xffff_fffe) })
+      .strict()
+      .optional(),
     hugepages: z.boolean().default(false),
   })
   .strict();

@@ -110,6 +110,20 @@ export class GuestMemory {
     throw new GuestMemoryError(address, length);
   }
 
+  /**
+   * Where [address, address + length) is in this process: for the host kernel (vhost), which
+   * reads guest memory through the VMM's own mapping. A GuestMemoryError unless the range lies
+   * inside one region.
+   */
+  hostAddress(address: number, length: number): bigint {
+    for (const region of this.regions) {
+      const off = address - region.guestAddress;
+      if (Number.isSafeInteger(off) && off >= 0 && length >= 0 && off + length <= region.size)
+        return region.hostAddress + BigInt(off);
+    }
+    throw new GuestMemoryError(address, length);
+  }
+
   contains(address: number, length: number): boolean {
     return this.regions.some(
       (r) =>

@@ -22,10 +22,16 @@ export { Tap, TapError } from "./devices/tap.js";
 export { type BlockOptions, DiskError, VirtioBlock } from "./devices/virtio-blk.js";
 export { NicConfigError, type NicOptions, VirtioNet } from "./devices/virtio-net.js";
 export { VirtioRng } from "./devices/virtio-rng.js";
+export { VirtioVsock, VsockError, type VsockOptions } from "./devices/virtio-vsock.js";
 export { FdWatcher } from "./fd-watcher.js";
 export { GuestMemory, GuestMemoryError } from "./guest-memory.js";
 export { runVmm, type VmmOptions } from "./main.js";
 export { FENCED_EXIT, vmCgroupLimits, vmmOverheadMiB } from "./process-contract.js";
-export { type DeviceContext, MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";
+export {
+  type DeviceContext,
+  type KernelQueues,
+  MmioTransport,
+  type VirtioDevice,
+} from "./virtio/mmio-transport.js";
 export { type Chain, type Descriptor, QueueError, Virtqueue } from "./virtio/queue.js";
 export { Vm, type VmConfig, VmConfigError, type VmEnd, type VmStats } from "./vm.js";

@@ -2,6 +2,8 @@ import { chmodSync, mkdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { dirname } from "node:path";
 import { loadVmConfig } from "./config.js";
+import { VirtioNet } from "./devices/virtio-net.js";
+import { VirtioVsock } from "./devices/virtio-vsock.js";
 import { FENCED_EXIT } from "./process-contract.js";
 import { Vm, type VmEnd } from "./vm.js";
 
@@ -79,6 +81,15 @@ export async function runVmm(options: VmmOptions): Promise<number> {
   const vm = new Vm(config);
   if (options.console !== false) vm.on("console", (bytes: Buffer) => process.stdout.write(bytes));
   vm.on("device-error", (message: string) => process.stderr.write(`flatgrid vmm: ${message}\n`));
+  // Which data paths this VM got: the kernel's (vhost) or this process's.
+  for (const { device } of vm.virtio) {
+    if (device instanceof VirtioNet)
+      process.stderr.write(`flatgrid vmm: ${device.name}: frames moved by ${device.dataPath}\n`);
+    if (device instanceof VirtioVsock)
+      process.stderr.write(
+        `flatgrid vmm: vsock: guest context id ${device.cid}, through vhost-vsock\n`,
+      );
+  }
   let server: Server | null = null;
   if (options.socket) {
     const path = options.socket;

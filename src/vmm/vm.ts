@@ -43,6 +43,7 @@ import { Serial } from "./devices/serial.js";
 import { type BlockOptions, VirtioBlock } from "./devices/virtio-blk.js";
 import { type NicOptions, VirtioNet } from "./devices/virtio-net.js";
 import { VirtioRng } from "./devices/virtio-rng.js";
+import { VirtioVsock, type VsockOptions } from "./devices/virtio-vsock.js";
 import { FdWatcher } from "./fd-watcher.js";
 import { GuestMemory } from "./guest-memory.js";
 import { RingText } from "./ring-text.js";
@@ -93,6 +94,8 @@ export interface VmConfig {
   nics?: NicOptions[];
   /** A virtio-rng device (on by default: guests need entropy early). */
   rng?: boolean;
+  /** A virtio-vsock device served by the host's vhost-vsock: the host-guest channel. */
+  vsock?: VsockOptions;
   hugepages?: boolean;
 }
 
@@ -224,6 +227,7 @@ export class Vm extends EventEmitter {
       for (const disk of config.disks ?? []) this.addVirtio(new VirtioBlock(disk));
       for (const nic of config.nics ?? []) this.addVirtio(new VirtioNet(nic, this.watcher));
       if (config.rng !== false) this.addVirtio(new VirtioRng());
+      if (config.vsock) this.addVirtio(new VirtioVsock(config.vsock));
     } catch (err) {
       // A missing disk or a busy tap: release what was already set up before saying so.
       this.release();
@@ -261,6 +265,7 @@ export class Vm extends EventEmitter {
     this.mmio.insert(transport, address, VIRTIO_MMIO_SIZE);
     // ioeventfd: the guest's QueueNotify write for queue q signals an eventfd in the kernel
     // instead of stopping the vCPU; the device does the work on the main thread meanwhile.
+    const kicks: number[] = [];
     for (let q = 0; q < transport.queueCount; q++) {
       const kick = eventfd(EFD_NONBLOCK, `ioeventfd for ${device.name} queue ${q}`);
       this.vmFd.ioeventfd(
@@ -271,12 +276,16 @@ export class Vm extends EventEmitter {
         q,
       );
       this.eventFds.push(kick);
+      kicks.push(kick);
+      // A queue the kernel serves (vhost) reads its own kicks.
+      if (device.kernelQueues?.includes(q)) continue;
       const scratch = Buffer.alloc(8);
       this.watcher.watch(kick, () => {
         readRaw(kick, scratch);
         transport.notifyQueue(q);
       });
     }
+    device.attachKernelQueues?.({ kicks, call: irqEvent });
     this.virtio.push({ transport, address, irq, device });
   }
 

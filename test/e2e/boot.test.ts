@@ -29,6 +29,7 @@ import {
   type CatalogVm,
   DB_VOLUME,
   DISK_MARKER,
+  VSOCK_PORT,
 } from "./guest-assets.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
@@ -209,6 +210,21 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     );
     assert.match(again, /guest: boot count 2\b/);
     assert.match(again, /vmm-exit=0/);
+
+    // The host-guest channel: the guest connects to the node (context id 2) over virtio-vsock,
+    // which the node's vhost-vsock serves; the node's listener sees the guest's context id.
+    const vsock = await sh.run(
+      `/mnt/vsock-echo listen ${VSOCK_PORT} 1 > /tmp/vsock.log 2>&1 & flatgrid vmm --config /mnt/vm-vsock.json; echo vmm-exit=$?`,
+      /vmm-exit=\d+/,
+      400_000,
+    );
+    const listener = await sh.exec("sleep 1; cat /tmp/vsock.log", 30_000);
+    process.stdout.write(
+      `# vsock:\n${[...(vsock.match(/guest: vsock[^\r\n]*/g) ?? []), ...listener.output.trim().split("\n")].map((l) => `#   ${l}`).join("\n")}\n`,
+    );
+    assert.match(vsock, /guest: vsock vsock-echo: reply: echo from the host: hello from the guest/);
+    assert.match(vsock, /vmm-exit=0/);
+    assert.match(listener.output, /vsock-echo: from cid 3 port \d+: hello from the guest/);
     await sh.run("umount /mnt; echo umounted=$?", /umounted=\d/, 30_000);
   });
 
@@ -306,6 +322,9 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     // db first, then web, which uses it: the order an agent starts them in.
     let logs = "";
     for (const vm of [db, web]) logs += await boot(vm);
+    // The node has /dev/vhost-net: the kernel moves these VMs' frames, not the VMM.
+    assert.match(logs, /flatgrid vmm: net e2et1: frames moved by vhost-net/);
+    assert.match(logs, /flatgrid vmm: net e2et2: frames moved by vhost-net/);
     assert.match(logs, /flatgrid-guest: db\.0: db@1 on 1 cpus, eth0 10\.77\.0\.3\/24/);
     assert.match(logs, /db: redis on port 6379, data in \/data\/redis/);
     assert.match(logs, /flatgrid-guest: web\.0: web@1 on 1 cpus, eth0 10\.77\.0\.2\/24/);

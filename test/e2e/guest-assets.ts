@@ -5,9 +5,13 @@
 import { execFileSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { debianExtract } from "../../image/debian.js";
 import type { GuestKernel } from "../../image/guest.js";
 import { cpioImage } from "../../image/tools.js";
+
+/** native/out/vsock-echo, built by npm run build (make -C native): static, runs anywhere. */
+const VSOCK_ECHO = fileURLToPath(new URL("../../../native/out/vsock-echo", import.meta.url));
 
 function sh(cmd: string, args: string[], cwd?: string): Buffer {
   return execFileSync(cmd, args, { cwd, stdio: ["ignore", "pipe", "pipe"], maxBuffer: 1 << 28 });
@@ -27,6 +31,16 @@ const GUEST_MODULES = [
   "drivers/virtio/virtio_mmio.ko",
   "drivers/block/virtio_blk.ko",
 ];
+
+/** The guest side of virtio-vsock, loaded only by a VM whose command line says fgvsock. */
+const VSOCK_MODULES = [
+  "net/vmw_vsock/vsock.ko",
+  "net/vmw_vsock/vmw_vsock_virtio_transport_common.ko",
+  "net/vmw_vsock/vmw_vsock_virtio_transport.ko",
+];
+
+/** The port the node's vsock-echo listens on in the vsock round trip. */
+export const VSOCK_PORT = 5000;
 
 /** Read by the guest from the data disk, to show a read reaches the file behind /dev/vda. */
 export const DISK_MARKER = "flatgrid-e2e-disk-marker";
@@ -48,6 +62,12 @@ echo "guest: cpus online $(cat /sys/devices/system/cpu/online)"
 for m in ${GUEST_MODULES.map((m) => m.split("/").pop()).join(" ")}; do
   insmod /lib/modules/$m || echo "guest: insmod $m failed"
 done
+if grep -q fgvsock /proc/cmdline; then
+  for m in ${VSOCK_MODULES.map((m) => m.split("/").pop()).join(" ")}; do
+    insmod /lib/modules/$m || echo "guest: insmod $m failed"
+  done
+  echo "guest: vsock $(/bin/vsock-echo send 2 ${VSOCK_PORT} "hello from the guest" 2>&1)"
+fi
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
 if [ -b /dev/vda ]; then
@@ -80,13 +100,18 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
   rmSync(initrd, { recursive: true, force: true });
   mkdirSync(join(initrd, "bin"), { recursive: true });
   mkdirSync(join(initrd, "lib/modules"), { recursive: true });
-  for (const m of GUEST_MODULES) {
+  for (const m of [...GUEST_MODULES, ...VSOCK_MODULES]) {
     const from = join(kernel.tree, "lib/modules", kernel.version, "kernel", m);
     copyFileSync(from, join(initrd, "lib/modules", m.split("/").pop() ?? m));
   }
   debianFile("busybox-static", "bin/busybox", join(initrd, "bin/busybox"));
   chmodSync(join(initrd, "bin/busybox"), 0o755);
   symlinkSync("busybox", join(initrd, "bin/sh"));
+  // Both ends of the vsock round trip: in the guest, and on the node from the assets disk.
+  copyFileSync(VSOCK_ECHO, join(initrd, "bin/vsock-echo"));
+  chmodSync(join(initrd, "bin/vsock-echo"), 0o755);
+  copyFileSync(VSOCK_ECHO, join(root, "vsock-echo"));
+  chmodSync(join(root, "vsock-echo"), 0o755);
   writeFileSync(join(initrd, "init"), GUEST_INIT, { mode: 0o755 });
   cpioImage(initrd, join(root, "initrd.img"));
   const data = Buffer.alloc(1024 * 1024);
@@ -102,6 +127,11 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
   });
   writeFileSync(join(root, "vm1.json"), JSON.stringify(vm(1)));
   writeFileSync(join(root, "vm2.json"), JSON.stringify(vm(2)));
+  // Context id 3: the first a guest may have; the node runs no other VM with one.
+  writeFileSync(
+    join(root, "vm-vsock.json"),
+    JSON.stringify({ ...vm(1), cmdline: "quiet fgvsock", vsock: { cid: 3 } }),
+  );
   const image = join(dir, "assets.ext4");
   rmSync(image, { force: true });
   sh("mke2fs", ["-q", "-t", "ext4", "-d", root, "-L", "assets", image, "96M"]);

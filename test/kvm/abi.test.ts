@@ -16,10 +16,11 @@ import {
 import { LAYOUTS } from "../../src/kvm/layouts.js";
 import { LIBC_CONSTANTS } from "../../src/kvm/libc.js";
 import { TUN_CONSTANTS, TUN_HEADERS, TUN_LAYOUTS } from "../../src/kvm/tun-abi.js";
+import { VHOST_CONSTANTS, VHOST_HEADERS, VHOST_LAYOUTS } from "../../src/kvm/vhost-abi.js";
 import { VIRTIO_CONSTANTS, VIRTIO_HEADERS } from "../../src/kvm/virtio-abi.js";
 
 let fromC = new Map<string, number>();
-const ALL_LAYOUTS = [...LAYOUTS, boot_params, boot_e820_entry, ...TUN_LAYOUTS];
+const ALL_LAYOUTS = [...LAYOUTS, boot_params, boot_e820_entry, ...TUN_LAYOUTS, ...VHOST_LAYOUTS];
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-abi-"));
 
 before(() => {
@@ -32,6 +33,7 @@ before(() => {
   for (const name of Object.keys(VIRTIO_CONSTANTS)) print(name, name);
   for (const name of Object.keys(BOOTPARAM_CONSTANTS)) print(name, name);
   for (const name of Object.keys(TUN_CONSTANTS)) print(name, name);
+  for (const name of Object.keys(VHOST_CONSTANTS)) print(name, name);
   for (const layout of ALL_LAYOUTS) {
     print(`sizeof ${layout.c}`, `sizeof(${layout.c})`);
     for (const [field, [, size]] of Object.entries(layout.fields)) {
@@ -45,6 +47,7 @@ before(() => {
     ...VIRTIO_HEADERS,
     ...BOOTPARAM_HEADERS,
     ...TUN_HEADERS,
+    ...VHOST_HEADERS,
     ...new Set(Object.values(LIBC_CONSTANTS).map((c) => c.header)),
     "stddef.h",
     "stdio.h",
@@ -79,6 +82,7 @@ describe("KVM ABI against the kernel headers", () => {
       ...VIRTIO_CONSTANTS,
       ...BOOTPARAM_CONSTANTS,
       ...TUN_CONSTANTS,
+      ...VHOST_CONSTANTS,
     })) {
       assert.equal(value, fromC.get(name), name);
     }

@@ -3,12 +3,19 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Kvm, KvmUnavailableError } from "../../src/kvm/index.js";
-import { DiskError, ElfError, Vm, type VmConfig, VmConfigError } from "../../src/vmm/index.js";
+import {
+  DiskError,
+  ElfError,
+  Vm,
+  type VmConfig,
+  VmConfigError,
+  VsockError,
+} from "../../src/vmm/index.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const guest = (name: string) => join(ROOT, "native/out", `testguest-${name}.elf`);
@@ -198,6 +205,24 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
       (e: unknown) =>
         e instanceof DiskError && e.message === "disk /nonexistent/disk.img: no such file",
     );
+    assert.throws(
+      () => new Vm({ memoryMiB: 16, vcpus: 1, kernel: guest("hello"), vsock: { cid: 2 } }),
+      (e: unknown) =>
+        e instanceof VsockError &&
+        e.code === "bad-cid" &&
+        /context id 2 is not one/.test(e.message),
+    );
+    // vhost-vsock is the node kernel's (the e2e boot test makes a round trip through it); a
+    // host without it gets this error, and nothing of the VM is left behind.
+    if (!existsSync("/dev/vhost-vsock")) {
+      assert.throws(
+        () => new Vm({ memoryMiB: 16, vcpus: 1, kernel: guest("hello"), vsock: { cid: 3 } }),
+        (e: unknown) =>
+          e instanceof VsockError &&
+          e.code === "no-vhost" &&
+          e.message === "vsock: no /dev/vhost-vsock on this host (modprobe vhost_vsock)",
+      );
+    }
     assert.throws(
       () => Kvm.open("/nonexistent/kvm"),
       (e: unknown) =>

@@ -1,8 +1,11 @@
+import { existsSync } from "node:fs";
 import {
   readRaw,
+  SyscallError,
   TUN_F_CSUM,
   TUN_F_TSO4,
   TUN_F_TSO6,
+  VHOST_NET_SET_BACKEND,
   VIRTIO_ID_NET,
   VIRTIO_NET_F_CSUM,
   VIRTIO_NET_F_GUEST_CSUM,
@@ -18,15 +21,17 @@ import {
   writeRaw,
 } from "../../kvm/index.js";
 import type { FdWatcher } from "../fd-watcher.js";
-import type { DeviceContext, VirtioDevice } from "../virtio/mmio-transport.js";
-import { gatherReadable } from "../virtio/queue.js";
+import type { DeviceContext, KernelQueues, VirtioDevice } from "../virtio/mmio-transport.js";
+import { gatherReadable, QueueError } from "../virtio/queue.js";
 import { Tap } from "./tap.js";
+import { Vhost } from "./vhost.js";
 
 /**
- * virtio-net on a tap device, data path in user space (virtio 1.2, 5.1). The tap speaks the
- * same 12-byte virtio_net_hdr_v1 as the guest, so headers pass through untouched and
- * checksum and segmentation offloads work end to end once negotiated. Where the host has
- * /dev/vhost-net the kernel should carry this path instead: not done yet.
+ * virtio-net on a tap device (virtio 1.2, 5.1). The tap speaks the same 12-byte
+ * virtio_net_hdr_v1 as the guest, so headers pass through untouched and checksum and
+ * segmentation offloads work end to end once negotiated. Where the host has /dev/vhost-net,
+ * the kernel moves the frames between the rings and the tap (vhost-net, the tap as backend of
+ * both rings); elsewhere, and with `vhost: false`, the VMM does, from its event loop.
  */
 
 const RX = 0;
@@ -42,7 +47,14 @@ export interface NicOptions {
   tap: string;
   /** aa:bb:cc:dd:ee:ff; a locally administered one is made up when absent. */
   mac?: string;
+  /**
+   * Let the host kernel's vhost-net move the frames when /dev/vhost-net exists (the default):
+   * no VM exit and no copy through this process per frame. false keeps them in the VMM.
+   */
+  vhost?: boolean;
 }
+
+const VHOST_NET = "/dev/vhost-net";
 
 export class NicConfigError extends Error {
   constructor(message: string) {
@@ -64,6 +76,13 @@ export class VirtioNet implements VirtioDevice {
   private watching = false;
   private readonly frame = Buffer.alloc(MAX_FRAME);
   readonly stats = { rxFrames: 0, txFrames: 0, rxDropped: 0, txDropped: 0, rxBytes: 0, txBytes: 0 };
+  /** vhost-net when the kernel carries the frames (the VMM's stats then stay at zero). */
+  private readonly vhost: Vhost | null = null;
+  readonly kernelQueues?: readonly number[];
+  /** Who moves the frames, and why not the kernel when it is the VMM. */
+  readonly dataPath: string;
+  private fds: KernelQueues | null = null;
+  private backendSet = false;
 
   constructor(
     options: NicOptions,
@@ -85,6 +104,25 @@ export class VirtioNet implements VirtioDevice {
       bit(VIRTIO_RING_F_INDIRECT_DESC);
     this.mac.copy(this.config, 0);
     this.config.writeUInt16LE(VIRTIO_NET_S_LINK_UP, 6);
+    if (options.vhost === false) this.dataPath = "the VMM (vhost off in the config)";
+    else if (!existsSync(VHOST_NET)) this.dataPath = `the VMM (no ${VHOST_NET} on this host)`;
+    else {
+      try {
+        this.vhost = new Vhost(VHOST_NET);
+        this.kernelQueues = [RX, TX];
+        this.dataPath = "vhost-net";
+        // The ring features are the kernel's now: offer only those it serves. The offloads are
+        // the tap's, as before.
+        const ring = bit(VIRTIO_RING_F_INDIRECT_DESC);
+        if (!(this.vhost.features & ring)) this.features &= ~ring;
+      } catch (err) {
+        this.dataPath = `the VMM (${VHOST_NET}: ${(err as Error).message})`;
+      }
+    }
+  }
+
+  attachKernelQueues(fds: KernelQueues): void {
+    this.fds = fds;
   }
 
   get tapName(): string {
@@ -112,12 +150,42 @@ export class VirtioNet implements VirtioDevice {
       if (has(VIRTIO_NET_F_GUEST_TSO6)) offload |= TUN_F_TSO6;
     }
     this.tap.setOffload(offload);
-    this.resumeRx();
+    if (this.vhost) this.startVhost(this.vhost, context);
+    else this.resumeRx();
+  }
+
+  /**
+   * Hands both rings to vhost-net with the tap as their backend. The VMM checked the rings lie
+   * in guest RAM; anything vhost still refuses is the guest's doing: the device needs a reset.
+   */
+  private startVhost(vhost: Vhost, context: DeviceContext): void {
+    const fds = this.fds;
+    if (!fds) throw new Error(`${this.name}: activated before its queues' eventfds were attached`);
+    try {
+      const rings = [RX, TX].map((index) => {
+        const queue = context.queues[index];
+        if (!queue?.ready) throw new QueueError(`queue ${index} is not ready`);
+        return { index, queue };
+      });
+      vhost.setUp(context.driverFeatures, context.memory, rings, fds);
+      for (const index of [RX, TX])
+        vhost.setRingFile(VHOST_NET_SET_BACKEND, index, this.tap.fd, "VHOST_NET_SET_BACKEND");
+      this.backendSet = true;
+    } catch (err) {
+      if (err instanceof SyscallError)
+        throw new QueueError(`vhost-net refused the rings: ${err.message}`);
+      throw err;
+    }
   }
 
   reset(): void {
     this.context = null;
     this.pauseRx();
+    if (this.vhost && this.backendSet) {
+      this.backendSet = false;
+      for (const index of [RX, TX])
+        this.vhost.setRingFile(VHOST_NET_SET_BACKEND, index, -1, "VHOST_NET_SET_BACKEND");
+    }
   }
 
   notify(queue: number): void {
@@ -201,8 +269,12 @@ export class VirtioNet implements VirtioDevice {
   }
 
   close(): void {
-    this.pauseRx();
-    this.tap.close();
+    try {
+      this.reset();
+    } finally {
+      this.vhost?.close();
+      this.tap.close();
+    }
   }
 }
 

@@ -52,6 +52,20 @@ export interface VirtioDevice {
   reset(): void;
   /** Releases host resources (files, taps) when the VM ends. */
   close?(): void;
+  /**
+   * Queues the host kernel serves (vhost): the VMM does not watch their notifications, and
+   * hands the device the eventfds instead, through attachKernelQueues().
+   */
+  readonly kernelQueues?: readonly number[];
+  attachKernelQueues?(fds: KernelQueues): void;
+}
+
+/** The eventfds of a device whose queues the kernel serves. */
+export interface KernelQueues {
+  /** Per queue index: the ioeventfd the guest's QueueNotify write signals. */
+  kicks: readonly number[];
+  /** The irqfd that raises the device's interrupt line. */
+  call: number;
 }
 
 export interface DeviceContext {
@@ -136,7 +150,12 @@ export class MmioTransport implements BusDevice {
       case VIRTIO_MMIO_QUEUE_READY:
         return q?.ready ? 1 : 0;
       case VIRTIO_MMIO_INTERRUPT_STATUS:
-        return this.interruptStatus;
+        // The kernel raises a vhost device's line through the irqfd without telling us, and
+        // Linux looks at its queues only when this says VRING: so it always does while the
+        // device is live. An interrupt with nothing used is only a wasted look.
+        return this.active && this.device.kernelQueues?.length
+          ? this.interruptStatus | VIRTIO_MMIO_INT_VRING
+          : this.interruptStatus;
       case VIRTIO_MMIO_STATUS:
         return this.status;
       case VIRTIO_MMIO_CONFIG_GENERATION:
