@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
+import { MAX_GUEST_CID, MIN_GUEST_CID } from "./devices/virtio-vsock.js";
 import type { VmConfig } from "./vm.js";
 
 /** vm.json, the file `flatgrid vmm --config` reads: one VM, checked before anything starts. */
@@ -47,7 +48,7 @@ export const vmConfigSchema = z
     debugExit: z.boolean().default(false),
     rng: z.boolean().default(true),
     vsock: z
-      .object({ cid: z.number().int().min(3).max(0xffff_fffe) })
+      .object({ cid: z.number().int().min(MIN_GUEST_CID).max(MAX_GUEST_CID) })
       .strict()
       .optional(),
     hugepages: z.boolean().default(false),

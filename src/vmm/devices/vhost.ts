@@ -22,8 +22,8 @@ import {
   vhost_vring_state,
 } from "../../kvm/index.js";
 import type { GuestMemory } from "../guest-memory.js";
-import type { KernelQueues } from "../virtio/mmio-transport.js";
-import type { Virtqueue } from "../virtio/queue.js";
+import type { DeviceContext, KernelQueues } from "../virtio/mmio-transport.js";
+import { QueueError, type Virtqueue } from "../virtio/queue.js";
 
 /**
  * One vhost device (/dev/vhost-net, /dev/vhost-vsock): the host kernel serves virtqueues in
@@ -51,21 +51,28 @@ export class Vhost {
   }
 
   /**
-   * Hands the rings of `queues` to the kernel: the negotiated features (only those it serves),
-   * all of guest RAM, then each ring's size, start, addresses, kick and call eventfds. A ring
-   * it refuses throws a SyscallError.
+   * Hands the rings `indexes` of a device the driver just made live to the kernel: the
+   * negotiated features (only those it serves), all of guest RAM, then each ring's size,
+   * start, addresses, kick and call eventfds. The VMM checked the rings lie in guest RAM;
+   * anything the kernel still refuses is the guest's doing, so it is a QueueError: the device
+   * needs a reset, the VM goes on.
    */
-  setUp(
-    driverFeatures: bigint,
-    memory: GuestMemory,
-    queues: readonly { index: number; queue: Virtqueue }[],
-    fds: KernelQueues,
-  ): void {
-    const features = Buffer.alloc(8);
-    features.writeBigUInt64LE(driverFeatures & this.features);
-    ioctl(this.fd, VHOST_SET_FEATURES, features, "VHOST_SET_FEATURES");
-    ioctl(this.fd, VHOST_SET_MEM_TABLE, memoryTable(memory), "VHOST_SET_MEM_TABLE");
-    for (const { index, queue } of queues) this.setRing(index, queue, memory, fds);
+  start(context: DeviceContext, indexes: readonly number[], fds: KernelQueues): void {
+    try {
+      const features = Buffer.alloc(8);
+      features.writeBigUInt64LE(context.driverFeatures & this.features);
+      ioctl(this.fd, VHOST_SET_FEATURES, features, "VHOST_SET_FEATURES");
+      ioctl(this.fd, VHOST_SET_MEM_TABLE, memoryTable(context.memory), "VHOST_SET_MEM_TABLE");
+      for (const index of indexes) {
+        const queue = context.queues[index];
+        if (!queue?.ready) throw new QueueError(`queue ${index} is not ready`);
+        this.setRing(index, queue, context.memory, fds);
+      }
+    } catch (err) {
+      if (err instanceof SyscallError)
+        throw new QueueError(`${this.path} refused the rings: ${err.message}`);
+      throw err;
+    }
   }
 
   private setRing(index: number, queue: Virtqueue, memory: GuestMemory, fds: KernelQueues): void {
@@ -76,18 +83,15 @@ export class Vhost {
     // A fresh ring starts at index 0: the driver has made nothing available yet.
     state.set("num", 0);
     ioctl(this.fd, VHOST_SET_VRING_BASE, state.buf, "VHOST_SET_VRING_BASE");
+    const { descriptors, available, used } = queue.areas();
     const addr = new Struct(vhost_vring_addr);
     addr.set("index", index);
-    addr.set("desc_user_addr", memory.hostAddress(queue.descTable, 16 * queue.size));
-    addr.set("avail_user_addr", memory.hostAddress(queue.availRing, 6 + 2 * queue.size));
-    addr.set("used_user_addr", memory.hostAddress(queue.usedRing, 6 + 8 * queue.size));
+    addr.set("desc_user_addr", memory.hostAddress(...descriptors));
+    addr.set("avail_user_addr", memory.hostAddress(...available));
+    addr.set("used_user_addr", memory.hostAddress(...used));
     ioctl(this.fd, VHOST_SET_VRING_ADDR, addr.buf, "VHOST_SET_VRING_ADDR");
-    const file = new Struct(vhost_vring_file);
-    file.set("index", index);
-    file.set("fd", fds.kicks[index] ?? -1);
-    ioctl(this.fd, VHOST_SET_VRING_KICK, file.buf, "VHOST_SET_VRING_KICK");
-    file.set("fd", fds.call);
-    ioctl(this.fd, VHOST_SET_VRING_CALL, file.buf, "VHOST_SET_VRING_CALL");
+    this.setRingFile(VHOST_SET_VRING_KICK, index, fds.kicks[index] ?? -1, "VHOST_SET_VRING_KICK");
+    this.setRingFile(VHOST_SET_VRING_CALL, index, fds.call, "VHOST_SET_VRING_CALL");
   }
 
   /** An ioctl that takes a struct vhost_vring_file (a backend per ring). */

@@ -154,28 +154,20 @@ export class VirtioNet implements VirtioDevice {
     else this.resumeRx();
   }
 
-  /**
-   * Hands both rings to vhost-net with the tap as their backend. The VMM checked the rings lie
-   * in guest RAM; anything vhost still refuses is the guest's doing: the device needs a reset.
-   */
+  /** Hands both rings to vhost-net with the tap as their backend. */
   private startVhost(vhost: Vhost, context: DeviceContext): void {
     const fds = this.fds;
     if (!fds) throw new Error(`${this.name}: activated before its queues' eventfds were attached`);
+    vhost.start(context, [RX, TX], fds);
     try {
-      const rings = [RX, TX].map((index) => {
-        const queue = context.queues[index];
-        if (!queue?.ready) throw new QueueError(`queue ${index} is not ready`);
-        return { index, queue };
-      });
-      vhost.setUp(context.driverFeatures, context.memory, rings, fds);
       for (const index of [RX, TX])
         vhost.setRingFile(VHOST_NET_SET_BACKEND, index, this.tap.fd, "VHOST_NET_SET_BACKEND");
-      this.backendSet = true;
     } catch (err) {
       if (err instanceof SyscallError)
-        throw new QueueError(`vhost-net refused the rings: ${err.message}`);
+        throw new QueueError(`vhost-net took no backend: ${err.message}`);
       throw err;
     }
+    this.backendSet = true;
   }
 
   reset(): void {

@@ -107,25 +107,16 @@ export class VirtioVsock implements VirtioDevice {
     this.fds = fds;
   }
 
-  /**
-   * Hands the rx and tx rings to vhost-vsock and starts it. The VMM checked the rings lie in
-   * guest RAM; anything vhost still refuses is the guest's doing: the device needs a reset,
-   * the VM goes on.
-   */
+  /** Hands the rx and tx rings to vhost-vsock and starts it. */
   activate(context: DeviceContext): void {
     const fds = this.fds;
     if (!fds) throw new Error("vsock: activated before its queues' eventfds were attached");
+    this.vhost.start(context, this.kernelQueues, fds);
     try {
-      const rings = this.kernelQueues.map((index) => {
-        const queue = context.queues[index];
-        if (!queue?.ready) throw new QueueError(`queue ${index} is not ready`);
-        return { index, queue };
-      });
-      this.vhost.setUp(context.driverFeatures, context.memory, rings, fds);
       this.setRunning(true);
     } catch (err) {
       if (err instanceof SyscallError)
-        throw new QueueError(`vhost refused the rings: ${err.message}`);
+        throw new QueueError(`vhost-vsock did not start: ${err.message}`);
       throw err;
     }
   }

@@ -58,6 +58,16 @@ export class Virtqueue {
     this.lastAvail = this.usedIdx = 0;
   }
 
+  /** The three areas of the split ring where the driver put them: [guest address, bytes]. */
+  areas(): Record<"descriptors" | "available" | "used", [number, number]> {
+    const n = this.size;
+    return {
+      descriptors: [this.descTable, DESC_SIZE * n],
+      available: [this.availRing, 6 + 2 * n],
+      used: [this.usedRing, 6 + 8 * n],
+    };
+  }
+
   /** Checks what the driver set up, once, when the device is activated. */
   validate(memory: GuestMemory): void {
     const n = this.size;
@@ -67,10 +77,11 @@ export class Virtqueue {
     if (this.descTable % 16 || this.availRing % 2 || this.usedRing % 4) {
       throw new QueueError("queue areas are misaligned");
     }
+    const { descriptors, available, used } = this.areas();
     const areas: [string, number, number][] = [
-      ["descriptor table", this.descTable, DESC_SIZE * n],
-      ["available ring", this.availRing, 6 + 2 * n],
-      ["used ring", this.usedRing, 6 + 8 * n],
+      ["descriptor table", ...descriptors],
+      ["available ring", ...available],
+      ["used ring", ...used],
     ];
     for (const [name, address, length] of areas) {
       if (!memory.contains(address, length)) {
