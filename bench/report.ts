@@ -11,6 +11,10 @@ export interface Measurement {
   baseline?: string;
   baseline_value?: number;
   target?: number;
+  /** A target set as a ratio to the baseline (ours / theirs), as the issues set them. */
+  target_ratio?: number;
+  /** Throughputs: more is better, so the target ratio is a floor, not a ceiling. */
+  higher_is_better?: boolean;
   note?: string;
 }
 
@@ -21,6 +25,10 @@ export function report(m: Measurement): void {
     line.ratio = round(m.value / m.baseline_value, 3);
   }
   if (m.target !== undefined) line.met = m.value <= m.target;
+  if (m.target_ratio !== undefined && m.baseline_value !== undefined) {
+    const ratio = m.value / m.baseline_value;
+    line.met = m.higher_is_better ? ratio >= m.target_ratio : ratio <= m.target_ratio;
+  }
   process.stdout.write(`${JSON.stringify(line)}\n`);
 }
 
@@ -28,7 +36,10 @@ export function progress(msg: string): void {
   process.stderr.write(`bench: ${msg}\n`);
 }
 
+/** One decimal, or three significant digits for small values (0.0123 Gbit/s is not 0). */
 function round(v: number, digits = 1): number {
+  if (Math.abs(v) < 10 && v !== 0)
+    digits = Math.max(digits, 2 - Math.floor(Math.log10(Math.abs(v))));
   const f = 10 ** digits;
   return Math.round(v * f) / f;
 }

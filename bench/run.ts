@@ -6,6 +6,7 @@ const BENCHES: Record<string, () => Promise<{ run: () => Promise<void> }>> = {
   grid: () => import("./grid.js"),
   apps: () => import("./apps.js"),
   boot: () => import("./boot.js"),
+  vmm: () => import("./vmm.js"),
 };
 
 const name = process.argv[2];

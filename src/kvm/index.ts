@@ -34,6 +34,7 @@ export {
   readRaw,
   SyscallError,
   view,
+  viewAt,
   write,
   writeRaw,
 } from "./libc.js";

@@ -268,6 +268,11 @@ export class VcpuFd {
     close(this.fd);
   }
 
+  /** Where kvm_run is mapped, for the vCPU's own thread to view it (see viewAt). */
+  get runAddress(): bigint {
+    return this.mapping.address;
+  }
+
   /** One KVM_RUN: 0, or -errno (EINTR when kicked, EAGAIN). */
   runOnce(): number {
     return ioctlRaw(this.fd, KVM_RUN, 0);

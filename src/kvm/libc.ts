@@ -151,7 +151,18 @@ export function madvise(mapping: Mapping, advice: number, what: string): void {
 /** Memory of a mapping as an ArrayBuffer, without copying. */
 export function view(mapping: Mapping, offset = 0, length = mapping.length - offset): ArrayBuffer {
   if (offset === 0) return koffi.view(mapping.pointer, length);
-  return koffi.view(koffi.as(mapping.address + BigInt(offset), "void *") as unknown, length);
+  return viewAt(mapping.address + BigInt(offset), length);
+}
+
+/**
+ * Memory at an address this process mapped elsewhere (another thread's mapping) as an
+ * ArrayBuffer, without copying. The caller keeps the mapping alive while it uses the view.
+ */
+export function viewAt(address: bigint, length: number): ArrayBuffer {
+  // koffi makes pointers from memory, not from numbers: decode the address from 8 bytes.
+  const cell = Buffer.alloc(8);
+  cell.writeBigUInt64LE(address);
+  return koffi.view(koffi.decode(cell, "void *"), length);
 }
 
 export function eventfd(flags: number, what: string): number {

@@ -1,7 +1,9 @@
 /** The words a vCPU thread and the main thread share (an Int32Array over a SharedArrayBuffer). */
 export const CTL_STATE = 0;
 export const CTL_RESULT = 1;
-export const CTL_WORDS = 2;
+/** MMIO exits the vCPU thread answered itself (virtio interrupt status and ack). */
+export const CTL_FAST_MMIO = 2;
+export const CTL_WORDS = 3;
 
 /** The vCPU thread owns the vCPU (in or about to enter KVM_RUN). */
 export const STATE_RUNNING = 0;

@@ -1,5 +1,5 @@
 import { EventEmitter } from "node:events";
-import { readFileSync } from "node:fs";
+import { closeSync, openSync, readFileSync, readSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import {
   close,
@@ -26,7 +26,7 @@ import {
 } from "../kvm/index.js";
 import { type AcpiPlatform, writeAcpiTables } from "./boot/acpi.js";
 import { loadElf } from "./boot/elf.js";
-import { isBzImage, loadBzImage } from "./boot/linux.js";
+import { fileBytes, isBzImage, loadBzImage } from "./boot/linux.js";
 import {
   enterLongMode,
   setupBootState,
@@ -48,6 +48,7 @@ import { FdWatcher } from "./fd-watcher.js";
 import { GuestMemory } from "./guest-memory.js";
 import { RingText } from "./ring-text.js";
 import {
+  CTL_FAST_MMIO,
   CTL_RESULT,
   CTL_STATE,
   CTL_WORDS,
@@ -55,6 +56,7 @@ import {
   STATE_RUNNING,
   STATE_STOP,
 } from "./vcpu-control.js";
+import { InterruptStatusTable } from "./virtio/interrupt-status.js";
 import { MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";
 
 /** Where the in-kernel irqchip wants its TSS and identity map (below the 4 GiB BIOS area). */
@@ -156,6 +158,8 @@ export class Vm extends EventEmitter {
   private readonly eventFds: number[] = [];
   private readonly threads: VcpuThread[] = [];
   private readonly exits = new Map<string, number>();
+  /** The virtio devices' interrupt status, which the vCPU threads read and acknowledge. */
+  private readonly interruptStatus = new InterruptStatusTable(MAX_VIRTIO_DEVICES);
   private stopping = false;
   private paused = false;
   private parked = 0;
@@ -261,6 +265,7 @@ export class Vm extends EventEmitter {
         writeRaw(irqEvent, one);
       },
       (message) => this.emit("device-error", message),
+      this.interruptStatus.add(address),
     );
     this.mmio.insert(transport, address, VIRTIO_MMIO_SIZE);
     // ioeventfd: the guest's QueueNotify write for queue q signals an eventfd in the kernel
@@ -313,21 +318,38 @@ export class Vm extends EventEmitter {
     };
   }
 
+  /**
+   * A bzImage and its initrd go from their files straight into guest RAM; only Linux gets
+   * ACPI tables (the test guests, ELF, take their facts from fixed addresses).
+   */
+  private loadKernel(): number {
+    const kernel = openSync(this.config.kernel, "r");
+    const initrd = this.config.initrd ? openSync(this.config.initrd, "r") : null;
+    try {
+      const head = Buffer.alloc(0x1000);
+      readSync(kernel, head, 0, head.length, 0);
+      if (!isBzImage(head))
+        return loadElf(readFileSync(this.config.kernel), this.config.kernel, this.memory).entry;
+      return loadBzImage(fileBytes(kernel, this.config.kernel), this.config.kernel, this.memory, {
+        cmdline: this.kernelCmdline(),
+        acpiRsdp: writeAcpiTables(this.memory, this.acpiPlatform()),
+        ...(initrd !== null && this.config.initrd
+          ? { initrd: fileBytes(initrd, this.config.initrd) }
+          : {}),
+      }).entry;
+    } finally {
+      closeSync(kernel);
+      if (initrd !== null) closeSync(initrd);
+    }
+  }
+
   /** Loads the kernel, sets up every vCPU and starts them. */
   start(): void {
     if (this.started) return;
     this.started = true;
-    const image = readFileSync(this.config.kernel);
     writeBootTables(this.memory);
     this.watcher.start();
-    // Only Linux gets ACPI tables: the test guests (ELF) take their facts from fixed addresses.
-    const entry = isBzImage(image)
-      ? loadBzImage(image, this.config.kernel, this.memory, {
-          cmdline: this.kernelCmdline(),
-          acpiRsdp: writeAcpiTables(this.memory, this.acpiPlatform()),
-          ...(this.config.initrd ? { initrd: readFileSync(this.config.initrd) } : {}),
-        }).entry
-      : loadElf(image, this.config.kernel, this.memory).entry;
+    const entry = this.loadKernel();
     this.memory.writeU64(TESTGUEST_RAM_SIZE_ADDRESS, this.memory.size);
     this.memory.writeU32(TESTGUEST_CPU_COUNT_ADDRESS, this.config.vcpus);
     const supported = this.kvm.supportedCpuid();
@@ -348,7 +370,14 @@ export class Vm extends EventEmitter {
   private spawnThread(id: number, fd: number, vcpu: VcpuFd): VcpuThread {
     const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
     const worker = new Worker(new URL("./vcpu-worker.js", import.meta.url), {
-      workerData: { fd, control: ctl.buffer },
+      workerData: {
+        fd,
+        control: ctl.buffer,
+        runAddress: vcpu.runAddress,
+        runSize: this.vmFd.vcpuMmapSize,
+        interrupts: this.interruptStatus.words.buffer,
+        mmioSize: VIRTIO_MMIO_SIZE,
+      },
       name: `vcpu${id}`,
     });
     const thread = new Promise<{ thread: bigint; tid: number }>((resolve, reject) => {
@@ -577,7 +606,11 @@ export class Vm extends EventEmitter {
     return {
       state: this.state,
       vcpuTimeMs: this.vcpuTimes,
-      exits: Object.fromEntries(this.exits),
+      exits: {
+        ...Object.fromEntries(this.exits),
+        // Answered by the vCPU threads themselves; the main thread never saw these.
+        mmio_interrupt: this.threads.reduce((n, t) => n + Atomics.load(t.ctl, CTL_FAST_MMIO), 0),
+      },
       unclaimedPio: this.pio.unclaimedReads + this.pio.unclaimedWrites,
       unclaimedMmio: this.mmio.unclaimedReads + this.mmio.unclaimedWrites,
       bootMs: this.bootMs,

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from "node:fs";
+import { closeSync, fstatSync, fsyncSync, openSync, readvSync, writevSync } from "node:fs";
 import {
   VIRTIO_BLK_F_BLK_SIZE,
   VIRTIO_BLK_F_FLUSH,
@@ -145,13 +145,17 @@ export class VirtioBlock implements VirtioDevice {
             result = VIRTIO_BLK_S_IOERR;
             break;
           }
-          for (const x of data) {
-            const buf = ctx.memory.slice(x.address, x.length);
-            const n = readSync(this.fd, buf, 0, x.length, position);
+          // One preadv per request (per IOV_MAX buffers), not one pread per buffer.
+          for (const batch of batches(data.map((x) => ctx.memory.slice(x.address, x.length)))) {
+            const want = batch.reduce((n, b) => n + b.length, 0);
+            let n = readvSync(this.fd, batch, position);
             // Past the end of a sparse file reads as zeros, as a disk would.
-            if (n < x.length) buf.fill(0, n);
-            position += x.length;
-            written += x.length;
+            for (const b of batch) {
+              if (n < b.length) b.fill(0, Math.max(n, 0));
+              n -= b.length;
+            }
+            position += want;
+            written += want;
           }
           this.stats.reads++;
           this.stats.bytesRead += written;
@@ -169,10 +173,18 @@ export class VirtioBlock implements VirtioDevice {
             result = VIRTIO_BLK_S_IOERR;
             break;
           }
-          for (const x of data) {
-            writeSync(this.fd, ctx.memory.slice(x.address, x.length), 0, x.length, position);
-            position += x.length;
-            this.stats.bytesWritten += x.length;
+          for (const batch of batches(data.map((x) => ctx.memory.slice(x.address, x.length)))) {
+            const want = batch.reduce((n, b) => n + b.length, 0);
+            let done = 0;
+            // pwritev may write less than asked (a signal, a full file system): go on after it.
+            while (done < want) {
+              const rest = skip(batch, done);
+              const n = writevSync(this.fd, rest, position + done);
+              if (n <= 0) throw new Error(`pwritev wrote nothing at byte ${position + done}`);
+              done += n;
+            }
+            position += want;
+            this.stats.bytesWritten += want;
           }
           this.stats.writes++;
           break;
@@ -223,4 +235,27 @@ export class VirtioBlock implements VirtioDevice {
 
 function bit(n: number): bigint {
   return 1n << BigInt(n);
+}
+
+/** Linux takes at most IOV_MAX (1024) buffers per preadv/pwritev. */
+const IOV_MAX = 1024;
+
+function batches(buffers: Buffer[]): Buffer[][] {
+  const out: Buffer[][] = [];
+  for (let i = 0; i < buffers.length; i += IOV_MAX) out.push(buffers.slice(i, i + IOV_MAX));
+  return out;
+}
+
+/** The buffers after their first `bytes` bytes. */
+function skip(buffers: Buffer[], bytes: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (const b of buffers) {
+    if (bytes >= b.length) {
+      bytes -= b.length;
+      continue;
+    }
+    out.push(bytes > 0 ? b.subarray(bytes) : b);
+    bytes = 0;
+  }
+  return out;
 }

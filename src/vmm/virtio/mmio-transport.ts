@@ -34,6 +34,7 @@ import {
 } from "../../kvm/index.js";
 import type { BusDevice } from "../bus.js";
 import type { GuestMemory } from "../guest-memory.js";
+import { InterruptStatus } from "./interrupt-status.js";
 import { type Chain, QueueError, Virtqueue } from "./queue.js";
 
 /** What a virtio device (blk, net, rng, ...) gives the transport. */
@@ -99,10 +100,9 @@ export class MmioTransport implements BusDevice {
   private driverFeaturesSel = 0;
   private driverFeatures = 0n;
   private queueSel = 0;
-  private interruptStatus = 0;
   private configGeneration = 0;
   private readonly queues: Virtqueue[];
-  private active = false;
+  private activeNow = false;
   /** Why the device needs a reset, when it does. */
   broken: string | null = null;
 
@@ -111,9 +111,25 @@ export class MmioTransport implements BusDevice {
     private readonly memory: GuestMemory,
     private readonly interrupt: () => void,
     private readonly onError: (message: string) => void = () => {},
+    /** Shared with the vCPU threads, which answer the status and ack registers (see there). */
+    private readonly interruptStatus = new InterruptStatus(),
   ) {
     this.name = `virtio-mmio ${device.name}`;
     this.queues = device.queueSizes.map((n) => new Virtqueue(n));
+  }
+
+  private get active(): boolean {
+    return this.activeNow;
+  }
+
+  /**
+   * The kernel raises a vhost device's line through the irqfd without telling us, and Linux
+   * looks at its queues only when INTERRUPT_STATUS says VRING: so it always does while such a
+   * device is live. An interrupt with nothing used is only a wasted look.
+   */
+  private set active(live: boolean) {
+    this.activeNow = live;
+    this.interruptStatus.setKernelQueues(live && (this.device.kernelQueues?.length ?? 0) > 0);
   }
 
   get offeredFeatures(): bigint {
@@ -150,12 +166,7 @@ export class MmioTransport implements BusDevice {
       case VIRTIO_MMIO_QUEUE_READY:
         return q?.ready ? 1 : 0;
       case VIRTIO_MMIO_INTERRUPT_STATUS:
-        // The kernel raises a vhost device's line through the irqfd without telling us, and
-        // Linux looks at its queues only when this says VRING: so it always does while the
-        // device is live. An interrupt with nothing used is only a wasted look.
-        return this.active && this.device.kernelQueues?.length
-          ? this.interruptStatus | VIRTIO_MMIO_INT_VRING
-          : this.interruptStatus;
+        return this.interruptStatus.get();
       case VIRTIO_MMIO_STATUS:
         return this.status;
       case VIRTIO_MMIO_CONFIG_GENERATION:
@@ -236,7 +247,7 @@ export class MmioTransport implements BusDevice {
         this.notify(value);
         break;
       case VIRTIO_MMIO_INTERRUPT_ACK:
-        this.interruptStatus &= ~value;
+        this.interruptStatus.acknowledge(value);
         break;
       case VIRTIO_MMIO_STATUS:
         this.setStatus(value);
@@ -319,7 +330,7 @@ export class MmioTransport implements BusDevice {
   private signalUsed(index: number): void {
     const q = this.queues[index];
     if (q && !q.wantsInterrupt(this.memory)) return;
-    this.interruptStatus |= VIRTIO_MMIO_INT_VRING;
+    this.interruptStatus.raise(VIRTIO_MMIO_INT_VRING);
     this.interrupt();
   }
 
@@ -329,7 +340,7 @@ export class MmioTransport implements BusDevice {
     this.broken = err.message;
     this.active = false;
     this.status |= VIRTIO_CONFIG_S_NEEDS_RESET;
-    this.interruptStatus |= VIRTIO_MMIO_INT_CONFIG;
+    this.interruptStatus.raise(VIRTIO_MMIO_INT_CONFIG);
     this.onError(`${this.device.name}: ${err.message}; the device needs a reset`);
     this.interrupt();
   }
@@ -338,7 +349,7 @@ export class MmioTransport implements BusDevice {
     this.status = 0;
     this.driverFeatures = 0n;
     this.deviceFeaturesSel = this.driverFeaturesSel = this.queueSel = 0;
-    this.interruptStatus = 0;
+    this.interruptStatus.clear();
     this.active = false;
     this.broken = null;
     this.configGeneration++;

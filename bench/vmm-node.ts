@@ -1,0 +1,321 @@
+/**
+ * The half of `npm run bench -- vmm` that runs on the simulated node: starts microVMs under
+ * our monitor (`flatgrid vmm`) and under QEMU (`-M microvm -enable-kvm`) with the same kernel,
+ * initrd, disk file and taps, and measures them alike from outside: wall time from the
+ * monitor's spawn to the guest's boot marker, resident memory from /proc/PID/smaps without the
+ * guest RAM mapping, and what guestbench says from inside. Prints one `fgbench-result {json}`
+ * line per command for bench/vmm.ts to parse.
+ *
+ * It is copied onto the node's assets disk next to what it starts, and runs on the node's own
+ * Node.js: it imports node: built-ins only.
+ *   node vmm-node.mjs setup             the disk file, a bridge and two taps
+ *   node vmm-node.mjs boot KIND         one VM to its boot marker
+ *   node vmm-node.mjs pair KIND         a VM that tests its disk and receives, one that sends
+ * KIND: flatgrid (vhost-net where the node has it), flatgrid-userspace-net, qemu.
+ */
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ASSETS = dirname(fileURLToPath(import.meta.url));
+const WORK = "/tmp/fgbench";
+const DISK = join(WORK, "disk.img");
+const DISK_MIB = 128;
+const MEMORY_MIB = 256;
+// Not named fg*: the node's agent removes links of that name that no application of its wants.
+const BRIDGE = "vbench0";
+const TAPS = ["vbt0", "vbt1"];
+const SERVER_IP = "10.78.0.2";
+const CLIENT_IP = "10.78.0.3";
+const NET_PORT = 5001;
+/** Seconds of each disk pattern and of the network transfer, inside the guest. */
+const SECONDS = Number(process.env.FGBENCH_SECONDS ?? 5);
+/** Nested guests on an emulated node boot in tens of seconds; give them room. */
+const STEP_TIMEOUT_MS = 300_000;
+
+const KINDS = ["flatgrid", "flatgrid-userspace-net", "qemu"] as const;
+type Kind = (typeof KINDS)[number];
+
+interface VmSpec {
+  kind: Kind;
+  name: string;
+  /** The guest's role, read by its /init from the command line. */
+  role: "boot" | "server" | "client";
+  disk?: boolean;
+  tap?: string;
+  ip?: string;
+}
+
+function cmdline(spec: VmSpec): string {
+  const words = [`console=ttyS0 quiet fgb.role=${spec.role} fgb.secs=${SECONDS}`];
+  if (spec.ip) words.push(`fgb.ip=${spec.ip}`, `fgb.peer=${SERVER_IP}`, `fgb.port=${NET_PORT}`);
+  return words.join(" ");
+}
+
+function mac(tap: string): string {
+  return `02:00:0a:4e:00:${(TAPS.indexOf(tap) + 2).toString(16).padStart(2, "0")}`;
+}
+
+function argv(spec: VmSpec): { file: string; args: string[] } {
+  const kernel = join(ASSETS, "vmlinuz");
+  const initrd = join(ASSETS, "initrd.img");
+  if (spec.kind === "qemu") {
+    const q = join(ASSETS, "qemu");
+    const args = [
+      "--library-path",
+      join(q, "lib"),
+      join(q, "qemu-system-x86_64"),
+      ...["-L", join(q, "share"), "-M", "microvm", "-enable-kvm", "-cpu", "host"],
+      ...["-m", String(MEMORY_MIB), "-smp", "1", "-nodefaults", "-no-user-config"],
+      ...["-display", "none", "-no-reboot", "-serial", "stdio"],
+      ...["-kernel", kernel, "-initrd", initrd, "-append", cmdline(spec)],
+    ];
+    if (spec.disk)
+      args.push(
+        ...["-drive", `id=d0,file=${DISK},format=raw,if=none`],
+        ...["-device", "virtio-blk-device,drive=d0"],
+      );
+    if (spec.tap)
+      args.push(
+        ...["-netdev", `tap,id=n0,ifname=${spec.tap},script=no,downscript=no,vhost=on`],
+        ...["-device", `virtio-net-device,netdev=n0,mac=${mac(spec.tap)}`],
+      );
+    return { file: join(q, "ld-linux-x86-64.so.2"), args };
+  }
+  const config = join(WORK, `${spec.name}.json`);
+  const vm = {
+    memoryMiB: MEMORY_MIB,
+    vcpus: 1,
+    kernel,
+    initrd,
+    cmdline: cmdline(spec),
+    disks: spec.disk ? [{ path: DISK }] : [],
+    nics: spec.tap
+      ? [{ tap: spec.tap, mac: mac(spec.tap), vhost: spec.kind !== "flatgrid-userspace-net" }]
+      : [],
+    rng: false,
+  };
+  const fd = openSync(config, "w");
+  writeSync(fd, JSON.stringify(vm));
+  closeSync(fd);
+  return { file: "flatgrid", args: ["vmm", "--config", config] };
+}
+
+const INIT = /^fgbench: init/;
+/** The guest gave up (its init says done or error), or the monitor went. */
+const ENDED = /^(vm-exit |fgbench: (done|error))/;
+
+/** A started VM: its console lines as they come, and when each marker was first seen. */
+class Running {
+  readonly child: ChildProcess;
+  readonly startedAt = performance.now();
+  readonly lines: string[] = [];
+  private partial = "";
+  private waiters: {
+    pattern: RegExp;
+    resolve: (line: string) => void;
+    fail: (why: string) => void;
+  }[] = [];
+  exited = false;
+
+  constructor(readonly spec: VmSpec) {
+    const { file, args } = argv(spec);
+    this.child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+    const take = (chunk: Buffer) => {
+      const text = this.partial + chunk.toString("latin1");
+      const parts = text.split(/\r?\n/);
+      this.partial = parts.pop() ?? "";
+      for (const line of parts) this.line(line);
+    };
+    this.child.stdout?.on("data", take);
+    this.child.stderr?.on("data", take);
+    this.child.once("exit", (code, signal) => {
+      this.exited = true;
+      this.line(`vm-exit ${code ?? signal}`);
+    });
+  }
+
+  private line(line: string): void {
+    this.lines.push(line);
+    for (const w of [...this.waiters]) {
+      const ended = ENDED.test(line);
+      if (!ended && !w.pattern.test(line)) continue;
+      this.waiters = this.waiters.filter((x) => x !== w);
+      if (ended && !w.pattern.test(line)) w.fail("it ended");
+      else w.resolve(line);
+    }
+  }
+
+  /** The first line matching, now or later; fails when the VM ends or time runs out. */
+  wait(pattern: RegExp, what: string): Promise<string> {
+    const seen = this.lines.find((l) => pattern.test(l));
+    if (seen) return Promise.resolve(seen);
+    if (this.lines.some((l) => ENDED.test(l)))
+      return Promise.reject(this.error(`no ${what}: it ended`));
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        pattern,
+        resolve: (line: string) => {
+          clearTimeout(timer);
+          resolve(line);
+        },
+        fail: (why: string) => {
+          clearTimeout(timer);
+          reject(this.error(`no ${what}: ${why}`));
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== waiter);
+        waiter.fail(`not within ${STEP_TIMEOUT_MS / 1000} s`);
+      }, STEP_TIMEOUT_MS);
+      this.waiters.push(waiter);
+    });
+  }
+
+  private error(why: string): Error {
+    return new Error(
+      `${this.spec.kind} ${this.spec.name}: ${why}; its last lines:\n${this.lines.slice(-25).join("\n")}`,
+    );
+  }
+
+  /** Resident KiB of the monitor process, and of the guest RAM mapping within it. */
+  memory(): { rssKiB: number; guestKiB: number; vmmKiB: number } {
+    const pid = this.child.pid;
+    let rss = 0;
+    let guest = 0;
+    let size = 0;
+    let anonymous = false;
+    // Guest RAM is the one anonymous mapping exactly the guest's size, in QEMU as in ours.
+    for (const line of readFileSync(`/proc/${pid}/smaps`, "utf8").split("\n")) {
+      const head = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \S+\s*(.*)$/.exec(line);
+      if (head) {
+        size = (Number.parseInt(head[2] ?? "0", 16) - Number.parseInt(head[1] ?? "0", 16)) / 1024;
+        anonymous = (head[3] ?? "") === "";
+        continue;
+      }
+      const r = /^Rss:\s+(\d+) kB/.exec(line);
+      if (!r) continue;
+      const kib = Number(r[1]);
+      rss += kib;
+      if (anonymous && size === MEMORY_MIB * 1024) guest += kib;
+    }
+    return { rssKiB: rss, guestKiB: guest, vmmKiB: rss - guest };
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const gone = new Promise((r) => this.child.once("exit", r));
+    this.child.kill("SIGKILL");
+    await gone;
+  }
+
+  /** The guest's key=value pairs on the first line matching. */
+  static fields(line: string): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const m of line.matchAll(/(\w[\w-]*)=("[^"]*"|\S+)/g))
+      out[m[1] ?? ""] = (m[2] ?? "").replace(/^"|"$/g, "");
+    return out;
+  }
+}
+
+async function bootTo(spec: VmSpec): Promise<{ vm: Running; bootMs: number }> {
+  const vm = new Running(spec);
+  await vm.wait(INIT, "boot marker");
+  return { vm, bootMs: Math.round(performance.now() - vm.startedAt) };
+}
+
+function result(value: unknown): void {
+  process.stdout.write(`fgbench-result ${JSON.stringify(value)}\n`);
+}
+
+function sh(cmd: string): void {
+  execFileSync("sh", ["-c", cmd], { stdio: ["ignore", "ignore", "inherit"] });
+}
+
+function setup(): void {
+  rmSync(WORK, { recursive: true, force: true });
+  sh(`mkdir -p ${WORK}`);
+  // Written, not sparse: the reads find data in the file as on a disk in use.
+  const block = Buffer.alloc(1 << 20);
+  for (let i = 0; i < block.length; i++) block[i] = (i * 167 + 11) & 0xff;
+  const fd = openSync(DISK, "w");
+  for (let i = 0; i < DISK_MIB; i++) writeSync(fd, block);
+  closeSync(fd);
+  sh(
+    [
+      `ip link del ${BRIDGE} 2>/dev/null || true`,
+      `ip link add ${BRIDGE} type bridge`,
+      `ip link set ${BRIDGE} up`,
+      ...TAPS.map(
+        (t) =>
+          `ip link del ${t} 2>/dev/null; ip tuntap add ${t} mode tap && ip link set ${t} master ${BRIDGE} && ip link set ${t} up`,
+      ),
+    ].join(" && "),
+  );
+  result({ setup: { disk: DISK, diskMiB: DISK_MIB, bridge: BRIDGE, taps: TAPS } });
+}
+
+async function boot(kind: Kind): Promise<void> {
+  const { vm, bootMs } = await bootTo({ kind, name: "boot", role: "boot" });
+  const memory = vm.memory();
+  await vm.stop();
+  result({ kind, bootMs, ...memory });
+}
+
+async function pair(kind: Kind): Promise<void> {
+  const server = await bootTo({
+    kind,
+    name: "server",
+    role: "server",
+    disk: true,
+    tap: TAPS[0],
+    ip: SERVER_IP,
+  });
+  let client: Running | null = null;
+  try {
+    const blk: Record<string, Record<string, string>> = {};
+    for (const test of ["seq-write", "seq-read", "rand-write", "rand-read"]) {
+      const line = await server.vm.wait(new RegExp(`^fgbench: blk test=${test} `), test);
+      blk[test] = Running.fields(line);
+    }
+    await server.vm.wait(/^fgbench: listening /, "listening server");
+    // After its disk work: the monitor's buffers and queues have been used.
+    const memory = server.vm.memory();
+    const c = await bootTo({ kind, name: "client", role: "client", tap: TAPS[1], ip: CLIENT_IP });
+    client = c.vm;
+    // Either side's failure ends the wait (a client that cannot connect says so).
+    const [recv, sent] = (
+      await Promise.all([
+        server.vm.wait(/^fgbench: net-recv /, "received bytes"),
+        client.wait(/^fgbench: net-send /, "sent bytes"),
+      ])
+    ).map(Running.fields);
+    const path = server.vm.lines.find((l) => /frames moved by/.test(l));
+    result({
+      kind,
+      bootMs: server.bootMs,
+      clientBootMs: c.bootMs,
+      ...memory,
+      blk,
+      net: { recv, sent, path: path ?? null },
+    });
+  } finally {
+    await server.vm.stop();
+    await client?.stop();
+  }
+}
+
+async function main(): Promise<void> {
+  const [cmd, kind] = process.argv.slice(2);
+  if (cmd === "setup") return setup();
+  if ((cmd === "boot" || cmd === "pair") && KINDS.includes(kind as Kind))
+    return cmd === "boot" ? boot(kind as Kind) : pair(kind as Kind);
+  process.stderr.write(`usage: vmm-node.mjs setup | boot KIND | pair KIND (${KINDS.join(", ")})\n`);
+  process.exitCode = 2;
+}
+
+main().catch((err: Error) => {
+  result({ error: err.message });
+  process.exitCode = 1;
+});
