@@ -76,10 +76,7 @@ while true; do sleep 3600; done
 }
 
 /** The kernel, the guest initrd, QEMU with its libraries, and the node-side runner. */
-export function buildAssets(
-  dir: string,
-  kernel: GuestKernel,
-): { image: string; qemuVersion: string } {
+function buildAssets(dir: string, kernel: GuestKernel): { image: string; qemuVersion: string } {
   const root = join(dir, "assets");
   mkdirSync(root, { recursive: true });
   copyFileSync(kernel.path, join(root, "vmlinuz"));

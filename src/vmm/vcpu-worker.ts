@@ -6,8 +6,6 @@ import {
   KVM_RUN,
   layouts,
   pthreadSelf,
-  VIRTIO_MMIO_INTERRUPT_ACK,
-  VIRTIO_MMIO_INTERRUPT_STATUS,
   viewAt,
 } from "../kvm/index.js";
 import {
@@ -27,13 +25,12 @@ import { answerInterruptAccess } from "./virtio/interrupt-status.js";
  * INTERRUPT_STATUS read and INTERRUPT_ACK write, which the guest does on every virtio
  * interrupt, are answered here from shared memory (see virtio/interrupt-status.ts).
  */
-const { fd, control, runAddress, runSize, interrupts, mmioSize } = workerData as {
+const { fd, control, runAddress, runSize, interrupts } = workerData as {
   fd: number;
   control: SharedArrayBuffer;
   runAddress: bigint;
   runSize: number;
   interrupts: SharedArrayBuffer;
-  mmioSize: number;
 };
 const ctl = new Int32Array(control);
 const table = new Int32Array(interrupts);
@@ -56,9 +53,6 @@ function answeredHere(): boolean {
     run.readUInt32LE(MMIO_ADDRESS),
     isWrite,
     isWrite ? run.readUInt32LE(MMIO_DATA) : 0,
-    VIRTIO_MMIO_INTERRUPT_STATUS,
-    VIRTIO_MMIO_INTERRUPT_ACK,
-    mmioSize,
   );
   if (answer < 0) return false;
   if (!isWrite) run.writeUInt32LE(answer, MMIO_DATA);

@@ -159,7 +159,7 @@ export class Vm extends EventEmitter {
   private readonly threads: VcpuThread[] = [];
   private readonly exits = new Map<string, number>();
   /** The virtio devices' interrupt status, which the vCPU threads read and acknowledge. */
-  private readonly interruptStatus = new InterruptStatusTable(MAX_VIRTIO_DEVICES);
+  private readonly interruptStatus = new InterruptStatusTable(MAX_VIRTIO_DEVICES, VIRTIO_MMIO_SIZE);
   private stopping = false;
   private paused = false;
   private parked = 0;
@@ -324,7 +324,8 @@ export class Vm extends EventEmitter {
    */
   private loadKernel(): number {
     const kernel = openSync(this.config.kernel, "r");
-    const initrd = this.config.initrd ? openSync(this.config.initrd, "r") : null;
+    const path = this.config.initrd;
+    const initrd = path ? { fd: openSync(path, "r"), path } : null;
     try {
       const head = Buffer.alloc(0x1000);
       readSync(kernel, head, 0, head.length, 0);
@@ -333,13 +334,11 @@ export class Vm extends EventEmitter {
       return loadBzImage(fileBytes(kernel, this.config.kernel), this.config.kernel, this.memory, {
         cmdline: this.kernelCmdline(),
         acpiRsdp: writeAcpiTables(this.memory, this.acpiPlatform()),
-        ...(initrd !== null && this.config.initrd
-          ? { initrd: fileBytes(initrd, this.config.initrd) }
-          : {}),
+        ...(initrd ? { initrd: fileBytes(initrd.fd, initrd.path) } : {}),
       }).entry;
     } finally {
       closeSync(kernel);
-      if (initrd !== null) closeSync(initrd);
+      if (initrd) closeSync(initrd.fd);
     }
   }
 
@@ -376,7 +375,6 @@ export class Vm extends EventEmitter {
         runAddress: vcpu.runAddress,
         runSize: this.vmFd.vcpuMmapSize,
         interrupts: this.interruptStatus.words.buffer,
-        mmioSize: VIRTIO_MMIO_SIZE,
       },
       name: `vcpu${id}`,
     });

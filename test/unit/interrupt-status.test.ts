@@ -19,20 +19,12 @@ const SIZE = 0x1000;
 const BASE = 0xd000_0000;
 
 function access(table: InterruptStatusTable, address: number, write: boolean, value = 0): number {
-  return answerInterruptAccess(
-    table.words,
-    address,
-    write,
-    value,
-    VIRTIO_MMIO_INTERRUPT_STATUS,
-    VIRTIO_MMIO_INTERRUPT_ACK,
-    SIZE,
-  );
+  return answerInterruptAccess(table.words, address, write, value);
 }
 
 describe("virtio interrupt status shared with the vCPU threads", () => {
   it("reads what the device raised and clears what the driver acknowledged", () => {
-    const table = new InterruptStatusTable(2);
+    const table = new InterruptStatusTable(2, SIZE);
     const blk = table.add(BASE);
     const net = table.add(BASE + SIZE);
     blk.raise(VIRTIO_MMIO_INT_VRING);
@@ -50,7 +42,7 @@ describe("virtio interrupt status shared with the vCPU threads", () => {
   });
 
   it("says VRING always while the kernel serves a device's queues", () => {
-    const table = new InterruptStatusTable(1);
+    const table = new InterruptStatusTable(1, SIZE);
     const vhost = table.add(BASE);
     vhost.setKernelQueues(true);
     assert.equal(access(table, BASE + VIRTIO_MMIO_INTERRUPT_STATUS, false), VIRTIO_MMIO_INT_VRING);
@@ -61,7 +53,7 @@ describe("virtio interrupt status shared with the vCPU threads", () => {
   });
 
   it("leaves every other register and address to the main thread", () => {
-    const table = new InterruptStatusTable(1);
+    const table = new InterruptStatusTable(1, SIZE);
     table.add(BASE).raise(VIRTIO_MMIO_INT_VRING);
     assert.equal(access(table, BASE + VIRTIO_MMIO_STATUS, false), -1);
     assert.equal(access(table, BASE + VIRTIO_MMIO_INTERRUPT_STATUS, true, 1), -1);

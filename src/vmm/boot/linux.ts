@@ -51,7 +51,7 @@ export interface ImageBytes {
   copyTo(dest: Buffer, offset: number): void;
 }
 
-export function bufferBytes(buffer: Buffer): ImageBytes {
+function bufferBytes(buffer: Buffer): ImageBytes {
   return { length: buffer.length, copyTo: (dest, offset) => buffer.copy(dest, 0, offset) };
 }
 

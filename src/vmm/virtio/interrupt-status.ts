@@ -1,4 +1,8 @@
-import { VIRTIO_MMIO_INT_VRING } from "../../kvm/index.js";
+import {
+  VIRTIO_MMIO_INT_VRING,
+  VIRTIO_MMIO_INTERRUPT_ACK,
+  VIRTIO_MMIO_INTERRUPT_STATUS,
+} from "../../kvm/index.js";
 
 /**
  * The interrupt status of the virtio-mmio devices, in shared memory, so that a vCPU thread
@@ -8,11 +12,12 @@ import { VIRTIO_MMIO_INT_VRING } from "../../kvm/index.js";
  * were most of a 4 KiB request's time. The main thread sets bits (used buffers, config
  * change), the vCPU threads clear them; both with atomics.
  *
- * Layout (Int32 words): [0] how many devices, then per device: its MMIO base address, its
- * status bits, and 1 while the kernel serves its queues (vhost: VRING is then always set, see
- * MmioTransport).
+ * Layout (Int32 words): [0] how many devices, [1] the size of each device's MMIO window, then
+ * per device: its MMIO base address, its status bits, and 1 while the kernel serves its queues
+ * (vhost: VRING is then always set, see MmioTransport).
  */
-export const DEVICE_WORDS = 3;
+const HEADER_WORDS = 2;
+const DEVICE_WORDS = 3;
 const ADDRESS = 0;
 const STATUS = 1;
 const KERNEL_QUEUES = 2;
@@ -20,15 +25,21 @@ const KERNEL_QUEUES = 2;
 export class InterruptStatusTable {
   readonly words: Int32Array;
 
-  constructor(readonly capacity: number) {
-    this.words = new Int32Array(new SharedArrayBuffer(4 * (1 + capacity * DEVICE_WORDS)));
+  constructor(
+    readonly capacity: number,
+    deviceSize: number,
+  ) {
+    this.words = new Int32Array(
+      new SharedArrayBuffer(4 * (HEADER_WORDS + capacity * DEVICE_WORDS)),
+    );
+    this.words[1] = deviceSize;
   }
 
   /** The next device's cell, at its MMIO base address (below 4 GiB). */
   add(address: number): InterruptStatus {
     const n = Atomics.load(this.words, 0);
     if (n >= this.capacity) throw new RangeError(`more than ${this.capacity} virtio devices`);
-    const at = 1 + n * DEVICE_WORDS;
+    const at = HEADER_WORDS + n * DEVICE_WORDS;
     Atomics.store(this.words, at + ADDRESS, address | 0);
     Atomics.store(this.words, 0, n + 1);
     return new InterruptStatus(this.words, at);
@@ -81,17 +92,15 @@ export function answerInterruptAccess(
   address: number,
   isWrite: boolean,
   value: number,
-  statusOffset: number,
-  ackOffset: number,
-  deviceSize: number,
 ): number {
   const n = Atomics.load(words, 0);
+  const size = words[1] ?? 0;
   for (let i = 0; i < n; i++) {
-    const at = 1 + i * DEVICE_WORDS;
+    const at = HEADER_WORDS + i * DEVICE_WORDS;
     const offset = address - (Atomics.load(words, at + ADDRESS) >>> 0);
-    if (offset < 0 || offset >= deviceSize) continue;
-    if (!isWrite && offset === statusOffset) return statusAt(words, at);
-    if (isWrite && offset === ackOffset) {
+    if (offset < 0 || offset >= size) continue;
+    if (!isWrite && offset === VIRTIO_MMIO_INTERRUPT_STATUS) return statusAt(words, at);
+    if (isWrite && offset === VIRTIO_MMIO_INTERRUPT_ACK) {
       Atomics.and(words, at + STATUS, ~value);
       return 0;
     }
