@@ -196,6 +196,30 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       `shop not running in ${timeoutMs} ms: ${JSON.stringify(last?.instances.map((i) => [i.id, i.state, i.hostname, i.detail]))}`,
     );
   };
+  /**
+   * The VMM of an instance that a test is about to use. Between tests an instance may have
+   * none for a moment, rightly: a loaded host can stall a node's lease past the VMMs' limit
+   * (they fence themselves and the agent starts them again), or a restart is in flight. So
+   * this waits for the application to run again, and says what happened in the meantime.
+   */
+  const vmmOf = async (id: string) => {
+    const now = () => vmms(g.base).find((v) => v.instance === id);
+    const found = now();
+    if (found) return found;
+    const s = await running(1, 30_000, () => now() !== undefined);
+    const v = now();
+    assert.ok(v, `${id} has a VMM`);
+    const i = s.instances.find((x) => x.id === id);
+    const log = join(g.node(v.node).dir, "state", "instances", "shop", id, "console.log");
+    const words = readFileSync(log, "utf8")
+      .split("\n")
+      .filter((l) => /^flatgrid (vmm|agent): /.test(l))
+      .slice(-4);
+    progress(
+      `${id} had no VMM for a moment; now ${i?.state} on ${i?.hostname} (failures ${i?.failures}), its console's last words: ${words.join(" | ")}`,
+    );
+    return v;
+  };
 
   before(async () => {
     sweepStale();
@@ -488,8 +512,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
   });
 
   it("app logs shows an instance's console from any node; only members of the grid may read it", async () => {
-    const db = vmms(g.base).find((v) => v.instance === "db.0");
-    assert.ok(db, "db.0 has a VMM");
+    const db = await vmmOf("db.0");
     const elsewhere = [1, 2, 3].find((i) => i !== db.node) as number;
     for (const index of [db.node, elsewhere]) {
       const r = await cli(index, "app", "logs", "shop", "db.0");
@@ -538,8 +561,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
   });
 
   it("app console attaches to an instance's serial console from another node: its output comes, keys reach its VMM, in order", async () => {
-    const db = vmms(g.base).find((v) => v.instance === "db.0");
-    assert.ok(db, "db.0 has a VMM");
+    const db = await vmmOf("db.0");
     const elsewhere = [1, 2, 3].find((i) => i !== db.node) as number;
     const typed = async () => (await vmmStats(g.base, db.node, "db.0")).consoleInput.bytes;
     const before = await typed();
@@ -565,8 +587,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
   });
 
   it("a VMM killed with SIGKILL: the agent starts the instance again, and counts the failure", async () => {
-    const victim = vmms(g.base).find((v) => v.instance === "web.1");
-    assert.ok(victim, "web.1 has a VMM");
+    const victim = await vmmOf("web.1");
     // Someone follows its console from another node all along.
     const other = [1, 2, 3].find((i) => i !== victim.node) as number;
     const follower = spawn(
@@ -607,16 +628,14 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
   });
 
   it("db.0's data volume: made by its agent (sparse ext4), a writable second disk, kept when its VMM is killed", async () => {
-    const db = vmms(g.base).find((v) => v.instance === "db.0");
-    assert.ok(db, "db.0 has a VMM");
+    const db = await vmmOf("db.0");
     const dir = join(g.node(db.node).dir, "state", "instances", "shop", "db.0");
     const volume = join(dir, "volume.ext4");
     type VmJson = { cmdline: string; disks: { path: string; readOnly: boolean }[] };
     const vm = JSON.parse(readFileSync(join(dir, "vm.json"), "utf8")) as VmJson;
     assert.deepEqual(vm.disks[1], { path: volume, readOnly: false });
     assert.match(vm.cmdline, / fg\.volume=vdb( |$)/);
-    const web = vmms(g.base).find((v) => v.instance === "web.0");
-    assert.ok(web);
+    const web = await vmmOf("web.0");
     const webVm = JSON.parse(
       readFileSync(
         join(g.node(web.node).dir, "state", "instances", "shop", "web.0", "vm.json"),
@@ -657,14 +676,13 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     timeout: 90_000,
   }, async () => {
     const webOf = (x: AppStatus) => x.instances.find((i) => i.id === "web.1");
-    const killWeb1 = () => {
-      const v = vmms(g.base).find((x) => x.instance === "web.1");
-      assert.ok(v, "web.1 has a VMM");
+    const killWeb1 = async () => {
+      const v = await vmmOf("web.1");
       process.kill(v.pid, "SIGKILL");
       return v.pid;
     };
     // Its second failure (the test above caused the first): it starts again after 4 s.
-    const second = killWeb1();
+    const second = await killWeb1();
     await running(
       1,
       30_000,
@@ -672,7 +690,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
         webOf(x)?.failures === 2 &&
         vmms(g.base).some((v) => v.instance === "web.1" && v.pid !== second),
     );
-    killWeb1();
+    await killWeb1();
     let failed: AppStatus | null = null;
     for (let i = 0; i < 60 && !failed; i++) {
       const st = await status(1);
@@ -824,8 +842,7 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
     );
 
     // The live console over HTTPS, from the other machine, to whichever node runs db.0.
-    const db = vmms(g.base).find((v) => v.instance === "db.0");
-    assert.ok(db);
+    const db = await vmmOf("db.0");
     const before = (await vmmStats(g.base, db.node, "db.0")).consoleInput.bytes;
     const live = attach("ip", onNode3("app", "console", "shop", "db.0"), noSocket(env));
     await live.until(/^flatgrid-guest: ready\r?$/m);
