@@ -34,6 +34,11 @@ const QEMU_FIRMWARE = ["bios-microvm.bin", "linuxboot_dma.bin", "pvh.bin"];
 const RUNS = Number(process.env.FLATGRID_BENCH_RUNS ?? 3);
 /** Seconds of each disk pattern and of the network transfer, in the guests. */
 const SECONDS = Number(process.env.FLATGRID_BENCH_SECONDS ?? 5);
+/**
+ * Leaves the simulated node up at the end, passed or failed, to look at a hang or try things:
+ * `flatgrid sim console 1 --dir DIR/sim`, and `flatgrid sim down --dir DIR/sim` after.
+ */
+const KEEP = process.env.FLATGRID_BENCH_KEEP === "1";
 
 /**
  * The guests' /init. The boot marker comes first, before anything else the init does; then
@@ -281,7 +286,13 @@ export async function run(): Promise<void> {
     });
   } finally {
     shell?.close();
-    down({ dir: simDir });
-    rmSync(dir, { recursive: true, force: true });
+    if (KEEP) {
+      progress(
+        `FLATGRID_BENCH_KEEP: the node is still up (flatgrid sim status --dir ${simDir}); its assets disk is ${join(dir, "assets.ext4")}`,
+      );
+    } else {
+      down({ dir: simDir });
+      rmSync(dir, { recursive: true, force: true });
+    }
   }
 }
