@@ -27,6 +27,7 @@ export {
   POLLIN,
   PROT_READ,
   PROT_WRITE,
+  poll,
   pollAsync,
   pthreadKill,
   pthreadSelf,

@@ -65,6 +65,7 @@ export const LIBC_CONSTANTS: Record<string, { value: number; header: string }> =
   POLLIN: { value: POLLIN, header: "poll.h" },
 };
 
+const EINTR_ERRNO = constants.errno.EINTR;
 const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
 
 export class SyscallError extends Error {
@@ -98,8 +99,24 @@ export function close(fd: number): void {
 }
 
 /** ioctl with a buffer argument (a struct the kernel reads or fills). */
+/**
+ * A signal that arrives during a long ioctl (KVM_CREATE_VM sets up a whole VM) makes it fail
+ * with EINTR before it did anything: ask again, as QEMU does. KVM_RUN, whose EINTR means
+ * something, goes through ioctlRaw instead.
+ */
+function retried(call: () => number | bigint): number | bigint {
+  for (let i = 0; ; i++) {
+    const r = call();
+    if (Number(r) >= 0 || koffi.errno() !== EINTR_ERRNO || i >= 100) return r;
+  }
+}
+
 export function ioctl(fd: number, request: number, arg: Buffer | null, what: string): number {
-  return check(c.ioctlPtr(fd, request, arg), "ioctl", what);
+  return check(
+    retried(() => c.ioctlPtr(fd, request, arg)),
+    "ioctl",
+    what,
+  );
 }
 
 /** ioctl with an integer argument. */
@@ -109,7 +126,11 @@ export function ioctlValue(
   value: number | bigint,
   what: string,
 ): number {
-  return check(c.ioctlVal(fd, request, value), "ioctl", what);
+  return check(
+    retried(() => c.ioctlVal(fd, request, value)),
+    "ioctl",
+    what,
+  );
 }
 
 /** ioctl that may fail with EINTR/EAGAIN as part of normal operation (KVM_RUN): returns -errno. */

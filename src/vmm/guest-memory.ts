@@ -12,6 +12,7 @@ import {
   PROT_READ,
   PROT_WRITE,
   view,
+  viewAt,
 } from "../kvm/index.js";
 
 /**
@@ -37,10 +38,13 @@ export const MMIO_HOLE_END = 0x1_0000_0000;
 /** Largest single view; V8 ArrayBuffers are limited, so bigger regions are split. */
 const MAX_VIEW = 1 << 30;
 
-export interface MemoryRegion {
+export interface RegionLayout {
   guestAddress: number;
   size: number;
   hostAddress: bigint;
+}
+
+export interface MemoryRegion extends RegionLayout {
   /** Views of at most MAX_VIEW bytes each, covering the region in order. */
   chunks: Buffer[];
 }
@@ -49,11 +53,26 @@ export class GuestMemory {
   readonly regions: MemoryRegion[] = [];
   private readonly mappings: Mapping[] = [];
 
-  /** Maps `size` bytes of RAM, split around the MMIO hole. */
+  /**
+   * Maps `size` bytes of RAM, split around the MMIO hole; or, given `existing` (another
+   * GuestMemory's layout()), views that RAM from another thread of this process. A view maps
+   * and unmaps nothing: the owner keeps the RAM mapped while views use it.
+   */
   constructor(
     readonly size: number,
-    options: { hugepages?: boolean } = {},
+    options: { hugepages?: boolean; existing?: readonly RegionLayout[] } = {},
   ) {
+    if (options.existing) {
+      for (const r of options.existing) {
+        const chunks: Buffer[] = [];
+        for (let off = 0; off < r.size; off += MAX_VIEW) {
+          const length = Math.min(MAX_VIEW, r.size - off);
+          chunks.push(Buffer.from(viewAt(r.hostAddress + BigInt(off), length)));
+        }
+        this.regions.push({ ...r, chunks });
+      }
+      return;
+    }
     if (!Number.isSafeInteger(size) || size < 1 << 20 || size % 4096 !== 0) {
       throw new RangeError(
         `guest memory must be a whole number of pages, at least 1 MiB (got ${size})`,
@@ -82,6 +101,15 @@ export class GuestMemory {
       }
       this.regions.push({ guestAddress, size: regionSize, hostAddress: mapping.address, chunks });
     }
+  }
+
+  /** Where the RAM is, for a view of it on another thread (see the constructor). */
+  layout(): RegionLayout[] {
+    return this.regions.map(({ guestAddress, size, hostAddress }) => ({
+      guestAddress,
+      size,
+      hostAddress,
+    }));
   }
 
   /**

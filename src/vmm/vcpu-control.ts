@@ -11,3 +11,5 @@ export const STATE_RUNNING = 0;
 export const STATE_EXITED = 1;
 /** The thread leaves its loop. */
 export const STATE_STOP = 2;
+/** The thread is gone without being told to stop (it failed to start, or threw). */
+export const STATE_GONE = 3;

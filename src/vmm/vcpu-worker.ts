@@ -69,7 +69,8 @@ for (;;) {
     continue;
   }
   Atomics.store(ctl, CTL_RESULT, result);
-  Atomics.store(ctl, CTL_STATE, STATE_EXITED);
+  // STOP set while the vCPU ran (the process exits: Vm.abandon()) ends the thread here.
+  if (Atomics.compareExchange(ctl, CTL_STATE, STATE_RUNNING, STATE_EXITED) !== STATE_RUNNING) break;
   Atomics.notify(ctl, CTL_STATE);
   while (Atomics.load(ctl, CTL_STATE) === STATE_EXITED) Atomics.wait(ctl, CTL_STATE, STATE_EXITED);
   if (Atomics.load(ctl, CTL_STATE) !== STATE_RUNNING) break;

@@ -53,11 +53,13 @@ import {
   CTL_STATE,
   CTL_WORDS,
   STATE_EXITED,
+  STATE_GONE,
   STATE_RUNNING,
   STATE_STOP,
 } from "./vcpu-control.js";
 import { InterruptStatusTable } from "./virtio/interrupt-status.js";
 import { MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";
+import { QueueThread, type QueueThreadDeviceOptions } from "./virtio/queue-thread.js";
 
 /** Where the in-kernel irqchip wants its TSS and identity map (below the 4 GiB BIOS area). */
 const TSS_ADDRESS = 0xfffb_d000;
@@ -133,6 +135,8 @@ export class VmConfigError extends Error {
 }
 
 interface VcpuThread {
+  /** The thread's pthread id once it has said it (for a kick from an exit handler). */
+  pthread?: bigint;
   id: number;
   vcpu: VcpuFd;
   worker: Worker;
@@ -160,6 +164,9 @@ export class Vm extends EventEmitter {
   private readonly exits = new Map<string, number>();
   /** The virtio devices' interrupt status, which the vCPU threads read and acknowledge. */
   private readonly interruptStatus = new InterruptStatusTable(MAX_VIRTIO_DEVICES, VIRTIO_MMIO_SIZE);
+  /** The devices whose queues the queue thread serves (the disks), and that thread. */
+  private readonly threaded: { device: VirtioDevice; options: QueueThreadDeviceOptions }[] = [];
+  private queueThread: QueueThread | null = null;
   private stopping = false;
   private paused = false;
   private parked = 0;
@@ -178,6 +185,7 @@ export class Vm extends EventEmitter {
   constructor(readonly config: VmConfig) {
     super();
     checkConfig(config);
+    live.add(this);
     this.ended = new Promise((resolve) => {
       this.endResolve = resolve;
     });
@@ -232,8 +240,21 @@ export class Vm extends EventEmitter {
       for (const nic of config.nics ?? []) this.addVirtio(new VirtioNet(nic, this.watcher));
       if (config.rng !== false) this.addVirtio(new VirtioRng());
       if (config.vsock) this.addVirtio(new VirtioVsock(config.vsock));
+      if (this.threaded.length > 0) {
+        this.queueThread = new QueueThread(
+          this.threaded.map((t) => t.options),
+          { layout: this.memory.layout(), size: this.memory.size },
+          this.interruptStatus.words.buffer as SharedArrayBuffer,
+          (message) => this.requestStop({ reason: "error", message, resultCode: null }),
+        );
+        this.threaded.forEach((t, i) => {
+          const handle = this.queueThread?.devices[i];
+          if (handle) t.device.useQueueThread?.(handle);
+        });
+      }
     } catch (err) {
       // A missing disk or a busy tap: release what was already set up before saying so.
+      live.delete(this);
       this.release();
       throw err;
     }
@@ -247,7 +268,17 @@ export class Vm extends EventEmitter {
     device: VirtioDevice;
   }[] = [];
 
+  /** Adds a device, or closes it and throws: every fd made here is in eventFds at once. */
   private addVirtio(device: VirtioDevice): void {
+    try {
+      this.wireVirtio(device);
+    } catch (err) {
+      device.close?.();
+      throw err;
+    }
+  }
+
+  private wireVirtio(device: VirtioDevice): void {
     const n = this.virtio.length;
     if (n >= MAX_VIRTIO_DEVICES)
       throw new VmConfigError("disks", `at most ${MAX_VIRTIO_DEVICES} virtio devices`);
@@ -255,9 +286,10 @@ export class Vm extends EventEmitter {
     const irq = VIRTIO_IRQ_BASE + n;
     // irqfd: a write to this eventfd makes the kernel raise the line (an edge), from any thread.
     const irqEvent = eventfd(0, `irqfd for ${device.name}`);
-    this.vmFd.irqfd(irqEvent, irq);
     this.eventFds.push(irqEvent);
+    this.vmFd.irqfd(irqEvent, irq);
     const one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+    const interruptStatus = this.interruptStatus.add(address);
     const transport = new MmioTransport(
       device,
       this.memory,
@@ -265,14 +297,17 @@ export class Vm extends EventEmitter {
         writeRaw(irqEvent, one);
       },
       (message) => this.emit("device-error", message),
-      this.interruptStatus.add(address),
+      interruptStatus,
     );
     this.mmio.insert(transport, address, VIRTIO_MMIO_SIZE);
     // ioeventfd: the guest's QueueNotify write for queue q signals an eventfd in the kernel
-    // instead of stopping the vCPU; the device does the work on the main thread meanwhile.
+    // instead of stopping the vCPU; the device does the work on the main thread meanwhile, or
+    // on a queue thread of its own.
+    const threaded = device.queueThreadSpec !== undefined && device.useQueueThread !== undefined;
     const kicks: number[] = [];
     for (let q = 0; q < transport.queueCount; q++) {
       const kick = eventfd(EFD_NONBLOCK, `ioeventfd for ${device.name} queue ${q}`);
+      this.eventFds.push(kick);
       this.vmFd.ioeventfd(
         address + VIRTIO_MMIO_QUEUE_NOTIFY,
         4,
@@ -280,10 +315,9 @@ export class Vm extends EventEmitter {
         KVM_IOEVENTFD_FLAG_DATAMATCH,
         q,
       );
-      this.eventFds.push(kick);
       kicks.push(kick);
-      // A queue the kernel serves (vhost) reads its own kicks.
-      if (device.kernelQueues?.includes(q)) continue;
+      // A queue the kernel serves (vhost) reads its own kicks; so does a queue thread.
+      if (device.kernelQueues?.includes(q) || threaded) continue;
       const scratch = Buffer.alloc(8);
       this.watcher.watch(kick, () => {
         readRaw(kick, scratch);
@@ -291,6 +325,18 @@ export class Vm extends EventEmitter {
       });
     }
     device.attachKernelQueues?.({ kicks, call: irqEvent });
+    if (threaded && device.queueThreadSpec)
+      this.threaded.push({
+        device,
+        options: {
+          name: device.name,
+          spec: device.queueThreadSpec(),
+          kicks,
+          call: irqEvent,
+          interruptCell: interruptStatus.at,
+          onQueueError: (message) => transport.queueFailed(message),
+        },
+      });
     this.virtio.push({ transport, address, irq, device });
   }
 
@@ -381,11 +427,31 @@ export class Vm extends EventEmitter {
     const thread = new Promise<{ thread: bigint; tid: number }>((resolve, reject) => {
       worker.once("message", (m: { thread: bigint; tid: number }) => resolve(m));
       worker.once("error", reject);
+      worker.once("exit", () => reject(new Error(`vcpu${id}: its thread ended before it ran`)));
     });
     worker.on("error", (err) =>
       this.requestStop({ reason: "error", message: `vcpu${id}: ${err.message}`, resultCode: null }),
     );
-    return { id, vcpu, worker, ctl, thread };
+    // A thread that ends on its own (it failed to load, or threw) never hands back another
+    // exit: its serve loop would wait forever, and the VM would never end. It ends the VM.
+    worker.once("exit", (code) => {
+      if (Atomics.compareExchange(ctl, CTL_STATE, STATE_RUNNING, STATE_GONE) !== STATE_RUNNING)
+        return;
+      Atomics.notify(ctl, CTL_STATE);
+      this.requestStop({
+        reason: "error",
+        message: `vcpu${id}: its thread ended unexpectedly (exit code ${code})`,
+        resultCode: null,
+      });
+    });
+    const t: VcpuThread = { id, vcpu, worker, ctl, thread };
+    thread.then(
+      (m) => {
+        t.pthread = m.thread;
+      },
+      () => {},
+    );
+    return t;
   }
 
   /** The main-thread side of one vCPU: wait for an exit, handle it, let it run again. */
@@ -393,7 +459,9 @@ export class Vm extends EventEmitter {
     for (;;) {
       const waited = Atomics.waitAsync(t.ctl, CTL_STATE, STATE_RUNNING);
       if (waited.async) await waited.value;
-      if (Atomics.load(t.ctl, CTL_STATE) !== STATE_EXITED) continue;
+      const state = Atomics.load(t.ctl, CTL_STATE);
+      if (state === STATE_GONE) break;
+      if (state !== STATE_EXITED) continue;
       const result = Atomics.load(t.ctl, CTL_RESULT);
       let keepRunning = false;
       try {
@@ -540,7 +608,11 @@ export class Vm extends EventEmitter {
       // Out of KVM_RUN now, or at its next entry: immediate_exit covers a kick that lands
       // between two runs.
       t.vcpu.run[layouts.kvm_run.fields.immediate_exit[0]] = 1;
-      void t.thread.then(({ thread }) => pthreadKill(thread, KICK_SIGNAL));
+      // A thread that never started has nothing to kick (its error stops the VM).
+      t.thread.then(
+        ({ thread }) => pthreadKill(thread, KICK_SIGNAL),
+        () => {},
+      );
     }
   }
 
@@ -569,10 +641,12 @@ export class Vm extends EventEmitter {
   /** Reads each vCPU thread's CPU time from /proc (call before stats()). */
   async refreshCpuTimes(): Promise<void> {
     const ticks = await Promise.all(
-      this.threads.map(async (t) => {
-        const { tid } = await t.thread;
-        return threadCpuMs(tid);
-      }),
+      this.threads.map((t) =>
+        t.thread.then(
+          ({ tid }) => threadCpuMs(tid),
+          () => 0,
+        ),
+      ),
     );
     this.vcpuTimes = ticks;
   }
@@ -584,6 +658,7 @@ export class Vm extends EventEmitter {
     if (this.finished < this.threads.length) return;
     if (this.closed) return;
     this.closed = true;
+    live.delete(this);
     const end = this.endReason ?? { reason: "stopped", resultCode: null };
     // Nothing touches guest memory or kvm_run once every vCPU thread is gone.
     for (const t of this.threads) t.vcpu.close();
@@ -591,8 +666,29 @@ export class Vm extends EventEmitter {
     this.endResolve({ ...end, resultCode: this.resultCode });
   }
 
+  /**
+   * The process exits without stop() (process.exit, an uncaught error): Node then waits for
+   * its threads, and a vCPU in KVM_RUN or a thread in poll(2) would not come back on its own
+   * (process.exit() with a VM running hung for good). Gets every thread out of the kernel,
+   * synchronously.
+   */
+  abandon(): void {
+    this.stopping = true;
+    for (const t of this.threads) {
+      Atomics.store(t.ctl, CTL_STATE, STATE_STOP);
+      Atomics.notify(t.ctl, CTL_STATE);
+      t.vcpu.run[layouts.kvm_run.fields.immediate_exit[0]] = 1;
+      if (t.pthread !== undefined) pthreadKill(t.pthread, KICK_SIGNAL);
+    }
+    void this.queueThread?.stop();
+    // Its poll(2) runs on a libuv thread, which Node joins at exit.
+    this.watcher.stop();
+  }
+
   private release(): void {
     this.watcher.stop();
+    // First: once stop() returns, the thread touches neither guest memory nor the disks.
+    void this.queueThread?.stop();
     for (const v of this.virtio) v.device.close?.();
     for (const fd of this.eventFds) close(fd);
     this.memory.close();
@@ -650,3 +746,9 @@ function checkConfig(config: VmConfig): void {
 
 // The kick signal must not kill the process: a handler makes it only interrupt KVM_RUN.
 process.on("SIGUSR2", () => {});
+
+/** The VMs of this process that have not ended (see abandon()). */
+const live = new Set<Vm>();
+process.on("exit", () => {
+  for (const vm of live) vm.abandon();
+});

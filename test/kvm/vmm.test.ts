@@ -1,9 +1,9 @@
 // The VMM on this machine's /dev/kvm, running the freestanding guests of native/testguest:
 // real KVM VMs, real vCPU threads, real port I/O and MMIO exits.
 import assert from "node:assert/strict";
-import { execFileSync, spawn } from "node:child_process";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -184,6 +184,56 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     const end = await vm.stop();
     assert.equal(end.reason, "stopped");
     assert.ok(performance.now() - asked < 5000, `stopped after ${performance.now() - asked} ms`);
+  });
+
+  it("creates VMs while signals keep arriving (an ioctl interrupted by one is asked again)", () => {
+    // The CPU profiler's SIGPROF every 50 µs: KVM_CREATE_VM used to fail with EINTR under it.
+    const kvm = fileURLToPath(new URL("../../src/kvm/index.js", import.meta.url));
+    const profiles = join(ROOT, "dist", "cpu-prof-eintr");
+    const out = execFileSync(
+      process.execPath,
+      [
+        "--cpu-prof",
+        "--cpu-prof-dir",
+        profiles,
+        "--cpu-prof-interval",
+        "50",
+        "--input-type=module",
+        "-e",
+        `import { Kvm } from ${JSON.stringify(kvm)};
+        const kvm = Kvm.open();
+        const until = Date.now() + 1500;
+        let n = 0;
+        while (Date.now() < until) { kvm.createVm().close(); n++; }
+        console.log("created " + n);`,
+      ],
+      { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] },
+    );
+    rmSync(profiles, { recursive: true, force: true });
+    assert.match(out, /^created \d+/);
+  });
+
+  it("lets the process exit while a VM runs: process.exit() gets every thread out of the kernel", () => {
+    const vmm = fileURLToPath(new URL("../../src/vmm/index.js", import.meta.url));
+    const disk = join(ROOT, "dist", "testguest-exit.img");
+    writeFileSync(disk, Buffer.alloc(64 * 1024));
+    // The idle guest never exits to the VMM: its vCPU stays in KVM_RUN, the disks' queue
+    // thread and the fd watcher in poll(2), until the exit handler kicks them out.
+    const started = performance.now();
+    const r = spawnSync(
+      process.execPath,
+      [
+        "--input-type=module",
+        "-e",
+        `import { Vm } from ${JSON.stringify(vmm)};
+        const vm = new Vm({ memoryMiB: 16, vcpus: 1, kernel: ${JSON.stringify(guest("idle"))}, disks: [{ path: ${JSON.stringify(disk)} }] });
+        vm.start();
+        setTimeout(() => process.exit(7), 300);`,
+      ],
+      { encoding: "utf8", timeout: 20_000 },
+    );
+    assert.equal(r.status, 7, `exit status ${r.status}, signal ${r.signal}: ${r.stderr}`);
+    assert.ok(performance.now() - started < 15_000);
   });
 
   it("refuses bad configurations and images with errors that say what is wrong", async () => {

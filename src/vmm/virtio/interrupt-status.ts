@@ -54,8 +54,9 @@ function statusAt(words: Int32Array<ArrayBufferLike>, at: number): number {
 /** One device's interrupt status; a transport on its own gets a private one. */
 export class InterruptStatus {
   constructor(
-    private readonly words: Int32Array<ArrayBufferLike> = new Int32Array(DEVICE_WORDS),
-    private readonly at = 0,
+    /** The table's words and this device's cell in it: a queue thread raises bits there too. */
+    readonly words: Int32Array<ArrayBufferLike> = new Int32Array(DEVICE_WORDS),
+    readonly at = 0,
   ) {}
 
   /** What INTERRUPT_STATUS reads. */

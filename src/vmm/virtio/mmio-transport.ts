@@ -35,7 +35,8 @@ import {
 import type { BusDevice } from "../bus.js";
 import type { GuestMemory } from "../guest-memory.js";
 import { InterruptStatus } from "./interrupt-status.js";
-import { type Chain, QueueError, Virtqueue } from "./queue.js";
+import { type Chain, QueueError, serveAvailable, Virtqueue } from "./queue.js";
+import type { QueueThreadDevice, QueueThreadSpec } from "./queue-thread.js";
 
 /** What a virtio device (blk, net, rng, ...) gives the transport. */
 export interface VirtioDevice {
@@ -53,6 +54,12 @@ export interface VirtioDevice {
   reset(): void;
   /** Releases host resources (files, taps) when the VM ends. */
   close?(): void;
+  /**
+   * A device whose queues can be served on a thread of their own says what that thread needs;
+   * the VM then serves them on its queue thread and hands the device its handle there.
+   */
+  queueThreadSpec?(): QueueThreadSpec;
+  useQueueThread?(thread: QueueThreadDevice): void;
   /**
    * Queues the host kernel serves (vhost): the VMM does not watch their notifications, and
    * hands the device the eventfds instead, through attachKernelQueues().
@@ -296,6 +303,11 @@ export class MmioTransport implements BusDevice {
     }
   }
 
+  /** A malformed queue that the device's queue thread found: the device needs a reset. */
+  queueFailed(message: string): void {
+    this.fail(new QueueError(message));
+  }
+
   /** A queue notification that arrived through an ioeventfd rather than an MMIO exit. */
   notifyQueue(index: number): void {
     this.notify(index);
@@ -318,13 +330,7 @@ export class MmioTransport implements BusDevice {
 
   private serveQueue(index: number, indirect: boolean, serve: (chain: Chain) => number): void {
     const q = this.queues[index];
-    if (!q) return;
-    let served = 0;
-    for (let chain = q.pop(this.memory, indirect); chain; chain = q.pop(this.memory, indirect)) {
-      q.pushUsed(this.memory, chain.head, serve(chain));
-      served++;
-    }
-    if (served > 0) this.signalUsed(index);
+    if (q && serveAvailable(q, this.memory, indirect, serve) > 0) this.signalUsed(index);
   }
 
   private signalUsed(index: number): void {

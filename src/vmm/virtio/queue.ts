@@ -192,6 +192,25 @@ export class Virtqueue {
   }
 }
 
+/**
+ * Serves every chain the driver has made available: `serve` returns how many bytes it wrote
+ * into the chain, which goes back to the driver in the used ring. Returns how many chains
+ * were served; whoever calls it signals the driver when that is more than none.
+ */
+export function serveAvailable(
+  queue: Virtqueue,
+  memory: GuestMemory,
+  indirect: boolean,
+  serve: (chain: Chain) => number,
+): number {
+  let served = 0;
+  for (let chain = queue.pop(memory, indirect); chain; chain = queue.pop(memory, indirect)) {
+    queue.pushUsed(memory, chain.head, serve(chain));
+    served++;
+  }
+  return served;
+}
+
 /** Copies the device-readable part of a chain, up to limit bytes. */
 export function gatherReadable(
   memory: GuestMemory,
