@@ -112,7 +112,9 @@ export class Virtqueue {
 
   private walk(memory: GuestMemory, head: number, indirect: boolean): Descriptor[] {
     const out: Descriptor[] = [];
-    let table = this.descTable;
+    // The table is read through one view, with no allocation per descriptor: a 1 MiB
+    // request is some 260 descriptors, and each Buffer or BigInt per descriptor showed.
+    let table = this.slice(memory, this.descTable, DESC_SIZE * this.size);
     let tableSize = this.size;
     let index = head;
     let budget = this.size;
@@ -123,11 +125,11 @@ export class Virtqueue {
       if (index >= tableSize)
         throw new QueueError(`descriptor index ${index} is beyond its table of ${tableSize}`);
       if (budget-- <= 0) throw new QueueError(`descriptor chain from ${head} loops or is too long`);
-      const d = this.slice(memory, table + DESC_SIZE * index, DESC_SIZE);
-      const address = Number(d.readBigUInt64LE(0));
-      const length = d.readUInt32LE(8);
-      const flags = d.readUInt16LE(12);
-      const next = d.readUInt16LE(14);
+      const at = DESC_SIZE * index;
+      const address = table.readUInt32LE(at) + table.readUInt32LE(at + 4) * 2 ** 32;
+      const length = table.readUInt32LE(at + 8);
+      const flags = table.readUInt16LE(at + 12);
+      const next = table.readUInt16LE(at + 14);
       if (flags & VRING_DESC_F_INDIRECT) {
         if (!indirect) throw new QueueError("indirect descriptor without the feature");
         if (inIndirect) throw new QueueError("indirect descriptor inside an indirect table");
@@ -137,7 +139,7 @@ export class Virtqueue {
         }
         if (!memory.contains(address, length))
           throw new QueueError("indirect table is outside guest RAM");
-        table = address;
+        table = this.slice(memory, address, length);
         tableSize = length / DESC_SIZE;
         budget = tableSize;
         index = 0;
