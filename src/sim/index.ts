@@ -19,7 +19,14 @@ export { killProcessesIn, NS_PREFIX, namespaceExists, pidsInNamespace } from "./
 export { bootUntil, type OneShot, type OneShotResult } from "./one-shot.js";
 export { kill, start } from "./power.js";
 export { QEMU, type QemuServer, qemuAlive, qemuArgs } from "./qemu.js";
-export { qmp, vcpuLines, vcpuSummary } from "./qmp.js";
+export {
+  lapicSummary,
+  qmp,
+  vcpuLines,
+  vcpuSummary,
+  WEDGED,
+  watchForWedge,
+} from "./qmp.js";
 export type { ReadyNode } from "./ready.js";
 export { NodeShell } from "./shell.js";
 export {

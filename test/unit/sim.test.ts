@@ -8,6 +8,7 @@ import {
   bootStep,
   chooseAccel,
   type HostKvm,
+  lapicSummary,
   lastLines,
   probeHostKvm,
   type QemuServer,
@@ -123,6 +124,28 @@ describe("simulator: vCPU summary", () => {
       "vCPU 2: RIP ffffffffae217a0b CPL 0 interrupts on halted CR3 ?",
     ]);
     assert.deepEqual(vcpuSummary("QMP says nothing useful"), []);
+  });
+
+  it("tells a wedged vCPU from `info lapic`: halted, its timer vector pending above its priority", () => {
+    // Captured from a bench node that stopped answering (QEMU 7.2, TCG, nested SVM).
+    const wedged = [
+      "dumping local APIC state for CPU 0 ",
+      "",
+      "LVTT\t 0x000000ec active-hi edge                 one-shot     Fixed  (vec 236)",
+      "Timer\t DCR=0x3 (divide by 16) initial_count = 64313 current_count = 0",
+      "ISR\t (none)",
+      "IRR\t 236 ",
+      "",
+      "APR 0x00 TPR 0x10 DFR 0x0f LDR 0x01 PPR 0x10",
+    ].join("\n");
+    const s = lapicSummary(wedged);
+    assert.deepEqual(s?.deliverable, [236]);
+    assert.equal(s?.text, "IRR 236, ISR none, PPR 0x10");
+    // In service at a higher class, or the priority above it: it waits, rightly.
+    const busy = wedged.replace("ISR\t (none)", "ISR\t 239 ");
+    assert.deepEqual(lapicSummary(busy)?.deliverable, []);
+    assert.deepEqual(lapicSummary(wedged.replace("PPR 0x10", "PPR 0xf0"))?.deliverable, []);
+    assert.equal(lapicSummary("no APIC here"), null);
   });
 });
 
