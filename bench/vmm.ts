@@ -24,7 +24,7 @@ import { fileURLToPath } from "node:url";
 import { debianCloudKernel, debianExtract } from "../image/debian.js";
 import { type GuestKernel, guestModules } from "../image/guest.js";
 import { cpioImage } from "../image/tools.js";
-import { down, NodeShell, up, vcpuLines, watchForWedge } from "../src/sim/index.js";
+import { down, NodeShell, up } from "../src/sim/index.js";
 import { median, progress, report } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -140,26 +140,14 @@ interface PairResult extends BootResult {
 }
 
 /**
- * Runs the node-side runner. A node that wedges (see WEDGED in src/sim) fails the bench at
- * once, with where its vCPU is, instead of after the shell's timeout.
+ * Runs the node-side runner. The shell knows the node's QMP socket: a node that wedges (see
+ * WEDGED in src/sim) fails the bench at once, with where its vCPU is.
  */
-async function onNode<T>(node: { shell: NodeShell; qmpSocket: string }, args: string): Promise<T> {
-  const watch = watchForWedge(node.qmpSocket);
-  let output = "";
-  let status: number | null = null;
-  try {
-    ({ output, status } = await Promise.race([
-      node.shell.exec(`FGBENCH_SECONDS=${SECONDS} node /mnt/vmm-node.mjs ${args}`, 900_000),
-      watch.wedged,
-    ]));
-  } catch (err) {
-    const vcpus = await vcpuLines(node.qmpSocket).catch((e: Error) => [e.message]);
-    throw new Error(
-      `vmm-node.mjs ${args}: ${(err as Error).message}\nthe node's vCPUs: ${vcpus.join("; ")}`,
-    );
-  } finally {
-    watch.stop();
-  }
+async function onNode<T>(shell: NodeShell, args: string): Promise<T> {
+  const { output, status } = await shell.exec(
+    `FGBENCH_SECONDS=${SECONDS} node /mnt/vmm-node.mjs ${args}`,
+    900_000,
+  );
   const line = /fgbench-result (\{.*\})/.exec(output)?.[1];
   const value = line ? (JSON.parse(line) as T & { error?: string }) : null;
   if (status !== 0 || !value || value.error)
@@ -189,12 +177,11 @@ export async function run(): Promise<void> {
     progress(`node ready in ${seconds.toFixed(0)} s`);
     const node = state.nodes[0];
     if (!node) throw new Error("the simulator started no node");
-    shell = new NodeShell(node.qemu.shellSocket);
+    shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
     await shell.open();
     const mounted = await shell.exec("mkdir -p /mnt && mount -o ro /dev/vdb /mnt", 60_000);
     if (mounted.status !== 0) throw new Error(`mounting the assets disk: ${mounted.output}`);
-    const at = { shell, qmpSocket: node.qemu.qmpSocket };
-    await onNode(at, "setup");
+    await onNode(shell, "setup");
 
     const boots: Record<Kind, BootResult[]> = {
       flatgrid: [],
@@ -205,7 +192,7 @@ export async function run(): Promise<void> {
       // Alternate who goes first, so that a slow moment of the machine falls on both alike.
       const order: Kind[] = i % 2 ? ["qemu", "flatgrid"] : ["flatgrid", "qemu"];
       for (const kind of order) {
-        const r = await onNode<BootResult>(at, `boot ${kind}`);
+        const r = await onNode<BootResult>(shell, `boot ${kind}`);
         boots[kind].push(r);
         progress(
           `boot ${i + 1}/${RUNS} ${kind}: ${r.bootMs} ms to init, monitor ${(r.vmmKiB / 1024).toFixed(1)} MiB besides guest RAM`,
@@ -223,7 +210,7 @@ export async function run(): Promise<void> {
     rounds.push(["flatgrid-userspace-net"]);
     for (const [i, round] of rounds.entries())
       for (const kind of round) {
-        const r = await onNode<PairResult>(at, `pair ${kind}`);
+        const r = await onNode<PairResult>(shell, `pair ${kind}`);
         pairs[kind].push(r);
         const b = (t: string) => r.blk[t];
         progress(

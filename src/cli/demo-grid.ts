@@ -46,7 +46,7 @@ interface AppView {
 
 /** `flatgrid app status NAME --json` on a node, through its debug shell. */
 async function appOn(node: SimNode, command: string): Promise<string> {
-  const shell = new NodeShell(node.qemu.shellSocket);
+  const shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
   try {
     await shell.open(300);
     return (await shell.exec(command, 180_000)).output;

@@ -9,7 +9,8 @@ export type SimErrorCode =
   | "host"
   | "qemu"
   | "not-ready"
-  | "shell";
+  | "shell"
+  | "wedged";
 
 export class SimError extends Error {
   constructor(

@@ -25,7 +25,6 @@ export {
   vcpuLines,
   vcpuSummary,
   WEDGED,
-  watchForWedge,
 } from "./qmp.js";
 export type { ReadyNode } from "./ready.js";
 export { NodeShell } from "./shell.js";

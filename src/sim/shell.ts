@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { SimError } from "./errors.js";
+import { vcpuLines, WEDGED } from "./qmp.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -11,6 +12,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * is not mistaken for typed input. QEMU serves one client per port: while someone else is
  * attached, open() connects but the shell never answers, and run() times out.
  */
+/** How often a wait that goes on looks at the node's vCPUs (see WEDGED). */
+const WEDGE_LOOK_MS = 30_000;
+
 /** What busybox sh -i prints as it starts. */
 const RESTART_BANNER = /built-in shell \(ash\)/;
 
@@ -19,7 +23,11 @@ export class NodeShell {
   /** Everything the shell printed since open(), carriage returns included. */
   output = "";
 
-  constructor(private readonly path: string) {}
+  constructor(
+    private readonly path: string,
+    /** With the node's QMP socket, a wait that meets a wedged node fails at once (WEDGED). */
+    private readonly options: { qmpSocket?: string } = {},
+  ) {}
 
   async open(settleMs = 1500): Promise<void> {
     this.socket = await new Promise<Socket>((resolve, reject) => {
@@ -56,9 +64,20 @@ export class NodeShell {
     const from = this.output.length;
     await this.type(`${command}\n`);
     const deadline = Date.now() + timeoutMs;
+    let nextLook = Date.now() + WEDGE_LOOK_MS;
+    let lastWedged = "";
     for (;;) {
       const out = this.output.slice(from);
       if (until.test(out)) return out;
+      // A node that has not answered for a while may be wedged: twice the same, it is.
+      if (this.options.qmpSocket && Date.now() > nextLook) {
+        nextLook = Date.now() + WEDGE_LOOK_MS;
+        const lines = await vcpuLines(this.options.qmpSocket).catch(() => [] as string[]);
+        const wedged = lines.filter((l) => l.endsWith(WEDGED)).join("; ");
+        if (wedged && wedged === lastWedged)
+          throw new SimError(`the node is wedged while running "${command}": ${wedged}`, "wedged");
+        lastWedged = wedged;
+      }
       if (Date.now() > deadline)
         throw new SimError(
           `no ${until} within ${timeoutMs / 1000} s after "${command}"; the shell says:\n${out.slice(-3000)}`,

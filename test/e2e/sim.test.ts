@@ -171,7 +171,7 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
   it("the nodes form one grid: node-1's `flatgrid grid status` shows 3 nodes and a controller", async () => {
     const node1 = loadState(DIR).nodes[0];
     assert.ok(node1);
-    const shell = new NodeShell(node1.qemu.shellSocket);
+    const shell = new NodeShell(node1.qemu.shellSocket, { qmpSocket: node1.qemu.qmpSocket });
     await shell.open();
     const started = Date.now();
     let last = "nothing yet";
@@ -202,7 +202,10 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
           // Every node's side of the story: which step each one is stuck at.
           const logs: string[] = [];
           for (const node of loadState(DIR).nodes) {
-            const sh = node.index === 1 ? shell : new NodeShell(node.qemu.shellSocket);
+            const sh =
+              node.index === 1
+                ? shell
+                : new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
             const text = await (node.index === 1 ? Promise.resolve() : sh.open())
               .then(() =>
                 sh.exec(
