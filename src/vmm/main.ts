@@ -83,8 +83,13 @@ export async function runVmm(options: VmmOptions): Promise<number> {
   vm.on("device-error", (message: string) => process.stderr.write(`flatgrid vmm: ${message}\n`));
   // Which data paths this VM got: the kernel's (vhost) or this process's.
   for (const { device } of vm.virtio) {
-    if (device instanceof VirtioNet)
+    if (device instanceof VirtioNet) {
       process.stderr.write(`flatgrid vmm: ${device.name}: frames moved by ${device.dataPath}\n`);
+      if (device.madeTap)
+        process.stderr.write(
+          `flatgrid vmm: ${device.name}: there was no such tap, so this VMM made one; it is on no bridge (ip link set ${device.name.replace(/^net /, "")} master BRIDGE up) and goes away with the VM\n`,
+        );
+    }
     if (device instanceof VirtioVsock)
       process.stderr.write(
         `flatgrid vmm: vsock: guest context id ${device.cid}, through vhost-vsock\n`,

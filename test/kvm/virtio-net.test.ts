@@ -155,9 +155,10 @@ describe("virtio-net on a tap", { timeout: 60_000 }, () => {
     }
   });
 
-  it("says a tap is in use when another VM holds it", () => {
+  it("says a tap is in use when another VM holds it, and whether it made the tap", () => {
     const name = `fgu${id}`;
     const first = new Tap(name, 12);
+    assert.equal(first.created, true, "no such interface before: TUNSETIFF made it");
     try {
       assert.throws(
         () => new Tap(name, 12),
@@ -167,5 +168,15 @@ describe("virtio-net on a tap", { timeout: 60_000 }, () => {
       first.close();
     }
     assert.throws(() => new Tap("a-name-far-too-long", 12), /not an interface name/);
+    // A tap made beforehand (as the agent and the simulator do) is used, not made.
+    const kept = `fgk${id}`;
+    ip("tuntap", "add", "dev", kept, "mode", "tap");
+    try {
+      const tap = new Tap(kept, 12);
+      assert.equal(tap.created, false);
+      tap.close();
+    } finally {
+      ip("link", "del", kept);
+    }
   });
 });

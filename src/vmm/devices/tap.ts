@@ -1,3 +1,4 @@
+import { readFileSync } from "node:fs";
 import {
   close,
   IFF_NO_PI,
@@ -30,9 +31,28 @@ export class TapError extends Error {
   }
 }
 
+/**
+ * Whether this process's network namespace has an interface of that name: /proc/self/net
+ * is per namespace, where /sys/class/net is the one sysfs was mounted in.
+ */
+function interfaceExists(name: string): boolean {
+  try {
+    return readFileSync("/proc/self/net/dev", "latin1")
+      .split("\n")
+      .some((line) => line.trimStart().startsWith(`${name}:`));
+  } catch {
+    return true; // Unknown: say nothing rather than something wrong.
+  }
+}
+
 export class Tap {
   readonly fd: number;
   readonly name: string;
+  /**
+   * The interface did not exist: TUNSETIFF made it, and it lasts only as long as this fd, on
+   * no bridge (as QEMU's ifname= does). A VMM says so: the guest's network goes nowhere yet.
+   */
+  readonly created: boolean;
 
   constructor(name: string, vnetHeaderBytes: number) {
     if (Buffer.byteLength(name) >= IFNAMSIZ || !/^[A-Za-z0-9_.-]*$/.test(name)) {
@@ -42,6 +62,7 @@ export class Tap {
         "bad-name",
       );
     }
+    this.created = name !== "" && !interfaceExists(name);
     this.fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK, "opening /dev/net/tun");
     const req = new Struct(ifreq);
     req.buf.write(name, 0, "latin1");

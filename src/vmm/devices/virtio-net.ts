@@ -81,6 +81,10 @@ export class VirtioNet implements VirtioDevice {
   readonly kernelQueues?: readonly number[];
   /** Who moves the frames, and why not the kernel when it is the VMM. */
   readonly dataPath: string;
+  /** The tap did not exist, and this VMM made it (see Tap.created). */
+  get madeTap(): boolean {
+    return this.tap.created;
+  }
   private fds: KernelQueues | null = null;
   private backendSet = false;
 
