@@ -146,8 +146,10 @@ interface VcpuThread {
 
 /**
  * One microVM: guest RAM, the in-kernel irqchip and PIT, the devices on the port I/O and
- * MMIO buses, and one thread per vCPU. Exits are handled on the main thread, so devices
- * need no locks.
+ * MMIO buses, one thread per vCPU, and one for the disks' queues. Exits are handled on the
+ * main thread, so devices need no locks; the two exceptions share only atomics: the vCPU
+ * threads answer virtio interrupt status and acks (interrupt-status.ts), and the disks'
+ * thread serves their rings between activation and reset (queue-thread.ts).
  */
 export class Vm extends EventEmitter {
   readonly console = new RingText(256 * 1024);
