@@ -1,5 +1,6 @@
 import { constants } from "node:os";
 import koffi from "koffi";
+import type { Layout } from "./layouts.js";
 
 /**
  * The few libc calls the VMM needs, through koffi. Each wrapper turns a -1 return into a
@@ -231,7 +232,36 @@ export function pollAsync(fds: Buffer, count: number, timeoutMs: number): Promis
   });
 }
 
-/** poll(2) on struct pollfd { int fd; short events; short revents; } entries. */
+/** struct pollfd from <poll.h>; test/kvm/abi.test.ts checks it against the header. */
+export const pollfd: Layout = {
+  c: "struct pollfd",
+  size: 8,
+  fields: { fd: [0, 4], events: [4, 2], revents: [6, 2] },
+};
+
+/** An array of struct pollfd that asks for input on each of `fds`, for poll()/pollAsync(). */
+export function pollInputSet(fds: readonly number[]): Buffer {
+  const set = Buffer.alloc(pollfd.size * fds.length);
+  fds.forEach((fd, i) => {
+    set.writeInt32LE(fd, pollfd.size * i + (pollfd.fields.fd?.[0] ?? 0));
+    set.writeInt16LE(POLLIN, pollfd.size * i + (pollfd.fields.events?.[0] ?? 0));
+  });
+  return set;
+}
+
+/** Whether poll() reported anything (revents) for entry i of such an array. */
+export function polled(set: Buffer, i: number): boolean {
+  return set.readInt16LE(pollfd.size * i + (pollfd.fields.revents?.[0] ?? 0)) !== 0;
+}
+
+const EVENTFD_ONE = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
+
+/** Adds one to an eventfd: wakes whoever polls it (for an irqfd, raises its line). */
+export function signalEventfd(fd: number): number {
+  return writeRaw(fd, EVENTFD_ONE);
+}
+
+/** poll(2) on an array of struct pollfd (pollInputSet()). */
 export function poll(fds: Buffer, count: number, timeoutMs: number, what: string): number {
   return check(c.poll(fds, count, timeoutMs), "poll", what);
 }

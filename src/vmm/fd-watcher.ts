@@ -2,10 +2,11 @@ import {
   close,
   EFD_NONBLOCK,
   eventfd,
-  POLLIN,
   pollAsync,
+  polled,
+  pollInputSet,
   readRaw,
-  writeRaw,
+  signalEventfd,
 } from "../kvm/index.js";
 
 /**
@@ -19,7 +20,6 @@ export class FdWatcher {
   private readonly wake: number;
   private running = false;
   private closed = false;
-  private readonly one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
   private readonly scratch = Buffer.alloc(8);
 
   constructor() {
@@ -51,27 +51,22 @@ export class FdWatcher {
       return;
     }
     this.running = false;
-    writeRaw(this.wake, this.one);
+    signalEventfd(this.wake);
   }
 
   private poke(): void {
-    if (this.running) writeRaw(this.wake, this.one);
+    if (this.running) signalEventfd(this.wake);
   }
 
   private async loop(): Promise<void> {
     while (this.running) {
       const fds = [this.wake, ...this.watches.keys()];
-      const set = Buffer.alloc(8 * fds.length);
-      fds.forEach((fd, i) => {
-        set.writeInt32LE(fd, 8 * i);
-        set.writeInt16LE(POLLIN, 8 * i + 4);
-      });
+      const set = pollInputSet(fds);
       const n = await pollAsync(set, fds.length, -1);
       if (!this.running) break;
       if (n < 0) continue; // EINTR
       for (let i = 0; i < fds.length; i++) {
-        const revents = set.readInt16LE(8 * i + 6);
-        if (revents === 0) continue;
+        if (!polled(set, i)) continue;
         const fd = fds[i] ?? -1;
         if (fd === this.wake) {
           readRaw(this.wake, this.scratch);

@@ -19,10 +19,10 @@ import {
   pthreadKill,
   readRaw,
   Struct,
+  signalEventfd,
   VcpuFd,
   VIRTIO_MMIO_QUEUE_NOTIFY,
   type VmFd,
-  writeRaw,
 } from "../kvm/index.js";
 import { type AcpiPlatform, writeAcpiTables } from "./boot/acpi.js";
 import { loadElf } from "./boot/elf.js";
@@ -290,13 +290,12 @@ export class Vm extends EventEmitter {
     const irqEvent = eventfd(0, `irqfd for ${device.name}`);
     this.eventFds.push(irqEvent);
     this.vmFd.irqfd(irqEvent, irq);
-    const one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
     const interruptStatus = this.interruptStatus.add(address);
     const transport = new MmioTransport(
       device,
       this.memory,
       () => {
-        writeRaw(irqEvent, one);
+        signalEventfd(irqEvent);
       },
       (message) => this.emit("device-error", message),
       interruptStatus,

@@ -14,13 +14,20 @@ import {
   boot_params,
 } from "../../src/kvm/bootparam.js";
 import { LAYOUTS } from "../../src/kvm/layouts.js";
-import { LIBC_CONSTANTS } from "../../src/kvm/libc.js";
+import { LIBC_CONSTANTS, pollfd } from "../../src/kvm/libc.js";
 import { TUN_CONSTANTS, TUN_HEADERS, TUN_LAYOUTS } from "../../src/kvm/tun-abi.js";
 import { VHOST_CONSTANTS, VHOST_HEADERS, VHOST_LAYOUTS } from "../../src/kvm/vhost-abi.js";
 import { VIRTIO_CONSTANTS, VIRTIO_HEADERS } from "../../src/kvm/virtio-abi.js";
 
 let fromC = new Map<string, number>();
-const ALL_LAYOUTS = [...LAYOUTS, boot_params, boot_e820_entry, ...TUN_LAYOUTS, ...VHOST_LAYOUTS];
+const ALL_LAYOUTS = [
+  ...LAYOUTS,
+  boot_params,
+  boot_e820_entry,
+  pollfd,
+  ...TUN_LAYOUTS,
+  ...VHOST_LAYOUTS,
+];
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-abi-"));
 
 before(() => {

@@ -1,11 +1,12 @@
 import { parentPort, workerData } from "node:worker_threads";
 import {
-  POLLIN,
   poll,
+  polled,
+  pollInputSet,
   readRaw,
   SyscallError,
+  signalEventfd,
   VIRTIO_MMIO_INT_VRING,
-  writeRaw,
 } from "../../kvm/index.js";
 import { BlockRequests } from "../devices/virtio-blk-requests.js";
 import { GuestMemory } from "../guest-memory.js";
@@ -35,7 +36,6 @@ const data = workerData as QueueThreadData;
 const control = new Int32Array(data.control);
 const memory = new GuestMemory(data.memorySize, { existing: data.memory });
 const interrupts = new Int32Array(data.interrupts);
-const one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
 const scratch = Buffer.alloc(8);
 
 /** One device as the thread sees it; its queues are reloaded at each activation. */
@@ -91,7 +91,7 @@ class Served {
         if (!yes || !q?.ready) return;
         if (serveAvailable(q, memory, this.indirect, this.serve) > 0 && q.wantsInterrupt(memory)) {
           this.interrupt.raise(VIRTIO_MMIO_INT_VRING);
-          writeRaw(this.device.call, one);
+          signalEventfd(this.device.call);
         }
       });
     } catch (err) {
@@ -108,11 +108,7 @@ const owners: [Served, number][] = served.flatMap((s) =>
   s.device.kicks.map((_, q) => [s, q] as [Served, number]),
 );
 const fds = [data.wake, ...served.flatMap((s) => s.device.kicks)];
-const set = Buffer.alloc(8 * fds.length);
-fds.forEach((fd, i) => {
-  set.writeInt32LE(fd, 8 * i);
-  set.writeInt16LE(POLLIN, 8 * i + 4);
-});
+const set = pollInputSet(fds);
 
 function send(message: QueueThreadMessage): void {
   parentPort?.postMessage(message);
@@ -129,7 +125,7 @@ function run(): void {
     // EXIT first: once the VM ends, the fds may belong to nobody (see QueueThread).
     if (Atomics.load(control, CONTROL_EXIT) === 1) return;
     for (let i = 0; i < fds.length; i++) {
-      if (set.readInt16LE(8 * i + 6) === 0) continue;
+      if (!polled(set, i)) continue;
       readRaw(fds[i] as number, scratch);
       if (i === 0) {
         // A wake (an activation, or a notify that came as an MMIO write): every queue.

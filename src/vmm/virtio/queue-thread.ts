@@ -1,5 +1,5 @@
 import { Worker } from "node:worker_threads";
-import { close, EFD_NONBLOCK, eventfd, writeRaw } from "../../kvm/index.js";
+import { close, EFD_NONBLOCK, eventfd, signalEventfd } from "../../kvm/index.js";
 import type { BlockRequestsSpec } from "../devices/virtio-blk-requests.js";
 import type { RegionLayout } from "../guest-memory.js";
 import type { Virtqueue } from "./queue.js";
@@ -85,7 +85,6 @@ export class QueueThread {
   private readonly control: Int32Array<SharedArrayBuffer>;
   private readonly worker: Worker;
   private readonly wake: number;
-  private readonly one = Buffer.from([1, 0, 0, 0, 0, 0, 0, 0]);
   private stopping = false;
   private gone = false;
   /** One handle per device, in the order given. */
@@ -161,7 +160,7 @@ export class QueueThread {
 
   /** @internal */
   poke(): void {
-    if (!this.stopping && !this.gone) writeRaw(this.wake, this.one);
+    if (!this.stopping && !this.gone) signalEventfd(this.wake);
   }
 
   /**
