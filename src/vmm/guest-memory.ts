@@ -11,7 +11,6 @@ import {
   munmap,
   PROT_READ,
   PROT_WRITE,
-  view,
   viewAt,
 } from "../kvm/index.js";
 
@@ -49,6 +48,16 @@ export interface MemoryRegion extends RegionLayout {
   chunks: Buffer[];
 }
 
+/** Views of a region's host memory, MAX_VIEW bytes at most each, in order. */
+function chunksAt(region: RegionLayout): Buffer[] {
+  const chunks: Buffer[] = [];
+  for (let off = 0; off < region.size; off += MAX_VIEW) {
+    const length = Math.min(MAX_VIEW, region.size - off);
+    chunks.push(Buffer.from(viewAt(region.hostAddress + BigInt(off), length)));
+  }
+  return chunks;
+}
+
 export class GuestMemory {
   readonly regions: MemoryRegion[] = [];
   private readonly mappings: Mapping[] = [];
@@ -63,14 +72,7 @@ export class GuestMemory {
     options: { hugepages?: boolean; existing?: readonly RegionLayout[] } = {},
   ) {
     if (options.existing) {
-      for (const r of options.existing) {
-        const chunks: Buffer[] = [];
-        for (let off = 0; off < r.size; off += MAX_VIEW) {
-          const length = Math.min(MAX_VIEW, r.size - off);
-          chunks.push(Buffer.from(viewAt(r.hostAddress + BigInt(off), length)));
-        }
-        this.regions.push({ ...r, chunks });
-      }
+      for (const r of options.existing) this.regions.push({ ...r, chunks: chunksAt(r) });
       return;
     }
     if (!Number.isSafeInteger(size) || size < 1 << 20 || size % 4096 !== 0) {
@@ -95,11 +97,8 @@ export class GuestMemory {
           // Transparent hugepages are an optimisation; without them RAM still works.
         }
       }
-      const chunks: Buffer[] = [];
-      for (let off = 0; off < regionSize; off += MAX_VIEW) {
-        chunks.push(Buffer.from(view(mapping, off, Math.min(MAX_VIEW, regionSize - off))));
-      }
-      this.regions.push({ guestAddress, size: regionSize, hostAddress: mapping.address, chunks });
+      const region = { guestAddress, size: regionSize, hostAddress: mapping.address };
+      this.regions.push({ ...region, chunks: chunksAt(region) });
     }
   }
 
