@@ -22,7 +22,9 @@ case "$purpose" in
   # grub-*, xorriso, mtools: the hybrid ISO (grub-mkrescue); ovmf: booting it on UEFI.
   # dnsmasq-base: DHCP and TFTP for the simulator's network boot (sim up --boot pxe).
   # tmux: the cluster suite drives the console through it (send-keys, capture-pane).
-  test) debs+=(tmux) ;;&
+  # libxen-dev: Xen's public headers, which define the PVH boot ABI that test/kvm checks;
+  # lz4: test/kvm packs data with it to check our LZ4 unpacker (vmlinux from a bzImage).
+  test) debs+=(tmux libxen-dev lz4) ;;&
   test | image | demo) debs+=(mmdebstrap cpio gzip qemu-system-x86 grub-common grub-pc-bin grub-efi-amd64-bin xorriso mtools ovmf dnsmasq-base) ;;
   *) echo "ensure-deps.sh: unknown purpose '$purpose' (test, demo or image)" >&2; exit 2 ;;
 esac

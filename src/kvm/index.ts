@@ -43,6 +43,7 @@ export {
   write,
   writeRaw,
 } from "./libc.js";
+export * from "./pvh-abi.js";
 export * from "./tun-abi.js";
 export * from "./vhost-abi.js";
 export * from "./virtio-abi.js";

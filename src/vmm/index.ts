@@ -7,14 +7,17 @@ export {
   buildAcpiTables,
   writeAcpiTables,
 } from "./boot/acpi.js";
-export { ElfError } from "./boot/elf.js";
+export { ElfError, isElf, type LoadedElf, loadElf } from "./boot/elf.js";
+export { fileBytes, type ImageBytes, KernelImageError } from "./boot/image-bytes.js";
 export {
   e820Map,
   isBzImage,
-  KernelImageError,
   type LoadedLinux,
   loadBzImage,
+  writeVmlinuxZeroPage,
 } from "./boot/linux.js";
+export { START_INFO_ADDRESS, writePvhStartInfo } from "./boot/pvh.js";
+export { extractVmlinux, Lz4Error, lz4LegacyDecode } from "./boot/vmlinux.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";
 export { loadVmConfig, VmConfigFileError } from "./config.js";
 export { attachConsole } from "./console-attach.js";
@@ -34,4 +37,11 @@ export {
   type VirtioDevice,
 } from "./virtio/mmio-transport.js";
 export { type Chain, type Descriptor, QueueError, Virtqueue } from "./virtio/queue.js";
-export { Vm, type VmConfig, VmConfigError, type VmEnd, type VmStats } from "./vm.js";
+export {
+  type BootProtocol,
+  Vm,
+  type VmConfig,
+  VmConfigError,
+  type VmEnd,
+  type VmStats,
+} from "./vm.js";

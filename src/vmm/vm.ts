@@ -26,14 +26,17 @@ import {
 } from "../kvm/index.js";
 import { type AcpiPlatform, writeAcpiTables } from "./boot/acpi.js";
 import { loadElf } from "./boot/elf.js";
-import { fileBytes, isBzImage, loadBzImage } from "./boot/linux.js";
+import { fileBytes } from "./boot/image-bytes.js";
+import { isBzImage, loadBzImage, writeVmlinuxZeroPage } from "./boot/linux.js";
 import {
   enterLongMode,
+  enterPvh,
   setupBootState,
   setupLapic,
   writeBootTables,
   ZERO_PAGE_ADDRESS,
 } from "./boot/long-mode.js";
+import { writePvhStartInfo } from "./boot/pvh.js";
 import { Bus } from "./bus.js";
 import { normaliseCpuid } from "./cpuid.js";
 import { BootTimer } from "./devices/boot-timer.js";
@@ -113,6 +116,13 @@ export type VmEnd =
   /** Something went wrong with the vCPU: the message says what. */
   | { reason: "error"; message: string; resultCode: number | null };
 
+export type BootProtocol = "bzimage" | "pvh" | "elf64";
+
+/** Where vCPU 0 starts, by protocol (long-mode.ts sets the registers). */
+type BootEntry =
+  | { protocol: "bzimage" | "elf64"; rip: number; rsi: number }
+  | { protocol: "pvh"; rip: number; startInfo: number };
+
 export interface VmStats {
   state: string;
   /** CPU time each vCPU thread has used (user + system), in ms, as of the last refresh. */
@@ -121,6 +131,8 @@ export interface VmStats {
   unclaimedPio: number;
   unclaimedMmio: number;
   bootMs: number | null;
+  /** How the kernel was entered: bzImage (64-bit protocol), pvh, or elf64 (64-bit entry). */
+  bootProtocol: BootProtocol | null;
   /** Each virtio-blk disk's counters, in the order of the config's disks. */
   disks: VirtioBlock["stats"][];
   /** Bytes typed at the serial console (POST /v1/console): queued, and dropped when full. */
@@ -179,6 +191,7 @@ export class Vm extends EventEmitter {
   private resultCode: number | null = null;
   private startedAt = 0;
   private bootMs: number | null = null;
+  private bootProtocol: BootProtocol | null = null;
   private endResolve: (end: VmEnd) => void = () => {};
   /** Resolves once every vCPU has stopped, with why. */
   readonly ended: Promise<VmEnd>;
@@ -366,23 +379,35 @@ export class Vm extends EventEmitter {
   }
 
   /**
-   * A bzImage and its initrd go from their files straight into guest RAM; only Linux gets
-   * ACPI tables (the test guests, ELF, take their facts from fixed addresses).
+   * The kernel and its initrd go from their files straight into guest RAM. A bzImage takes
+   * the 64-bit boot protocol; an ELF kernel with a PVH note is entered there (no
+   * decompression); any other ELF at its 64-bit entry with a zero page, which is how a
+   * vmlinux built without PVH boots and what the test guests ignore.
    */
-  private loadKernel(): number {
-    const kernel = openSync(this.config.kernel, "r");
+  private loadKernel(): BootEntry {
+    const file = this.config.kernel;
+    const kernel = openSync(file, "r");
     const path = this.config.initrd;
     const initrd = path ? { fd: openSync(path, "r"), path } : null;
     try {
       const head = Buffer.alloc(0x1000);
       readSync(kernel, head, 0, head.length, 0);
-      if (!isBzImage(head))
-        return loadElf(readFileSync(this.config.kernel), this.config.kernel, this.memory).entry;
-      return loadBzImage(fileBytes(kernel, this.config.kernel), this.config.kernel, this.memory, {
+      const options = {
         cmdline: this.kernelCmdline(),
         acpiRsdp: writeAcpiTables(this.memory, this.acpiPlatform()),
         ...(initrd ? { initrd: fileBytes(initrd.fd, initrd.path) } : {}),
-      }).entry;
+      };
+      if (isBzImage(head)) {
+        const linux = loadBzImage(fileBytes(kernel, file), file, this.memory, options);
+        return { protocol: "bzimage", rip: linux.entry, rsi: linux.zeroPage };
+      }
+      const elf = loadElf(fileBytes(kernel, file), file, this.memory);
+      if (elf.pvhEntry !== null) {
+        const pvh = writePvhStartInfo(this.memory, file, options, elf.high);
+        return { protocol: "pvh", rip: elf.pvhEntry, startInfo: pvh.startInfo };
+      }
+      writeVmlinuxZeroPage(this.memory, file, options, elf.high);
+      return { protocol: "elf64", rip: elf.entry, rsi: ZERO_PAGE_ADDRESS };
     } finally {
       closeSync(kernel);
       if (initrd) closeSync(initrd.fd);
@@ -396,6 +421,7 @@ export class Vm extends EventEmitter {
     writeBootTables(this.memory);
     this.watcher.start();
     const entry = this.loadKernel();
+    this.bootProtocol = entry.protocol;
     this.memory.writeU64(TESTGUEST_RAM_SIZE_ADDRESS, this.memory.size);
     this.memory.writeU32(TESTGUEST_CPU_COUNT_ADDRESS, this.config.vcpus);
     const supported = this.kvm.supportedCpuid();
@@ -407,7 +433,10 @@ export class Vm extends EventEmitter {
       setupLapic(vcpu);
       setupBootState(vcpu);
       // Secondary vCPUs wait for the boot CPU's INIT/SIPI; only vCPU 0 starts at the entry.
-      if (id === 0) enterLongMode(vcpu, { rip: entry, rsi: ZERO_PAGE_ADDRESS });
+      if (id === 0) {
+        if (entry.protocol === "pvh") enterPvh(vcpu, entry);
+        else enterLongMode(vcpu, entry);
+      }
       this.threads.push(this.spawnThread(id, fd, vcpu));
     }
     for (const t of this.threads) void this.serve(t);
@@ -709,6 +738,7 @@ export class Vm extends EventEmitter {
       unclaimedPio: this.pio.unclaimedReads + this.pio.unclaimedWrites,
       unclaimedMmio: this.mmio.unclaimedReads + this.mmio.unclaimedWrites,
       bootMs: this.bootMs,
+      bootProtocol: this.bootProtocol,
       disks: this.virtio
         .map((v) => v.device)
         .filter((d): d is VirtioBlock => d instanceof VirtioBlock)

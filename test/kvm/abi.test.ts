@@ -1,5 +1,5 @@
 // Checks every KVM ioctl number, constant and struct layout in src/kvm against the kernel's
-// UAPI headers (linux-libc-dev), by compiling a C program that prints what C sees.
+// UAPI headers (linux-libc-dev) and the PVH ABI against Xen's public headers (libxen-dev), by compiling a C program that prints what C sees.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -15,6 +15,7 @@ import {
 } from "../../src/kvm/bootparam.js";
 import { LAYOUTS } from "../../src/kvm/layouts.js";
 import { LIBC_CONSTANTS, pollfd } from "../../src/kvm/libc.js";
+import { PVH_CONSTANTS, PVH_HEADERS, PVH_LAYOUTS } from "../../src/kvm/pvh-abi.js";
 import { TUN_CONSTANTS, TUN_HEADERS, TUN_LAYOUTS } from "../../src/kvm/tun-abi.js";
 import { VHOST_CONSTANTS, VHOST_HEADERS, VHOST_LAYOUTS } from "../../src/kvm/vhost-abi.js";
 import { VIRTIO_CONSTANTS, VIRTIO_HEADERS } from "../../src/kvm/virtio-abi.js";
@@ -27,6 +28,7 @@ const ALL_LAYOUTS = [
   pollfd,
   ...TUN_LAYOUTS,
   ...VHOST_LAYOUTS,
+  ...PVH_LAYOUTS,
 ];
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-abi-"));
 
@@ -41,6 +43,7 @@ before(() => {
   for (const name of Object.keys(BOOTPARAM_CONSTANTS)) print(name, name);
   for (const name of Object.keys(TUN_CONSTANTS)) print(name, name);
   for (const name of Object.keys(VHOST_CONSTANTS)) print(name, name);
+  for (const name of Object.keys(PVH_CONSTANTS)) print(name, name);
   for (const layout of ALL_LAYOUTS) {
     print(`sizeof ${layout.c}`, `sizeof(${layout.c})`);
     for (const [field, [, size]] of Object.entries(layout.fields)) {
@@ -55,6 +58,7 @@ before(() => {
     ...BOOTPARAM_HEADERS,
     ...TUN_HEADERS,
     ...VHOST_HEADERS,
+    ...PVH_HEADERS,
     ...new Set(Object.values(LIBC_CONSTANTS).map((c) => c.header)),
     "stddef.h",
     "stdio.h",
@@ -90,6 +94,7 @@ describe("KVM ABI against the kernel headers", () => {
       ...BOOTPARAM_CONSTANTS,
       ...TUN_CONSTANTS,
       ...VHOST_CONSTANTS,
+      ...PVH_CONSTANTS,
     })) {
       assert.equal(value, fromC.get(name), name);
     }

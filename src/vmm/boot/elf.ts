@@ -1,9 +1,11 @@
+import { XEN_ELFNOTE_PHYS32_ENTRY } from "../../kvm/index.js";
 import type { GuestMemory } from "../guest-memory.js";
+import { type ImageBytes, imageBytes, readPiece } from "./image-bytes.js";
 
 /**
  * Loads a static ELF64 x86-64 executable (a vmlinux, or a freestanding test guest): its
- * PT_LOAD segments at their physical addresses. The image is input we do not trust either:
- * every header field is checked before it is used.
+ * PT_LOAD segments at their physical addresses, read from the file straight into guest RAM.
+ * The image is input we do not trust either: every header field is checked before it is used.
  */
 
 export class ElfError extends Error {
@@ -20,8 +22,10 @@ const PT_LOAD = 1;
 const PT_NOTE = 4;
 const EM_X86_64 = 62;
 const ET_EXEC = 2;
-/** Xen ELF note type carrying the PVH entry point (32-bit protected-mode entry). */
-const XEN_ELFNOTE_PHYS32_ENTRY = 18;
+/** Below 1 MiB live the VMM's boot tables, zero page, command line and ACPI tables. */
+const LOWEST_LOAD_ADDRESS = 0x100000;
+/** Notes are small; a bigger PT_NOTE is not read (it cannot hold a sane PVH note). */
+const NOTE_MAX = 0x10000;
 
 export interface LoadedElf {
   entry: number;
@@ -32,43 +36,57 @@ export interface LoadedElf {
   high: number;
 }
 
-export function loadElf(image: Buffer, file: string, memory: GuestMemory): LoadedElf {
+export function isElf(head: Buffer): boolean {
+  return head.length >= 4 && head.readUInt32BE(0) === 0x7f454c46;
+}
+
+export function loadElf(input: Buffer | ImageBytes, file: string, memory: GuestMemory): LoadedElf {
   const fail = (msg: string): never => {
     throw new ElfError(file, msg);
   };
+  const image = imageBytes(input);
   if (image.length < 64) fail("shorter than an ELF header");
-  if (image.readUInt32BE(0) !== 0x7f454c46) fail("no ELF magic");
-  if (image[4] !== 2) fail("not 64-bit (EI_CLASS)");
-  if (image[5] !== 1) fail("not little-endian (EI_DATA)");
-  if (image.readUInt16LE(16) !== ET_EXEC) fail("not an executable (e_type)");
-  if (image.readUInt16LE(18) !== EM_X86_64) fail("not x86-64 (e_machine)");
-  const entry = Number(image.readBigUInt64LE(24));
-  const phoff = Number(image.readBigUInt64LE(32));
-  const phentsize = image.readUInt16LE(54);
-  const phnum = image.readUInt16LE(56);
+  const header = readPiece(image, 0, 64);
+  if (!isElf(header)) fail("no ELF magic");
+  if (header[4] !== 2) fail("not 64-bit (EI_CLASS)");
+  if (header[5] !== 1) fail("not little-endian (EI_DATA)");
+  if (header.readUInt16LE(16) !== ET_EXEC) fail("not an executable (e_type)");
+  if (header.readUInt16LE(18) !== EM_X86_64) fail("not x86-64 (e_machine)");
+  const entry = Number(header.readBigUInt64LE(24));
+  const phoff = Number(header.readBigUInt64LE(32));
+  const phentsize = header.readUInt16LE(54);
+  const phnum = header.readUInt16LE(56);
   if (phentsize < 56 || phnum === 0 || phoff + phnum * phentsize > image.length) {
     fail("program headers out of the file");
   }
+  const table = readPiece(image, phoff, phnum * phentsize);
   let low = Number.MAX_SAFE_INTEGER;
   let high = 0;
   let pvhEntry: number | null = null;
   for (let i = 0; i < phnum; i++) {
-    const ph = phoff + i * phentsize;
-    const type = image.readUInt32LE(ph);
-    const offset = Number(image.readBigUInt64LE(ph + 8));
-    const paddr = Number(image.readBigUInt64LE(ph + 24));
-    const filesz = Number(image.readBigUInt64LE(ph + 32));
-    const memsz = Number(image.readBigUInt64LE(ph + 40));
+    const ph = i * phentsize;
+    const type = table.readUInt32LE(ph);
+    const offset = Number(table.readBigUInt64LE(ph + 8));
+    const paddr = Number(table.readBigUInt64LE(ph + 24));
+    const filesz = Number(table.readBigUInt64LE(ph + 32));
+    const memsz = Number(table.readBigUInt64LE(ph + 40));
     if (type === PT_NOTE) {
-      pvhEntry ??= findPvhEntry(image, offset, filesz);
+      if (filesz <= NOTE_MAX && offset + filesz <= image.length) {
+        pvhEntry ??= findPvhEntry(readPiece(image, offset, filesz));
+      }
       continue;
     }
     if (type !== PT_LOAD || memsz === 0) continue;
     if (filesz > memsz || offset + filesz > image.length) fail(`segment ${i} runs past the file`);
-    if (!memory.contains(paddr, memsz)) {
-      fail(`segment ${i} at 0x${paddr.toString(16)}+${memsz} does not fit in guest RAM`);
+    if (paddr < LOWEST_LOAD_ADDRESS) {
+      fail(`segment ${i} at 0x${paddr.toString(16)} is below 1 MiB, where the boot tables go`);
     }
-    memory.write(paddr, image.subarray(offset, offset + filesz));
+    if (!memory.contains(paddr, memsz)) {
+      fail(
+        `segment ${i} at 0x${paddr.toString(16)}+${memsz} does not fit in ${Math.floor(memory.size / 2 ** 20)} MiB of guest RAM`,
+      );
+    }
+    image.copyTo(memory.slice(paddr, filesz), offset);
     memory.slice(paddr + filesz, memsz - filesz).fill(0);
     low = Math.min(low, paddr);
     high = Math.max(high, paddr + memsz);
@@ -76,21 +94,25 @@ export function loadElf(image: Buffer, file: string, memory: GuestMemory): Loade
   if (high === 0) fail("no loadable segment");
   if (entry < low || entry >= high)
     fail(`entry 0x${entry.toString(16)} is outside the loaded image`);
+  if (pvhEntry !== null && (pvhEntry < low || pvhEntry >= high)) {
+    fail(`PVH entry 0x${pvhEntry.toString(16)} is outside the loaded image`);
+  }
   return { entry, pvhEntry, low, high };
 }
 
-function findPvhEntry(image: Buffer, offset: number, size: number): number | null {
-  let at = offset;
-  const end = Math.min(offset + size, image.length);
-  while (at + 12 <= end) {
-    const namesz = image.readUInt32LE(at);
-    const descsz = image.readUInt32LE(at + 4);
-    const type = image.readUInt32LE(at + 8);
+/** The XEN_ELFNOTE_PHYS32_ENTRY note's address, in a PT_NOTE segment's bytes. */
+function findPvhEntry(notes: Buffer): number | null {
+  let at = 0;
+  while (at + 12 <= notes.length) {
+    const namesz = notes.readUInt32LE(at);
+    const descsz = notes.readUInt32LE(at + 4);
+    const type = notes.readUInt32LE(at + 8);
     const name = at + 12;
     const desc = name + align4(namesz);
-    if (desc + descsz > end) return null;
-    if (type === XEN_ELFNOTE_PHYS32_ENTRY && image.toString("latin1", name, name + 3) === "Xen") {
-      return descsz >= 8 ? Number(image.readBigUInt64LE(desc)) : image.readUInt32LE(desc);
+    if (desc + descsz > notes.length) return null;
+    if (type === XEN_ELFNOTE_PHYS32_ENTRY && notes.toString("latin1", name, name + 4) === "Xen\0") {
+      // Linux writes it as a 32-bit value (_ASM_PTR in a .long), some images as 64-bit.
+      return descsz >= 8 ? Number(notes.readBigUInt64LE(desc)) : notes.readUInt32LE(desc);
     }
     at = desc + align4(descsz);
   }

@@ -1,4 +1,3 @@
-import { fstatSync, readSync } from "node:fs";
 import {
   boot_e820_entry,
   boot_params,
@@ -13,6 +12,7 @@ import {
   XLF_KERNEL_64,
 } from "../../kvm/index.js";
 import { type GuestMemory, MMIO_HOLE_END } from "../guest-memory.js";
+import { type ImageBytes, imageBytes, KernelImageError } from "./image-bytes.js";
 import { ZERO_PAGE_ADDRESS } from "./long-mode.js";
 
 /**
@@ -21,13 +21,6 @@ import { ZERO_PAGE_ADDRESS } from "./long-mode.js";
  * the command line and the initrd at the top of low memory; the vCPU enters at load + 0x200
  * in long mode with RSI pointing at the zero page.
  */
-
-export class KernelImageError extends Error {
-  constructor(file: string, message: string) {
-    super(`${file}: ${message}`);
-    this.name = "KernelImageError";
-  }
-}
 
 /** Where things go in guest RAM (below 1 MiB, clear of the boot tables in long-mode.ts). */
 const KERNEL_LOAD_ADDRESS = 0x100000;
@@ -40,39 +33,8 @@ const CMDLINE_MAX = 0x10000;
 const EBDA_START = 0x9fc00;
 const HIGH_MEMORY = 0x100000;
 const MIN_VERSION = 0x20c;
-
-/**
- * A kernel or initrd's bytes, copied straight to where they go in guest RAM. From a file,
- * that skips a copy in the VMM's heap: tens of MiB that stayed resident until a garbage
- * collection, which a quiet VMM may not run for a long time.
- */
-export interface ImageBytes {
-  readonly length: number;
-  copyTo(dest: Buffer, offset: number): void;
-}
-
-function bufferBytes(buffer: Buffer): ImageBytes {
-  return { length: buffer.length, copyTo: (dest, offset) => buffer.copy(dest, 0, offset) };
-}
-
-/** A file's bytes; the caller closes the descriptor. */
-export function fileBytes(fd: number, file: string): ImageBytes {
-  const length = fstatSync(fd).size;
-  return {
-    length,
-    copyTo(dest, offset) {
-      for (let done = 0; done < dest.length; ) {
-        const n = readSync(fd, dest, done, dest.length - done, offset + done);
-        if (n <= 0) throw new KernelImageError(file, `ended at byte ${offset + done} while read`);
-        done += n;
-      }
-    },
-  };
-}
-
-function bytes(image: Buffer | ImageBytes): ImageBytes {
-  return Buffer.isBuffer(image) ? bufferBytes(image) : image;
-}
+/** Where an initrd may end when the kernel does not say (protocol < 2.03's limit). */
+const INITRD_ADDR_MAX = 0x3800_0000;
 
 export interface LinuxBootOptions {
   cmdline: string;
@@ -93,7 +55,7 @@ export function isBzImage(image: Buffer): boolean {
 }
 
 export function loadBzImage(
-  imageBytes: Buffer | ImageBytes,
+  image: Buffer | ImageBytes,
   file: string,
   memory: GuestMemory,
   options: LinuxBootOptions,
@@ -101,11 +63,11 @@ export function loadBzImage(
   const fail = (msg: string): never => {
     throw new KernelImageError(file, msg);
   };
-  const source = bytes(imageBytes);
+  const source = imageBytes(image);
   if (source.length < 0x1000) fail("too short to be a bzImage");
-  const image = Buffer.alloc(0x1000);
-  source.copyTo(image, 0);
-  const header = new Struct(boot_params, image);
+  const head = Buffer.alloc(0x1000);
+  source.copyTo(head, 0);
+  const header = new Struct(boot_params, head);
   if (header.get("hdr.boot_flag") !== SETUP_BOOT_FLAG) fail("no boot flag 0xAA55: not a bzImage");
   if (header.get("hdr.header") !== SETUP_HEADER_MAGIC)
     fail('no "HdrS" setup header: not a bzImage');
@@ -136,53 +98,107 @@ export function loadBzImage(
   const zero = memory.slice(ZERO_PAGE_ADDRESS, boot_params.size);
   zero.fill(0);
   // The setup header as the kernel wrote it: its length is at offset 0x201 (+ 0x202).
-  const headerEnd = Math.min(0x202 + (image[0x201] ?? 0), 0x1f1 + 123);
-  image.copy(zero, 0x1f1, 0x1f1, headerEnd);
+  const headerEnd = Math.min(0x202 + (head[0x201] ?? 0), 0x1f1 + 123);
+  head.copy(zero, 0x1f1, 0x1f1, headerEnd);
   const params = new Struct(boot_params, zero);
   params
     .set("hdr.type_of_loader", 0xff)
     .set("hdr.vid_mode", 0xffff)
     .set("hdr.loadflags", params.get("hdr.loadflags") | CAN_USE_HEAP)
     .set("hdr.heap_end_ptr", 0xfe00);
+  const initrd = fillZeroPage(params, memory, options, kernelEnd, fail);
+  return { entry: KERNEL_LOAD_ADDRESS + 0x200, zeroPage: ZERO_PAGE_ADDRESS, kernelEnd, initrd };
+}
+
+/**
+ * The zero page for a vmlinux entered at its 64-bit entry point (an ELF image without a PVH
+ * note): there is no setup header in the file, so we write the fields startup_64 reads.
+ */
+export function writeVmlinuxZeroPage(
+  memory: GuestMemory,
+  file: string,
+  options: LinuxBootOptions,
+  kernelEnd: number,
+): LoadedLinux["initrd"] {
+  const fail = (msg: string): never => {
+    throw new KernelImageError(file, msg);
+  };
+  const zero = memory.slice(ZERO_PAGE_ADDRESS, boot_params.size);
+  zero.fill(0);
+  const params = new Struct(boot_params, zero)
+    .set("hdr.boot_flag", SETUP_BOOT_FLAG)
+    .set("hdr.header", SETUP_HEADER_MAGIC)
+    .set("hdr.version", MIN_VERSION)
+    .set("hdr.type_of_loader", 0xff)
+    .set("hdr.loadflags", LOADED_HIGH)
+    .set("hdr.vid_mode", 0xffff)
+    .set("hdr.kernel_alignment", 0x100_0000)
+    .set("hdr.cmdline_size", CMDLINE_MAX - 1);
+  return fillZeroPage(params, memory, options, kernelEnd, fail);
+}
+
+/** Command line, initrd, RSDP and e820 map: what every way into Linux passes. */
+function fillZeroPage(
+  params: Struct<keyof typeof boot_params.fields>,
+  memory: GuestMemory,
+  options: LinuxBootOptions,
+  kernelEnd: number,
+  fail: (msg: string) => never,
+): LoadedLinux["initrd"] {
   if (options.acpiRsdp !== undefined) params.set("acpi_rsdp_addr", options.acpiRsdp);
-
-  const cmdline = Buffer.from(`${options.cmdline}\0`, "latin1");
   const cmdlineMax = Math.min(params.get("hdr.cmdline_size") + 1 || 256, CMDLINE_MAX);
-  if (cmdline.length > cmdlineMax) {
-    fail(
-      `command line of ${cmdline.length - 1} bytes is longer than the kernel's ${cmdlineMax - 1}`,
-    );
-  }
-  memory.write(CMDLINE_ADDRESS, cmdline);
-  params.set("hdr.cmd_line_ptr", CMDLINE_ADDRESS);
-
-  let initrd: LoadedLinux["initrd"] = null;
-  if (options.initrd && options.initrd.length > 0) {
-    const source = bytes(options.initrd);
-    const size = source.length;
-    const top = Math.min(memory.lowEnd, params.get("hdr.initrd_addr_max") + 1 || 0x3800_0000);
-    const address = Math.floor((top - size) / 4096) * 4096;
-    if (address < kernelEnd) {
-      fail(
-        `an initrd of ${Math.ceil(size / 2 ** 20)} MiB does not fit above the kernel in ${Math.floor(memory.size / 2 ** 20)} MiB of RAM`,
-      );
-    }
-    source.copyTo(memory.slice(address, size), 0);
-    params.set("hdr.ramdisk_image", address).set("hdr.ramdisk_size", size);
-    initrd = { address, size };
-  }
+  params.set("hdr.cmd_line_ptr", writeCmdline(memory, options.cmdline, cmdlineMax, fail));
+  const top = params.get("hdr.initrd_addr_max") + 1 || INITRD_ADDR_MAX;
+  const initrd = placeInitrd(memory, options.initrd, top, kernelEnd, fail);
+  if (initrd) params.set("hdr.ramdisk_image", initrd.address).set("hdr.ramdisk_size", initrd.size);
 
   const map = e820Map(memory);
   if (map.length > E820_MAX_ENTRIES_ZEROPAGE) fail("too many memory regions for the zero page");
   const table = params.offset("e820_table");
   map.forEach(([addr, size, type], i) => {
-    new Struct(boot_e820_entry, zero, table + i * boot_e820_entry.size)
+    new Struct(boot_e820_entry, params.buf, table + i * boot_e820_entry.size)
       .set("addr", addr)
       .set("size", size)
       .set("type", type);
   });
   params.set("e820_entries", map.length);
-  return { entry: KERNEL_LOAD_ADDRESS + 0x200, zeroPage: ZERO_PAGE_ADDRESS, kernelEnd, initrd };
+  return initrd;
+}
+
+/** The command line, NUL-terminated, at its fixed address; max counts the NUL. */
+export function writeCmdline(
+  memory: GuestMemory,
+  cmdline: string,
+  max: number,
+  fail: (msg: string) => never,
+): number {
+  const bytes = Buffer.from(`${cmdline}\0`, "latin1");
+  if (bytes.length > max) {
+    fail(`command line of ${bytes.length - 1} bytes is longer than the kernel's ${max - 1}`);
+  }
+  memory.write(CMDLINE_ADDRESS, bytes);
+  return CMDLINE_ADDRESS;
+}
+
+/** The initrd, page-aligned at the top of low memory (below top), above the kernel. */
+export function placeInitrd(
+  memory: GuestMemory,
+  image: Buffer | ImageBytes | undefined,
+  top: number,
+  kernelEnd: number,
+  fail: (msg: string) => never,
+): LoadedLinux["initrd"] {
+  if (!image || image.length === 0) return null;
+  const source = imageBytes(image);
+  const size = source.length;
+  const address = Math.floor((Math.min(memory.lowEnd, top) - size) / 4096) * 4096;
+  if (address < kernelEnd) {
+    fail(
+      `an initrd of ${Math.ceil(size / 2 ** 20)} MiB does not fit above the kernel in ${Math.floor(memory.size / 2 ** 20)} MiB of RAM`,
+    );
+  }
+  source.copyTo(memory.slice(address, size), 0);
+  return { address, size };
 }
 
 /** A PC's memory map: low RAM, the BIOS hole, RAM up to the MMIO hole, RAM above 4 GiB. */

@@ -28,7 +28,8 @@ import type { GuestMemory } from "../guest-memory.js";
 /**
  * Puts a vCPU straight into 64-bit mode, as the Linux 64-bit boot protocol expects: flat
  * segments (code 0x10, data 0x18), identity-mapped page tables for the first GiB, and the
- * boot MSRs. The fixed addresses below are in the first 64 KiB, which nothing else uses.
+ * boot MSRs; or into flat 32-bit protected mode without paging, as PVH expects (code 0x08).
+ * The fixed addresses below are in the first 64 KiB, which nothing else uses.
  */
 export const GDT_ADDRESS = 0x500;
 export const IDT_ADDRESS = 0x520;
@@ -36,14 +37,15 @@ export const PML4_ADDRESS = 0x9000;
 const PDPTE_ADDRESS = 0xa000;
 const PDE_ADDRESS = 0xb000;
 export const ZERO_PAGE_ADDRESS = 0x7000;
+export const PVH_CS = 0x08;
 export const BOOT_CS = 0x10;
 export const BOOT_DS = 0x18;
 const BOOT_TSS = 0x20;
 
-/** GDT entries: null, null, 64-bit code, data, TSS. */
+/** GDT entries: null, 32-bit code (PVH), 64-bit code, data, TSS. */
 const GDT: bigint[] = [
   0n,
-  0n,
+  gdtEntry(0xc09b, 0, 0xfffff),
   gdtEntry(0xa09b, 0, 0xfffff),
   gdtEntry(0xc093, 0, 0xfffff),
   gdtEntry(0x808b, 0, 0xfffff),
@@ -99,6 +101,50 @@ function segment(
     .set("unusable", 0);
 }
 
+/** Every general-purpose register zero, then the ones an entry convention names. */
+function setRegs(vcpu: VcpuFd, values: { rip: number; rsi?: number; rsp?: number; rbx?: number }) {
+  const regs = vcpu.getRegs();
+  for (const r of Object.keys(
+    layouts.kvm_regs.fields,
+  ) as (keyof typeof layouts.kvm_regs.fields)[]) {
+    regs.set(r, 0);
+  }
+  regs.set("rflags", 0x2);
+  for (const [r, v] of Object.entries(values)) regs.set(r as "rip", v);
+  vcpu.setRegs(regs);
+}
+
+/** Segments, descriptor tables and control registers that both entries share. */
+function flatSegments(
+  sregs: Struct<keyof typeof layouts.kvm_sregs.fields>,
+  codeSelector: number,
+): void {
+  const [, , , data = 0n, tss = 0n] = GDT;
+  segment(sregs, "cs", codeSelector, GDT[codeSelector >> 3] ?? 0n);
+  for (const seg of ["ds", "es", "fs", "gs", "ss"] as const) segment(sregs, seg, BOOT_DS, data);
+  segment(sregs, "tr", BOOT_TSS, tss);
+  sregs
+    .sub("gdt", layouts.kvm_dtable)
+    .set("base", GDT_ADDRESS)
+    .set("limit", GDT.length * 8 - 1);
+  sregs.sub("idt", layouts.kvm_dtable).set("base", IDT_ADDRESS).set("limit", 7);
+}
+
+/**
+ * PVH: CS a flat 32-bit code segment, DS/ES/SS flat data, TR a 32-bit TSS, CR0.PE set and
+ * paging off, EFER clear, interrupts off, EBX the start info's physical address.
+ */
+export function enterPvh(vcpu: VcpuFd, entry: { rip: number; startInfo: number }): void {
+  const sregs = vcpu.getSregs();
+  flatSegments(sregs, PVH_CS);
+  sregs.set("cr0", X86_CR0_PE | X86_CR0_ET);
+  sregs.set("cr3", 0);
+  sregs.set("cr4", 0);
+  sregs.set("efer", 0);
+  vcpu.setSregs(sregs);
+  setRegs(vcpu, { rip: entry.rip, rbx: entry.startInfo });
+}
+
 export interface LongModeEntry {
   rip: number;
   rsi?: number;
@@ -107,34 +153,14 @@ export interface LongModeEntry {
 
 export function enterLongMode(vcpu: VcpuFd, entry: LongModeEntry): void {
   const sregs = vcpu.getSregs();
-  const [, , code = 0n, data = 0n, tss = 0n] = GDT;
-  segment(sregs, "cs", BOOT_CS, code);
-  for (const seg of ["ds", "es", "fs", "gs", "ss"] as const) segment(sregs, seg, BOOT_DS, data);
-  segment(sregs, "tr", BOOT_TSS, tss);
-  sregs
-    .sub("gdt", layouts.kvm_dtable)
-    .set("base", GDT_ADDRESS)
-    .set("limit", GDT.length * 8 - 1);
-  sregs.sub("idt", layouts.kvm_dtable).set("base", IDT_ADDRESS).set("limit", 7);
+  flatSegments(sregs, BOOT_CS);
   // >>> 0: JavaScript bit operations are signed 32-bit, and PG is bit 31.
   sregs.set("cr0", (X86_CR0_PE | X86_CR0_ET | X86_CR0_PG) >>> 0);
   sregs.set("cr3", PML4_ADDRESS);
   sregs.set("cr4", X86_CR4_PAE);
   sregs.set("efer", EFER_LME | EFER_LMA);
   vcpu.setSregs(sregs);
-
-  const regs = vcpu.getRegs();
-  for (const r of Object.keys(
-    layouts.kvm_regs.fields,
-  ) as (keyof typeof layouts.kvm_regs.fields)[]) {
-    regs.set(r, 0);
-  }
-  regs
-    .set("rflags", 0x2)
-    .set("rip", entry.rip)
-    .set("rsi", entry.rsi ?? 0)
-    .set("rsp", entry.rsp ?? 0);
-  vcpu.setRegs(regs);
+  setRegs(vcpu, { rip: entry.rip, rsi: entry.rsi ?? 0, rsp: entry.rsp ?? 0 });
 }
 
 /** FPU defaults and boot MSRs, for every vCPU (secondary ones get them before their SIPI). */
