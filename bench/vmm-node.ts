@@ -11,7 +11,8 @@
  *   node vmm-node.mjs setup             the disk file, a bridge and two taps
  *   node vmm-node.mjs boot KIND         one VM to its boot marker
  *   node vmm-node.mjs pair KIND         a VM that tests its disk and receives, one that sends
- * KIND: flatgrid (vhost-net where the node has it), flatgrid-userspace-net, qemu.
+ * KIND: flatgrid (vhost-net where the node has it), flatgrid-userspace-net, qemu; and
+ * flatgrid-pvh, qemu-pvh: the same kernel unpacked (vmlinux), which both boot through PVH.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
@@ -34,7 +35,7 @@ const SECONDS = Number(process.env.FGBENCH_SECONDS ?? 5);
 /** Nested guests on an emulated node boot in tens of seconds; give them room. */
 const STEP_TIMEOUT_MS = 300_000;
 
-const KINDS = ["flatgrid", "flatgrid-userspace-net", "qemu"] as const;
+const KINDS = ["flatgrid", "flatgrid-userspace-net", "qemu", "flatgrid-pvh", "qemu-pvh"] as const;
 type Kind = (typeof KINDS)[number];
 
 interface VmSpec {
@@ -58,9 +59,9 @@ function mac(tap: string): string {
 }
 
 function argv(spec: VmSpec): { file: string; args: string[] } {
-  const kernel = join(ASSETS, "vmlinuz");
+  const kernel = join(ASSETS, spec.kind.endsWith("-pvh") ? "vmlinux" : "vmlinuz");
   const initrd = join(ASSETS, "initrd.img");
-  if (spec.kind === "qemu") {
+  if (spec.kind.startsWith("qemu")) {
     const q = join(ASSETS, "qemu");
     const args = [
       "--library-path",

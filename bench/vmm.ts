@@ -15,6 +15,7 @@ import {
   copyFileSync,
   mkdirSync,
   mkdtempSync,
+  readFileSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -25,6 +26,7 @@ import { debianCloudKernel, debianExtract } from "../image/debian.js";
 import { type GuestKernel, guestModules } from "../image/guest.js";
 import { cpioImage } from "../image/tools.js";
 import { down, NodeShell, up } from "../src/sim/index.js";
+import { extractVmlinux } from "../src/vmm/index.js";
 import { median, progress, report } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -85,6 +87,7 @@ function buildAssets(dir: string, kernel: GuestKernel): { image: string; qemuVer
   const root = join(dir, "assets");
   mkdirSync(root, { recursive: true });
   copyFileSync(kernel.path, join(root, "vmlinuz"));
+  writeFileSync(join(root, "vmlinux"), extractVmlinux(readFileSync(kernel.path), kernel.path));
 
   const initrd = join(dir, "initrd-root");
   mkdirSync(join(initrd, "bin"), { recursive: true });
@@ -123,7 +126,7 @@ function buildAssets(dir: string, kernel: GuestKernel): { image: string; qemuVer
   return { image, qemuVersion };
 }
 
-type Kind = "flatgrid" | "flatgrid-userspace-net" | "qemu";
+type Kind = "flatgrid" | "flatgrid-userspace-net" | "qemu" | "flatgrid-pvh" | "qemu-pvh";
 
 interface BootResult {
   kind: Kind;
@@ -187,10 +190,15 @@ export async function run(): Promise<void> {
       flatgrid: [],
       "flatgrid-userspace-net": [],
       qemu: [],
+      "flatgrid-pvh": [],
+      "qemu-pvh": [],
     };
     for (let i = 0; i < RUNS; i++) {
       // Alternate who goes first, so that a slow moment of the machine falls on both alike.
-      const order: Kind[] = i % 2 ? ["qemu", "flatgrid"] : ["flatgrid", "qemu"];
+      const order: Kind[] =
+        i % 2
+          ? ["qemu", "flatgrid", "qemu-pvh", "flatgrid-pvh"]
+          : ["flatgrid", "qemu", "flatgrid-pvh", "qemu-pvh"];
       for (const kind of order) {
         const r = await onNode<BootResult>(shell, `boot ${kind}`);
         boots[kind].push(r);
@@ -203,6 +211,8 @@ export async function run(): Promise<void> {
       flatgrid: [],
       "flatgrid-userspace-net": [],
       qemu: [],
+      "flatgrid-pvh": [],
+      "qemu-pvh": [],
     };
     // The same alternation; ours without vhost-net once, for what the kernel's data path buys.
     const rounds: Kind[][] = [];
@@ -228,7 +238,26 @@ export async function run(): Promise<void> {
       unit: "ms",
       baseline_value: bootMs("qemu"),
       target_ratio: 1,
-      note: `monitor spawn to the guest init's first line, median of ${RUNS}; ${where}`,
+      note: `monitor spawn to the guest init's first line, median of ${RUNS}; the bzImage; ${where}`,
+    });
+    report({
+      ...base,
+      metric: "boot_pvh_ms",
+      value: bootMs("flatgrid-pvh"),
+      unit: "ms",
+      baseline: "qemu-microvm-pvh",
+      baseline_value: bootMs("qemu-pvh"),
+      target_ratio: 1,
+      note: `the same kernel unpacked (vmlinux) and entered through PVH by both, median of ${RUNS}`,
+    });
+    report({
+      ...base,
+      metric: "boot_pvh_vs_bzimage_ms",
+      value: bootMs("flatgrid-pvh"),
+      unit: "ms",
+      baseline: "flatgrid-bzimage",
+      baseline_value: bootMs("flatgrid"),
+      note: "ours through PVH next to ours with the bzImage: what skipping the guest's decompressor buys",
     });
     const rss = (k: Kind) => median(boots[k].map((r) => r.vmmKiB)) / 1024;
     report({

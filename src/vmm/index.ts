@@ -16,6 +16,7 @@ export {
   loadBzImage,
   writeVmlinuxZeroPage,
 } from "./boot/linux.js";
+export { ZERO_PAGE_ADDRESS } from "./boot/long-mode.js";
 export { START_INFO_ADDRESS, writePvhStartInfo } from "./boot/pvh.js";
 export { extractVmlinux, Lz4Error, lz4LegacyDecode } from "./boot/vmlinux.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";

@@ -5,7 +5,7 @@ import { loadVmConfig } from "./config.js";
 import { VirtioNet } from "./devices/virtio-net.js";
 import { VirtioVsock } from "./devices/virtio-vsock.js";
 import { FENCED_EXIT } from "./process-contract.js";
-import { Vm, type VmEnd } from "./vm.js";
+import { type BootProtocol, Vm, type VmEnd } from "./vm.js";
 
 /**
  * `flatgrid vmm --config vm.json --socket PATH`: one VM in this process. The guest console
@@ -76,11 +76,20 @@ function memoryUse(vm: Vm): { rssMiB: number; guestRssMiB: number; vmmRssMiB: nu
   return { rssMiB: mib(rssKiB), guestRssMiB: mib(guestKiB), vmmRssMiB: mib(rssKiB - guestKiB) };
 }
 
+const BOOT_PROTOCOLS: Record<BootProtocol, string> = {
+  bzimage: "a bzImage, entered through the Linux 64-bit boot protocol",
+  pvh: "an ELF kernel with a PVH entry, entered there (no decompression)",
+  elf64: "an ELF kernel without a PVH entry, entered at its 64-bit entry with a zero page",
+};
+
 export async function runVmm(options: VmmOptions): Promise<number> {
   const config = loadVmConfig(options.config);
   const vm = new Vm(config);
   if (options.console !== false) vm.on("console", (bytes: Buffer) => process.stdout.write(bytes));
   vm.on("device-error", (message: string) => process.stderr.write(`flatgrid vmm: ${message}\n`));
+  vm.on("boot", (protocol: BootProtocol) =>
+    process.stderr.write(`flatgrid vmm: ${config.kernel}: ${BOOT_PROTOCOLS[protocol]}\n`),
+  );
   // Which data paths this VM got: the kernel's (vhost) or this process's.
   for (const { device } of vm.virtio) {
     if (device instanceof VirtioNet) {

@@ -418,10 +418,22 @@ export class Vm extends EventEmitter {
   start(): void {
     if (this.started) return;
     this.started = true;
-    writeBootTables(this.memory);
+    let entry: BootEntry;
+    try {
+      writeBootTables(this.memory);
+      entry = this.loadKernel();
+    } catch (err) {
+      // A kernel or initrd that cannot boot: nothing ran, and nothing may keep the process
+      // alive (the disks' thread would): release everything before saying so.
+      this.closed = true;
+      live.delete(this);
+      this.release();
+      this.endResolve({ reason: "error", message: (err as Error).message, resultCode: null });
+      throw err;
+    }
     this.watcher.start();
-    const entry = this.loadKernel();
     this.bootProtocol = entry.protocol;
+    this.emit("boot", entry.protocol);
     this.memory.writeU64(TESTGUEST_RAM_SIZE_ADDRESS, this.memory.size);
     this.memory.writeU32(TESTGUEST_CPU_COUNT_ADDRESS, this.config.vcpus);
     const supported = this.kvm.supportedCpuid();

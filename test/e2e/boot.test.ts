@@ -141,7 +141,7 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     assert.match(ping, /2 received/);
   });
 
-  it("runs a Debian cloud kernel on 2 vCPUs with its virtio disk in a microVM on the node's nested KVM", async () => {
+  it("runs a Debian cloud kernel on 2 vCPUs with its virtio disk in a microVM on the node's nested KVM: as a bzImage, through PVH, at its 64-bit ELF entry", async () => {
     const node = sim?.nodes[0];
     assert.ok(node, "the node booted");
     const sh = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
@@ -201,13 +201,22 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     const peak = Number(group.output.trim().split("\n").at(-1));
     assert.ok(peak > 32 * 2 ** 20 && peak <= 436207616, `memory peak ${peak}`);
 
+    assert.match(out, /flatgrid vmm: \/mnt\/vmlinuz: a bzImage, entered through the Linux 64-bit/);
+
     // Stopped and started again, the VM finds what it wrote: its disk is a plain file that
-    // the monitor flushed before it exited.
+    // the monitor flushed before it exited. This time the same kernel boots unpacked, through
+    // PVH: no decompressor runs in the guest.
+    const pvhStarted = Date.now();
     const again = await sh.run(
-      "flatgrid vmm --config /mnt/vm2.json; echo vmm-exit=$?",
+      "flatgrid vmm --config /mnt/vm2-pvh.json; echo vmm-exit=$?",
       /vmm-exit=\d+/,
       400_000,
     );
+    process.stdout.write(
+      `# the same through PVH (vmlinux): ${((Date.now() - pvhStarted) / 1000).toFixed(0)} s\n`,
+    );
+    assert.match(again, /flatgrid vmm: \/mnt\/vmlinux: an ELF kernel with a PVH entry/);
+    assert.match(again, /guest: init reached on 2 cpus/);
     assert.match(again, /guest: boot count 2\b/);
     assert.match(again, /vmm-exit=0/);
 
@@ -222,6 +231,8 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     process.stdout.write(
       `# vsock:\n${[...(vsock.match(/guest: vsock[^\r\n]*/g) ?? []), ...listener.output.trim().split("\n")].map((l) => `#   ${l}`).join("\n")}\n`,
     );
+    // This VM's kernel is the vmlinux without its PVH note: entered at its 64-bit entry.
+    assert.match(vsock, /flatgrid vmm: \/mnt\/vmlinux-nopvh: an ELF kernel without a PVH entry/);
     assert.match(vsock, /guest: vsock vsock-echo: reply: echo from the host: hello from the guest/);
     assert.match(vsock, /vmm-exit=0/);
     assert.match(listener.output, /vsock-echo: from cid 3 port \d+: hello from the guest/);

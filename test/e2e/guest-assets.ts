@@ -3,12 +3,22 @@
 // and a vm.json, all on one ext4 image (made with mke2fs -d, no loop mounts) that the node
 // gets as its virtio disk.
 import { execFileSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { debianExtract } from "../../image/debian.js";
 import type { GuestKernel } from "../../image/guest.js";
 import { cpioImage } from "../../image/tools.js";
+import { XEN_ELFNOTE_PHYS32_ENTRY } from "../../src/kvm/index.js";
+import { extractVmlinux } from "../../src/vmm/index.js";
 
 /** native/out/vsock-echo, built by npm run build (make -C native): static, runs anywhere. */
 const VSOCK_ECHO = fileURLToPath(new URL("../../../native/out/vsock-echo", import.meta.url));
@@ -87,6 +97,24 @@ echo "guest: rebooting"
 reboot -f
 `;
 
+/**
+ * The vmlinux with its PVH note's type changed to one nobody reads: what a kernel built
+ * without CONFIG_PVH looks like to the VMM, which then enters it at its 64-bit entry.
+ */
+function withoutPvhNote(vmlinux: Buffer): Buffer {
+  const note = Buffer.alloc(16);
+  note.writeUInt32LE(4, 0);
+  note.writeUInt32LE(8, 4);
+  note.writeUInt32LE(XEN_ELFNOTE_PHYS32_ENTRY, 8);
+  note.write("Xen\0", 12, "latin1");
+  const at = vmlinux.indexOf(note);
+  if (at < 0 || vmlinux.indexOf(note, at + 1) >= 0)
+    throw new Error("the vmlinux has no single PVH entry note to take out");
+  const copy = Buffer.from(vmlinux);
+  copy.writeUInt32LE(0xfff0, at + 8);
+  return copy;
+}
+
 export interface GuestAssets {
   image: string;
 }
@@ -96,6 +124,10 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
   rmSync(root, { recursive: true, force: true });
   mkdirSync(root, { recursive: true });
   copyFileSync(kernel.path, join(root, "vmlinuz"));
+  // The same kernel unpacked, for PVH, and once more without its PVH note.
+  const vmlinux = extractVmlinux(readFileSync(kernel.path), kernel.path);
+  writeFileSync(join(root, "vmlinux"), vmlinux);
+  writeFileSync(join(root, "vmlinux-nopvh"), withoutPvhNote(vmlinux));
   const initrd = join(dir, "initrd-root");
   rmSync(initrd, { recursive: true, force: true });
   mkdirSync(join(initrd, "bin"), { recursive: true });
@@ -127,14 +159,20 @@ export function buildGuestAssets(dir: string, kernel: GuestKernel): GuestAssets 
   });
   writeFileSync(join(root, "vm1.json"), JSON.stringify(vm(1)));
   writeFileSync(join(root, "vm2.json"), JSON.stringify(vm(2)));
+  writeFileSync(join(root, "vm2-pvh.json"), JSON.stringify({ ...vm(2), kernel: "/mnt/vmlinux" }));
   // Context id 3: the first a guest may have; the node runs no other VM with one.
   writeFileSync(
     join(root, "vm-vsock.json"),
-    JSON.stringify({ ...vm(1), cmdline: "quiet fgvsock", vsock: { cid: 3 } }),
+    JSON.stringify({
+      ...vm(1),
+      kernel: "/mnt/vmlinux-nopvh",
+      cmdline: "quiet fgvsock",
+      vsock: { cid: 3 },
+    }),
   );
   const image = join(dir, "assets.ext4");
   rmSync(image, { force: true });
-  sh("mke2fs", ["-q", "-t", "ext4", "-d", root, "-L", "assets", image, "96M"]);
+  sh("mke2fs", ["-q", "-t", "ext4", "-d", root, "-L", "assets", image, "224M"]);
   return { image };
 }
 

@@ -12,11 +12,13 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import {
+  boot_params,
   E820_RAM,
   E820_RESERVED,
   hvm_memmap_table_entry,
   hvm_modlist_entry,
   hvm_start_info,
+  SETUP_HEADER_MAGIC,
   Struct,
   XEN_HVM_START_MAGIC_VALUE,
 } from "../../src/kvm/index.js";
@@ -31,6 +33,8 @@ import {
   START_INFO_ADDRESS,
   Vm,
   writePvhStartInfo,
+  writeVmlinuxZeroPage,
+  ZERO_PAGE_ADDRESS,
 } from "../../src/vmm/index.js";
 import { debianCloudKernel } from "./debian-kernel.js";
 
@@ -122,6 +126,32 @@ describe("PVH boot", { timeout: 180_000 }, () => {
       [0x9fc00, 0x100000 - 0x9fc00, E820_RESERVED],
       [0x100000, 256 * 1024 * 1024 - 0x100000, E820_RAM],
     ]);
+    memory.close();
+  });
+
+  it("gives a vmlinux without a PVH note a zero page for its 64-bit entry", () => {
+    const memory = new GuestMemory(256 * 1024 * 1024);
+    const elf = loadElf(readFileSync(vmlinux), vmlinux, memory);
+    const initrd = Buffer.alloc(3 * 1024 * 1024 + 7, 0x3c);
+    const placed = writeVmlinuxZeroPage(
+      memory,
+      vmlinux,
+      { cmdline: "console=ttyS0", initrd, acpiRsdp: 0xe0000 },
+      elf.high,
+    );
+    const zero = new Struct(boot_params, memory.slice(ZERO_PAGE_ADDRESS, boot_params.size));
+    assert.equal(zero.get("hdr.boot_flag"), 0xaa55);
+    assert.equal(zero.get("hdr.header"), SETUP_HEADER_MAGIC);
+    assert.equal(zero.get("hdr.type_of_loader"), 0xff);
+    assert.equal(zero.get("acpi_rsdp_addr"), 0xe0000);
+    const cmdline = zero.get("hdr.cmd_line_ptr");
+    assert.equal(memory.slice(cmdline, 14).toString("latin1"), "console=ttyS0\0");
+    assert.equal(zero.get("hdr.ramdisk_image"), placed?.address);
+    assert.equal(zero.get("hdr.ramdisk_size"), initrd.length);
+    assert.ok((placed?.address ?? 0) >= elf.high, "the initrd is above the kernel");
+    assert.ok((placed?.address ?? 0) + initrd.length <= memory.lowEnd);
+    assert.deepEqual(memory.slice(placed?.address ?? 0, initrd.length), initrd);
+    assert.equal(zero.get("e820_entries"), 3);
     memory.close();
   });
 

@@ -228,4 +228,42 @@ describe("flatgrid vmm process", { timeout: 90_000 }, () => {
     assert.equal(code, 1);
     assert.match(stderr, /bad\.json: field vcpus: Too small/);
   });
+
+  it("says why a kernel cannot boot, and exits: the disks' thread keeps nothing alive", async () => {
+    // A 24 MiB initrd does not fit in a 16 MiB VM. With a disk, the VM has its queue
+    // thread from the start; a failed start used to leave it (and the process) running.
+    const initrd = join(dir, "big-initrd");
+    writeFileSync(initrd, Buffer.alloc(24 * 2 ** 20));
+    const disk = join(dir, "start-fail.img");
+    writeFileSync(disk, Buffer.alloc(2 ** 20));
+    const config = join(dir, "start-fail.json");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        memoryMiB: 16,
+        vcpus: 1,
+        kernel: join(ROOT, "native/out/testguest-hello.elf"),
+        initrd,
+        disks: [{ path: disk }],
+      }),
+    );
+    const child = spawn(process.execPath, [CLI, "vmm", "--config", config], {
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let stderr = "";
+    child.stderr.on("data", (d) => {
+      stderr += d;
+    });
+    const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+    const [code, signal] = await new Promise<[number | null, string | null]>((resolve) =>
+      child.once("exit", (c, s) => resolve([c, s])),
+    );
+    clearTimeout(timer);
+    assert.equal(signal, null, `the process hung after the error: ${stderr}`);
+    assert.equal(code, 1);
+    assert.match(
+      stderr,
+      /testguest-hello\.elf: an initrd of 24 MiB does not fit above the kernel in 16 MiB of RAM/,
+    );
+  });
 });

@@ -35,6 +35,8 @@ const HIGH_MEMORY = 0x100000;
 const MIN_VERSION = 0x20c;
 /** Where an initrd may end when the kernel does not say (protocol < 2.03's limit). */
 const INITRD_ADDR_MAX = 0x3800_0000;
+/** What a 64-bit kernel's own header says (arch/x86/boot/header.S): below 2 GiB. */
+const INITRD_ADDR_MAX_64 = 0x7fff_ffff;
 
 export interface LinuxBootOptions {
   cmdline: string;
@@ -133,6 +135,7 @@ export function writeVmlinuxZeroPage(
     .set("hdr.loadflags", LOADED_HIGH)
     .set("hdr.vid_mode", 0xffff)
     .set("hdr.kernel_alignment", 0x100_0000)
+    .set("hdr.initrd_addr_max", INITRD_ADDR_MAX_64)
     .set("hdr.cmdline_size", CMDLINE_MAX - 1);
   return fillZeroPage(params, memory, options, kernelEnd, fail);
 }
@@ -148,7 +151,8 @@ function fillZeroPage(
   if (options.acpiRsdp !== undefined) params.set("acpi_rsdp_addr", options.acpiRsdp);
   const cmdlineMax = Math.min(params.get("hdr.cmdline_size") + 1 || 256, CMDLINE_MAX);
   params.set("hdr.cmd_line_ptr", writeCmdline(memory, options.cmdline, cmdlineMax, fail));
-  const top = params.get("hdr.initrd_addr_max") + 1 || INITRD_ADDR_MAX;
+  const max = params.get("hdr.initrd_addr_max");
+  const top = max ? max + 1 : INITRD_ADDR_MAX;
   const initrd = placeInitrd(memory, options.initrd, top, kernelEnd, fail);
   if (initrd) params.set("hdr.ramdisk_image", initrd.address).set("hdr.ramdisk_size", initrd.size);
 
