@@ -33,6 +33,7 @@ import {
   servicesTable,
   tokensTable,
 } from "./format.js";
+import { addKernelCommand } from "./kernel-command.js";
 import { addSimCommands } from "./sim.js";
 import { addVmmCommand } from "./vmm-command.js";
 
@@ -602,6 +603,7 @@ export function buildProgram(): Command {
   );
 
   addVmmCommand(program);
+  addKernelCommand(program);
 
   addSimCommands(program);
 

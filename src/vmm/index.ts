@@ -7,7 +7,7 @@ export {
   buildAcpiTables,
   writeAcpiTables,
 } from "./boot/acpi.js";
-export { ElfError, isElf, type LoadedElf, loadElf } from "./boot/elf.js";
+export { ElfError, isElf, type LoadedElf, loadElf, pvhEntryOf } from "./boot/elf.js";
 export { fileBytes, type ImageBytes, KernelImageError } from "./boot/image-bytes.js";
 export {
   e820Map,

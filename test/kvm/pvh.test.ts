@@ -4,7 +4,7 @@
 // unpacked from its bzImage by extractVmlinux, has that note too, and its start info is
 // checked in guest RAM (stock kernels run only in the simulator: see DESIGN.md).
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -39,6 +39,7 @@ import {
 import { debianCloudKernel } from "./debian-kernel.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
+const CLI = join(ROOT, "dist/src/cli/main.js");
 const guest = (name: string) => join(ROOT, "native/out", `testguest-${name}.elf`);
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-pvh-"));
 let vmlinux = "";
@@ -211,6 +212,28 @@ describe("vmlinux from a bzImage", () => {
     assert.throws(
       () => lz4LegacyDecode(packed.subarray(0, packed.length - 100), data.length),
       /Lz4Error|runs past/,
+    );
+  });
+
+  it("flatgrid kernel unpack writes the vmlinux and says how the VMM will boot it", () => {
+    const out = join(dir, "unpacked");
+    const said = execFileSync(
+      process.execPath,
+      [CLI, "kernel", "unpack", debianCloudKernel(), "--out", out],
+      { encoding: "utf8" },
+    );
+    assert.match(
+      said,
+      /unpacked: \d+\.\d MiB, PVH entry 0x[0-9a-f]+: the VMM will boot it through PVH/,
+    );
+    assert.deepEqual(readFileSync(out), readFileSync(vmlinux));
+    const again = spawnSync(process.execPath, [CLI, "kernel", "unpack", out, "--out", `${out}2`], {
+      encoding: "utf8",
+    });
+    assert.equal(again.status, 1);
+    assert.match(
+      again.stderr,
+      /already an uncompressed ELF kernel \(a vmlinux\): boot it as it is/,
     );
   });
 

@@ -40,11 +40,20 @@ export function isElf(head: Buffer): boolean {
   return head.length >= 4 && head.readUInt32BE(0) === 0x7f454c46;
 }
 
-export function loadElf(input: Buffer | ImageBytes, file: string, memory: GuestMemory): LoadedElf {
-  const fail = (msg: string): never => {
-    throw new ElfError(file, msg);
-  };
-  const image = imageBytes(input);
+interface ProgramHeader {
+  index: number;
+  type: number;
+  offset: number;
+  paddr: number;
+  filesz: number;
+  memsz: number;
+}
+
+/** The ELF header's checks, the entry point and the program headers. */
+function readHeaders(
+  image: ImageBytes,
+  fail: (msg: string) => never,
+): { entry: number; headers: ProgramHeader[] } {
   if (image.length < 64) fail("shorter than an ELF header");
   const header = readPiece(image, 0, 64);
   if (!isElf(header)) fail("no ELF magic");
@@ -60,20 +69,50 @@ export function loadElf(input: Buffer | ImageBytes, file: string, memory: GuestM
     fail("program headers out of the file");
   }
   const table = readPiece(image, phoff, phnum * phentsize);
+  const headers = Array.from({ length: phnum }, (_, index) => {
+    const ph = index * phentsize;
+    return {
+      index,
+      type: table.readUInt32LE(ph),
+      offset: Number(table.readBigUInt64LE(ph + 8)),
+      paddr: Number(table.readBigUInt64LE(ph + 24)),
+      filesz: Number(table.readBigUInt64LE(ph + 32)),
+      memsz: Number(table.readBigUInt64LE(ph + 40)),
+    };
+  });
+  return { entry, headers };
+}
+
+/** The PVH entry of an ELF kernel, or null when it has no PVH note. */
+export function pvhEntryOf(input: Buffer | ImageBytes, file: string): number | null {
+  const image = imageBytes(input);
+  const { headers } = readHeaders(image, (msg) => {
+    throw new ElfError(file, msg);
+  });
+  for (const h of headers) {
+    const entry = h.type === PT_NOTE ? pvhNote(image, h) : null;
+    if (entry !== null) return entry;
+  }
+  return null;
+}
+
+function pvhNote(image: ImageBytes, h: ProgramHeader): number | null {
+  if (h.filesz > NOTE_MAX || h.offset + h.filesz > image.length) return null;
+  return findPvhEntry(readPiece(image, h.offset, h.filesz));
+}
+
+export function loadElf(input: Buffer | ImageBytes, file: string, memory: GuestMemory): LoadedElf {
+  const fail = (msg: string): never => {
+    throw new ElfError(file, msg);
+  };
+  const image = imageBytes(input);
+  const { entry, headers } = readHeaders(image, fail);
   let low = Number.MAX_SAFE_INTEGER;
   let high = 0;
   let pvhEntry: number | null = null;
-  for (let i = 0; i < phnum; i++) {
-    const ph = i * phentsize;
-    const type = table.readUInt32LE(ph);
-    const offset = Number(table.readBigUInt64LE(ph + 8));
-    const paddr = Number(table.readBigUInt64LE(ph + 24));
-    const filesz = Number(table.readBigUInt64LE(ph + 32));
-    const memsz = Number(table.readBigUInt64LE(ph + 40));
+  for (const { index: i, type, offset, paddr, filesz, memsz } of headers) {
     if (type === PT_NOTE) {
-      if (filesz <= NOTE_MAX && offset + filesz <= image.length) {
-        pvhEntry ??= findPvhEntry(readPiece(image, offset, filesz));
-      }
+      pvhEntry ??= pvhNote(image, headers[i] as ProgramHeader);
       continue;
     }
     if (type !== PT_LOAD || memsz === 0) continue;

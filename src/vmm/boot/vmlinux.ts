@@ -15,6 +15,7 @@ export function extractVmlinux(bzImage: Buffer, file: string): Buffer {
   const fail = (msg: string): never => {
     throw new KernelImageError(file, msg);
   };
+  if (isElf(bzImage)) fail("already an uncompressed ELF kernel (a vmlinux): boot it as it is");
   if (!isBzImage(bzImage)) fail('no "HdrS" setup header: not a bzImage');
   const header = new Struct(boot_params, bzImage.subarray(0, boot_params.size));
   if (header.get("hdr.version") < 0x208) fail("boot protocol older than 2.08: no payload fields");
