@@ -211,7 +211,12 @@ export class Agent {
   private readonly networks: NetworkApplier | null;
 
   constructor(private readonly o: AgentOptions) {
-    this.images = new ClassImages(o.images, o.imageCache ?? null, o.imagePeers ?? null);
+    this.images = new ClassImages(
+      o.images,
+      o.imageCache ?? null,
+      o.imagePeers ?? null,
+      (level, msg) => o.log?.(level, `class images: ${msg}`),
+    );
     this.leaseFile = join(o.dir, "lease");
     this.log = o.log ?? (() => {});
     this.networks = o.network ? new NetworkApplier(o.network.self, this.log) : null;

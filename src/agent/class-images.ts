@@ -1,15 +1,21 @@
+import { execFile } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
+  closeSync,
   createReadStream,
   existsSync,
   mkdirSync,
+  openSync,
   readFileSync,
+  readSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import type { ClassParts } from "./instance-plan.js";
 
 /**
@@ -22,6 +28,12 @@ import type { ClassParts } from "./instance-plan.js";
  * gets the manifest and the parts from its peers, by sha256, into its image cache on the
  * data partition: a part is kept only once its bytes match, so a peer cannot slip in
  * anything else; the manifest comes from a member of the grid over mutual TLS.
+ *
+ * A class's kernel boots unpacked where it can: its vmlinux, made once per kernel into the
+ * image cache (`flatgrid kernel unpack`, in a child process), goes to the VMM when it has a
+ * PVH entry, so that no decompressor runs in the guest at each start (18 s against 27-30 s
+ * for the e2e microVM on a simulated node). The unpacked file's sha256 is kept beside it and
+ * checked like any part's; a kernel that cannot be unpacked boots as it is.
  */
 
 /** Where the bytes of a part, or the manifest, come from when this node lacks them. */
@@ -49,6 +61,8 @@ export class ClassImageError extends Error {
 }
 
 const SHA256 = /^[0-9a-f]{64}$/;
+const CLI = fileURLToPath(new URL("../cli/main.js", import.meta.url));
+const run = promisify(execFile);
 /** A missing class is asked of peers again after this long. */
 const MANIFEST_RETRY_MS = 30_000;
 
@@ -60,6 +74,8 @@ export class ClassImages {
   /** sha256 -> a fetch from peers under way. */
   private readonly fetches = new Map<string, Promise<string>>();
   private manifestFetchedAt = 0;
+  /** Kernel sha256 -> the file to boot it from (its vmlinux, or itself). */
+  private readonly bootable = new Map<string, Promise<string>>();
 
   /**
    * `dir`: this node's catalog (read-only; may be missing). `cache`: where parts from peers
@@ -69,6 +85,7 @@ export class ClassImages {
     readonly dir: string,
     readonly cache: string | null = null,
     private readonly peers: ImagePeers | null = null,
+    private readonly log: (level: "info" | "warn", msg: string) => void = () => {},
   ) {}
 
   /** This node's own catalog has a manifest. */
@@ -278,6 +295,87 @@ export class ClassImages {
     ]);
     for (const r of [kernel, initrd, rootfs]) if (r.status === "rejected") throw r.reason;
     const got = (r: PromiseSettledResult<string>) => (r as PromiseFulfilledResult<string>).value;
-    return { kernel: got(kernel), initrd: got(initrd), rootfs: got(rootfs) };
+    return {
+      kernel: await this.bootKernel(got(kernel), m.kernel.sha256),
+      initrd: got(initrd),
+      rootfs: got(rootfs),
+    };
   }
+
+  /** The file to boot a checked kernel part from: its vmlinux where it has one with PVH. */
+  bootKernel(path: string, sha256: string): Promise<string> {
+    if (!this.cache || !isBzImage(path)) return Promise.resolve(path);
+    let bootable = this.bootable.get(sha256);
+    if (!bootable) {
+      bootable = this.unpack(path, sha256, this.cache);
+      this.bootable.set(sha256, bootable);
+    }
+    return bootable;
+  }
+
+  private async unpack(path: string, sha256: string, cache: string): Promise<string> {
+    const out = join(cache, `${sha256}.vmlinux`);
+    const record = `${out}.sha256`;
+    try {
+      await this.verify(out, readFileSync(record, "utf8").trim());
+      return out;
+    } catch {
+      // Not unpacked yet, or damaged: again.
+    }
+    try {
+      mkdirSync(cache, { recursive: true });
+      rmSync(record, { force: true });
+      const { stdout } = await run(process.execPath, [CLI, "kernel", "unpack", path, "--out", out]);
+      if (!/PVH entry/.test(stdout)) {
+        rmSync(out, { force: true });
+        this.log(
+          "info",
+          `kernel ${sha256.slice(0, 12)}: its vmlinux has no PVH entry: booting the bzImage`,
+        );
+        return path;
+      }
+      const digest = await fileSha256(out);
+      writeFileSync(`${record}.new`, `${digest}\n`);
+      renameSync(`${record}.new`, record);
+      this.log("info", `kernel ${sha256.slice(0, 12)}: unpacked to ${out}, booted through PVH`);
+      return out;
+    } catch (err) {
+      const e = err as Error & { stderr?: string };
+      this.log(
+        "warn",
+        `kernel ${sha256.slice(0, 12)}: cannot unpack (${(e.stderr || e.message).trim()}): booting the bzImage`,
+      );
+      rmSync(out, { force: true });
+      return path;
+    }
+  }
+}
+
+/** A bzImage carries "HdrS" at 0x202 (the setup header); anything else boots as it is. */
+function isBzImage(path: string): boolean {
+  const head = Buffer.alloc(0x206);
+  let fd: number;
+  try {
+    fd = openSync(path, "r");
+  } catch {
+    return false;
+  }
+  try {
+    return (
+      readSync(fd, head, 0, head.length, 0) === head.length &&
+      head.toString("latin1", 0x202, 0x206) === "HdrS"
+    );
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function fileSha256(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash("sha256");
+    createReadStream(path, { highWaterMark: 1 << 20 })
+      .on("data", (chunk) => hash.update(chunk))
+      .on("error", reject)
+      .on("end", () => resolve(hash.digest("hex")));
+  });
 }

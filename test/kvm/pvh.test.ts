@@ -5,12 +5,23 @@
 // checked in guest RAM (stock kernels run only in the simulator: see DESIGN.md).
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { ClassImages } from "../../src/agent/index.js";
 import {
   boot_params,
   E820_RAM,
@@ -253,5 +264,60 @@ describe("vmlinux from a bzImage", () => {
       () => extractVmlinux(Buffer.alloc(8192), "zeros"),
       /zeros: no "HdrS" setup header/,
     );
+  });
+});
+
+describe("class kernels through PVH on a node", () => {
+  it("the agent's class images boot a bzImage through its vmlinux, unpacked once and checked", async () => {
+    const catalog = join(dir, "catalog");
+    const cache = join(dir, "image-cache");
+    mkdirSync(catalog, { recursive: true });
+    const kernel = readFileSync(debianCloudKernel());
+    writeFileSync(join(catalog, "vmlinuz"), kernel);
+    writeFileSync(join(catalog, "initrd.img"), "the initrd");
+    writeFileSync(join(catalog, "web.ext4"), "the root disk");
+    const sha = (b: Buffer | string) => createHash("sha256").update(b).digest("hex");
+    writeFileSync(
+      join(catalog, "manifest.json"),
+      JSON.stringify({
+        kernel: { sha256: sha(kernel) },
+        initrd: { sha256: sha("the initrd") },
+        classes: {
+          "web@1": {
+            id: "x",
+            rootfs: "web.ext4",
+            sha256: sha("the root disk"),
+            kernel: "vmlinuz",
+            initrd: "initrd.img",
+          },
+        },
+      }),
+    );
+    const logged: string[] = [];
+    const images = () => new ClassImages(catalog, cache, null, (_, msg) => logged.push(msg));
+    const unpacked = join(cache, `${sha(kernel)}.vmlinux`);
+    const first = await images().resolve("web@1");
+    assert.equal(first.kernel, unpacked);
+    assert.deepEqual(readFileSync(unpacked), readFileSync(vmlinux));
+    assert.match(logged.join("\n"), /unpacked to .*, booted through PVH/);
+    assert.equal(first.rootfs, join(catalog, "web.ext4"), "other parts stay where they are");
+    // A new agent finds it, checked, and unpacks nothing.
+    const made = statSync(unpacked).mtimeMs;
+    assert.equal((await images().resolve("web@1")).kernel, unpacked);
+    assert.equal(statSync(unpacked).mtimeMs, made);
+    // Damaged on disk: made again, whole.
+    const fd = openSync(unpacked, "r+");
+    writeSync(fd, Buffer.from("garbage"), 0, 7, 4096);
+    closeSync(fd);
+    assert.equal((await images().resolve("web@1")).kernel, unpacked);
+    assert.deepEqual(readFileSync(unpacked), readFileSync(vmlinux));
+    // Without an image cache, or for a kernel that is no bzImage, the part boots as it is.
+    assert.equal(
+      (await new ClassImages(catalog).resolve("web@1")).kernel,
+      join(catalog, "vmlinuz"),
+    );
+    const elf = join(dir, "guest.elf");
+    writeFileSync(elf, readFileSync(guest("hello")));
+    assert.equal(await images().bootKernel(elf, sha("x")), elf);
   });
 });
