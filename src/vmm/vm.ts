@@ -63,6 +63,7 @@ import {
 import { InterruptStatusTable } from "./virtio/interrupt-status.js";
 import { MmioTransport, type VirtioDevice } from "./virtio/mmio-transport.js";
 import { QueueThread, type QueueThreadDeviceOptions } from "./virtio/queue-thread.js";
+import { SMALL_YOUNG_GENERATION } from "./worker-limits.js";
 
 /** Where the in-kernel irqchip wants its TSS and identity map (below the 4 GiB BIOS area). */
 const TSS_ADDRESS = 0xfffb_d000;
@@ -465,6 +466,7 @@ export class Vm extends EventEmitter {
         interrupts: this.interruptStatus.words.buffer,
       },
       name: `vcpu${id}`,
+      resourceLimits: SMALL_YOUNG_GENERATION,
     });
     const thread = new Promise<{ thread: bigint; tid: number }>((resolve, reject) => {
       worker.once("message", (m: { thread: bigint; tid: number }) => resolve(m));

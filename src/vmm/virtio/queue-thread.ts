@@ -2,6 +2,7 @@ import { Worker } from "node:worker_threads";
 import { close, EFD_NONBLOCK, eventfd, signalEventfd } from "../../kvm/index.js";
 import type { BlockRequestsSpec } from "../devices/virtio-blk-requests.js";
 import type { RegionLayout } from "../guest-memory.js";
+import { SMALL_YOUNG_GENERATION } from "../worker-limits.js";
 import type { Virtqueue } from "./queue.js";
 
 /**
@@ -119,6 +120,7 @@ export class QueueThread {
     this.worker = new Worker(new URL("./queue-thread-worker.js", import.meta.url), {
       workerData,
       name: "disk queues",
+      resourceLimits: SMALL_YOUNG_GENERATION,
     });
     this.worker.on("message", (m: QueueThreadMessage) => {
       if ("fatal" in m) {
