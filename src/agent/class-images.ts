@@ -31,9 +31,9 @@ import type { ClassParts } from "./instance-plan.js";
  *
  * A class's kernel boots unpacked where it can: its vmlinux, made once per kernel into the
  * image cache (`flatgrid kernel unpack`, in a child process), goes to the VMM when it has a
- * PVH entry, so that no decompressor runs in the guest at each start (18 s against 27-30 s
- * for the e2e microVM on a simulated node). The unpacked file's sha256 is kept beside it and
- * checked like any part's; a kernel that cannot be unpacked boots as it is.
+ * PVH entry, so that no decompressor runs in the guest at each start (on the simulator's
+ * emulated CPUs the gain is inside the noise; see README). The unpacked file's sha256 is
+ * kept beside it and checked like any part's; a kernel that cannot be unpacked boots as it is.
  */
 
 /** Where the bytes of a part, or the manifest, come from when this node lacks them. */
