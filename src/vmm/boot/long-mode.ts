@@ -114,7 +114,7 @@ function setRegs(vcpu: VcpuFd, values: { rip: number; rsi?: number; rsp?: number
   vcpu.setRegs(regs);
 }
 
-/** Segments, descriptor tables and control registers that both entries share. */
+/** The flat segments and the descriptor tables, for either entry; codeSelector picks CS. */
 function flatSegments(
   sregs: Struct<keyof typeof layouts.kvm_sregs.fields>,
   codeSelector: number,
