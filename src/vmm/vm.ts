@@ -270,8 +270,7 @@ export class Vm extends EventEmitter {
       }
     } catch (err) {
       // A missing disk or a busy tap: release what was already set up before saying so.
-      live.delete(this);
-      this.release();
+      this.finish({ reason: "error", message: (err as Error).message, resultCode: null });
       throw err;
     }
   }
@@ -426,10 +425,7 @@ export class Vm extends EventEmitter {
     } catch (err) {
       // A kernel or initrd that cannot boot: nothing ran, and nothing may keep the process
       // alive (the disks' thread would): release everything before saying so.
-      this.closed = true;
-      live.delete(this);
-      this.release();
-      this.endResolve({ reason: "error", message: (err as Error).message, resultCode: null });
+      this.finish({ reason: "error", message: (err as Error).message, resultCode: null });
       throw err;
     }
     this.watcher.start();
@@ -699,15 +695,20 @@ export class Vm extends EventEmitter {
   private closed = false;
   private threadDone(): void {
     this.finished++;
-    if (this.finished < this.threads.length) return;
-    if (this.closed) return;
-    this.closed = true;
-    live.delete(this);
+    if (this.finished < this.threads.length || this.closed) return;
     const end = this.endReason ?? { reason: "stopped", resultCode: null };
     // Nothing touches guest memory or kvm_run once every vCPU thread is gone.
     for (const t of this.threads) t.vcpu.close();
+    this.finish({ ...end, resultCode: this.resultCode });
+  }
+
+  /** The VM is over, once: everything released, and `ended` says why. */
+  private finish(end: VmEnd): void {
+    if (this.closed) return;
+    this.closed = true;
+    live.delete(this);
     this.release();
-    this.endResolve({ ...end, resultCode: this.resultCode });
+    this.endResolve(end);
   }
 
   /**
