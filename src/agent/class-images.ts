@@ -16,6 +16,8 @@ import {
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+// Not vmm/index.js: the agent loads no koffi.
+import { isBzImage } from "../vmm/boot/image-bytes.js";
 import type { ClassParts } from "./instance-plan.js";
 
 /**
@@ -147,22 +149,17 @@ export class ClassImages {
     }
     const known = this.checks.get(path);
     if (known?.stamp === stamp) return known.done;
-    const done = new Promise<void>((resolve, reject) => {
-      const hash = createHash("sha256");
-      createReadStream(path, { highWaterMark: 1 << 20 })
-        .on("data", (chunk) => hash.update(chunk))
-        .on("error", (err) => reject(new ClassImageError(`${path}: ${err.message}`)))
-        .on("end", () => {
-          const got = hash.digest("hex");
-          if (got === sha256) resolve();
-          else
-            reject(
-              new ClassImageError(
-                `${path} is damaged: its sha256 is ${got.slice(0, 16)}…, the manifest says ${sha256.slice(0, 16)}…`,
-              ),
-            );
-        });
-    });
+    const done = fileSha256(path).then(
+      (got) => {
+        if (got !== sha256)
+          throw new ClassImageError(
+            `${path} is damaged: its sha256 is ${got.slice(0, 16)}…, the manifest says ${sha256.slice(0, 16)}…`,
+          );
+      },
+      (err: Error) => {
+        throw new ClassImageError(`${path}: ${err.message}`);
+      },
+    );
     // A failed check is not cached: the next try reads the file again.
     done.catch(() => this.checks.delete(path));
     this.checks.set(path, { stamp, done });
@@ -304,7 +301,7 @@ export class ClassImages {
 
   /** The file to boot a checked kernel part from: its vmlinux where it has one with PVH. */
   bootKernel(path: string, sha256: string): Promise<string> {
-    if (!this.cache || !isBzImage(path)) return Promise.resolve(path);
+    if (!this.cache || !isBzImageFile(path)) return Promise.resolve(path);
     let bootable = this.bootable.get(sha256);
     if (!bootable) {
       bootable = this.unpack(path, sha256, this.cache);
@@ -351,9 +348,9 @@ export class ClassImages {
   }
 }
 
-/** A bzImage carries "HdrS" at 0x202 (the setup header); anything else boots as it is. */
-function isBzImage(path: string): boolean {
-  const head = Buffer.alloc(0x206);
+/** Whether the file is a bzImage (anything else boots as it is). */
+function isBzImageFile(path: string): boolean {
+  const head = Buffer.alloc(0x1000);
   let fd: number;
   try {
     fd = openSync(path, "r");
@@ -361,10 +358,7 @@ function isBzImage(path: string): boolean {
     return false;
   }
   try {
-    return (
-      readSync(fd, head, 0, head.length, 0) === head.length &&
-      head.toString("latin1", 0x202, 0x206) === "HdrS"
-    );
+    return isBzImage(head.subarray(0, readSync(fd, head, 0, head.length, 0)));
   } finally {
     closeSync(fd);
   }

@@ -8,10 +8,9 @@ export {
   writeAcpiTables,
 } from "./boot/acpi.js";
 export { ElfError, isElf, type LoadedElf, loadElf, pvhEntryOf } from "./boot/elf.js";
-export { fileBytes, type ImageBytes, KernelImageError } from "./boot/image-bytes.js";
+export { fileBytes, type ImageBytes, isBzImage, KernelImageError } from "./boot/image-bytes.js";
 export {
   e820Map,
-  isBzImage,
   type LoadedLinux,
   loadBzImage,
   writeVmlinuxZeroPage,

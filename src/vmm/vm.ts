@@ -26,8 +26,8 @@ import {
 } from "../kvm/index.js";
 import { type AcpiPlatform, writeAcpiTables } from "./boot/acpi.js";
 import { loadElf } from "./boot/elf.js";
-import { fileBytes } from "./boot/image-bytes.js";
-import { isBzImage, loadBzImage, writeVmlinuxZeroPage } from "./boot/linux.js";
+import { fileBytes, isBzImage } from "./boot/image-bytes.js";
+import { loadBzImage, writeVmlinuxZeroPage } from "./boot/linux.js";
 import {
   enterLongMode,
   enterPvh,

@@ -1,4 +1,6 @@
 import { fstatSync, readSync } from "node:fs";
+// bootparam.js directly, not kvm/index.js: this file serves the agent too, which loads no koffi.
+import { SETUP_HEADER_MAGIC } from "../../kvm/bootparam.js";
 
 /** A kernel or initrd the VMM cannot use, named by its file. */
 export class KernelImageError extends Error {
@@ -6,6 +8,11 @@ export class KernelImageError extends Error {
     super(`${file}: ${message}`);
     this.name = "KernelImageError";
   }
+}
+
+/** A bzImage's first bytes carry the setup header's "HdrS" at 0x202. */
+export function isBzImage(head: Buffer): boolean {
+  return head.length > 0x206 && head.readUInt32LE(0x202) === SETUP_HEADER_MAGIC;
 }
 
 /**

@@ -52,10 +52,6 @@ export interface LoadedLinux {
   initrd: { address: number; size: number } | null;
 }
 
-export function isBzImage(image: Buffer): boolean {
-  return image.length > 0x206 && image.readUInt32LE(0x202) === SETUP_HEADER_MAGIC;
-}
-
 export function loadBzImage(
   image: Buffer | ImageBytes,
   file: string,
@@ -83,8 +79,7 @@ export function loadBzImage(
   if (!(header.get("hdr.loadflags") & LOADED_HIGH))
     fail("not a bzImage (zImage kernels are not supported)");
 
-  const setupSects = header.get("hdr.setup_sects") || 4;
-  const protectedOffset = (setupSects + 1) * 512;
+  const protectedOffset = protectedModeOffset(header);
   if (protectedOffset >= source.length) fail("setup code runs past the end of the file");
   const kernelLength = source.length - protectedOffset;
   // The kernel decompresses itself in place and needs init_size bytes from where it sits.
@@ -203,6 +198,12 @@ export function placeInitrd(
   }
   source.copyTo(memory.slice(address, size), 0);
   return { address, size };
+}
+
+/** Where the protected-mode kernel starts in a bzImage: after the boot sector and setup. */
+export function protectedModeOffset(header: Struct<keyof typeof boot_params.fields>): number {
+  // setup_sects 0 means 4, for the oldest kernels (boot.rst).
+  return ((header.get("hdr.setup_sects") || 4) + 1) * 512;
 }
 
 /** A PC's memory map: low RAM, the BIOS hole, RAM up to the MMIO hole, RAM above 4 GiB. */

@@ -1,8 +1,8 @@
 import { gunzipSync } from "node:zlib";
 import { boot_params, Struct } from "../../kvm/index.js";
 import { isElf } from "./elf.js";
-import { KernelImageError } from "./image-bytes.js";
-import { isBzImage } from "./linux.js";
+import { isBzImage, KernelImageError } from "./image-bytes.js";
+import { protectedModeOffset } from "./linux.js";
 
 /**
  * Unpacks the vmlinux (an ELF) that a bzImage carries as its compressed payload
@@ -19,8 +19,7 @@ export function extractVmlinux(bzImage: Buffer, file: string): Buffer {
   if (!isBzImage(bzImage)) fail('no "HdrS" setup header: not a bzImage');
   const header = new Struct(boot_params, bzImage.subarray(0, boot_params.size));
   if (header.get("hdr.version") < 0x208) fail("boot protocol older than 2.08: no payload fields");
-  const setupSects = header.get("hdr.setup_sects") || 4;
-  const start = (setupSects + 1) * 512 + bzImage.readUInt32LE(0x248);
+  const start = protectedModeOffset(header) + bzImage.readUInt32LE(0x248);
   const length = bzImage.readUInt32LE(0x24c);
   if (length < 8 || start + length > bzImage.length) fail("the payload runs past the file");
   const payload = bzImage.subarray(start, start + length);
