@@ -24,6 +24,8 @@ const c = {
   write: lib.func("intptr_t write(int fd, const void *buf, size_t count)"),
   pread: lib.func("intptr_t pread(int fd, void *buf, size_t count, int64_t off)"),
   pwrite: lib.func("intptr_t pwrite(int fd, const void *buf, size_t count, int64_t off)"),
+  preadv: lib.func("intptr_t preadv(int fd, const void *iov, int iovcnt, int64_t off)"),
+  pwritev: lib.func("intptr_t pwritev(int fd, const void *iov, int iovcnt, int64_t off)"),
   poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
   pthreadSelf: lib.func("unsigned long pthread_self()"),
   gettid: lib.func("int gettid()"),
@@ -46,6 +48,8 @@ export const MADV_HUGEPAGE = 14;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const POLLIN = 0x1;
+/** The most struct iovec one preadv/pwritev takes (<sys/uio.h>; IOV_MAX in <limits.h>). */
+export const UIO_MAXIOV = 1024;
 
 /** The libc constants above that a header defines, for the check against the headers. */
 export const LIBC_CONSTANTS: Record<string, { value: number; header: string }> = {
@@ -64,6 +68,7 @@ export const LIBC_CONSTANTS: Record<string, { value: number; header: string }> =
   EFD_CLOEXEC: { value: EFD_CLOEXEC, header: "sys/eventfd.h" },
   EFD_NONBLOCK: { value: EFD_NONBLOCK, header: "sys/eventfd.h" },
   POLLIN: { value: POLLIN, header: "poll.h" },
+  UIO_MAXIOV: { value: UIO_MAXIOV, header: "sys/uio.h" },
 };
 
 const EINTR_ERRNO = constants.errno.EINTR;
@@ -217,6 +222,38 @@ export function pread(fd: number, buf: Buffer, offset: number, what: string): nu
 
 export function pwrite(fd: number, buf: Buffer, offset: number, what: string): number {
   return check(c.pwrite(fd, buf, buf.length, offset), "pwrite", what);
+}
+
+/** struct iovec from <sys/uio.h>; test/kvm/abi.test.ts checks it against the header. */
+export const iovec: Layout = {
+  c: "struct iovec",
+  size: 16,
+  fields: { iov_base: [0, 8], iov_len: [8, 8] },
+};
+
+/**
+ * preadv(2) into a table of struct iovec (`count` entries of `iov`): the buffers are host
+ * addresses, so that one call fills many pieces of guest RAM without a Buffer for each.
+ */
+export function preadv(
+  fd: number,
+  iov: Buffer,
+  count: number,
+  offset: number,
+  what: string,
+): number {
+  return check(c.preadv(fd, iov, count, offset), "preadv", what);
+}
+
+/** pwritev(2) from a table of struct iovec, as preadv(). */
+export function pwritev(
+  fd: number,
+  iov: Buffer,
+  count: number,
+  offset: number,
+  what: string,
+): number {
+  return check(c.pwritev(fd, iov, count, offset), "pwritev", what);
 }
 
 /**

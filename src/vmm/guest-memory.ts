@@ -34,8 +34,13 @@ export class GuestMemoryError extends Error {
 /** Start of the 32-bit MMIO hole: RAM above this goes above 4 GiB (as on a PC). */
 export const MMIO_HOLE_START = 0xc000_0000;
 export const MMIO_HOLE_END = 0x1_0000_0000;
-/** Largest single view; V8 ArrayBuffers are limited, so bigger regions are split. */
+/** Views start every MAX_VIEW bytes: V8 ArrayBuffers are limited, so big regions are split. */
 const MAX_VIEW = 1 << 30;
+/**
+ * Each view reaches this far into the next one, so that any range up to this long lies
+ * inside one view: a ring or a buffer that a guest puts across a 1 GiB line still works.
+ */
+const VIEW_OVERLAP = 1 << 20;
 
 export interface RegionLayout {
   guestAddress: number;
@@ -44,18 +49,24 @@ export interface RegionLayout {
 }
 
 export interface MemoryRegion extends RegionLayout {
-  /** Views of at most MAX_VIEW bytes each, covering the region in order. */
+  /** Views starting every MAX_VIEW bytes, VIEW_OVERLAP bytes longer, in order. */
   chunks: Buffer[];
+  /** hostAddress as a number (user-space addresses are below 2^47): no BigInt per request. */
+  hostBase: number;
 }
 
 /** Views of a region's host memory, MAX_VIEW bytes at most each, in order. */
 function chunksAt(region: RegionLayout): Buffer[] {
   const chunks: Buffer[] = [];
   for (let off = 0; off < region.size; off += MAX_VIEW) {
-    const length = Math.min(MAX_VIEW, region.size - off);
+    const length = Math.min(MAX_VIEW + VIEW_OVERLAP, region.size - off);
     chunks.push(Buffer.from(viewAt(region.hostAddress + BigInt(off), length)));
   }
   return chunks;
+}
+
+function withViews(region: RegionLayout): MemoryRegion {
+  return { ...region, chunks: chunksAt(region), hostBase: Number(region.hostAddress) };
 }
 
 export class GuestMemory {
@@ -72,7 +83,7 @@ export class GuestMemory {
     options: { hugepages?: boolean; existing?: readonly RegionLayout[] } = {},
   ) {
     if (options.existing) {
-      for (const r of options.existing) this.regions.push({ ...r, chunks: chunksAt(r) });
+      for (const r of options.existing) this.regions.push(withViews(r));
       return;
     }
     if (!Number.isSafeInteger(size) || size < 1 << 20 || size % 4096 !== 0) {
@@ -98,7 +109,7 @@ export class GuestMemory {
         }
       }
       const region = { guestAddress, size: regionSize, hostAddress: mapping.address };
-      this.regions.push({ ...region, chunks: chunksAt(region) });
+      this.regions.push(withViews(region));
     }
   }
 
@@ -112,8 +123,9 @@ export class GuestMemory {
   }
 
   /**
-   * The host bytes behind [address, address + length), or a GuestMemoryError. The range
-   * must lie inside one view (1 GiB-aligned pieces): device buffers never need more.
+   * The host bytes behind [address, address + length), or a GuestMemoryError. A range longer
+   * than VIEW_OVERLAP that crosses a 1 GiB line has no single view: device buffers that long
+   * go to the kernel by host address instead (hostPointer()).
    */
   slice(address: number, length: number): Buffer {
     if (
@@ -143,19 +155,35 @@ export class GuestMemory {
    * inside one region.
    */
   hostAddress(address: number, length: number): bigint {
-    for (const region of this.regions) {
-      const off = address - region.guestAddress;
-      if (Number.isSafeInteger(off) && off >= 0 && length >= 0 && off + length <= region.size)
-        return region.hostAddress + BigInt(off);
+    return BigInt(this.hostPointer(address, length));
+  }
+
+  /**
+   * hostAddress() as a number, for a struct iovec that the kernel fills or reads (preadv):
+   * the same checks as slice(), without a Buffer or a BigInt for each guest buffer.
+   */
+  hostPointer(address: number, length: number): number {
+    if (
+      Number.isSafeInteger(address) &&
+      Number.isSafeInteger(length) &&
+      address >= 0 &&
+      length >= 0
+    ) {
+      for (const region of this.regions) {
+        const off = address - region.guestAddress;
+        if (off >= 0 && off + length <= region.size) return region.hostBase + off;
+      }
     }
     throw new GuestMemoryError(address, length);
   }
 
   contains(address: number, length: number): boolean {
-    return this.regions.some(
-      (r) =>
-        address >= r.guestAddress && address + length <= r.guestAddress + r.size && length >= 0,
-    );
+    // A loop, not some(): a queue walk asks this for every descriptor.
+    for (const r of this.regions) {
+      if (address >= r.guestAddress && address + length <= r.guestAddress + r.size && length >= 0)
+        return true;
+    }
+    return false;
   }
 
   read(address: number, into: Buffer): void {

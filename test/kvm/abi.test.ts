@@ -14,7 +14,7 @@ import {
   boot_params,
 } from "../../src/kvm/bootparam.js";
 import { LAYOUTS } from "../../src/kvm/layouts.js";
-import { LIBC_CONSTANTS, pollfd } from "../../src/kvm/libc.js";
+import { iovec, LIBC_CONSTANTS, pollfd } from "../../src/kvm/libc.js";
 import { PVH_CONSTANTS, PVH_HEADERS, PVH_LAYOUTS } from "../../src/kvm/pvh-abi.js";
 import { TUN_CONSTANTS, TUN_HEADERS, TUN_LAYOUTS } from "../../src/kvm/tun-abi.js";
 import { VHOST_CONSTANTS, VHOST_HEADERS, VHOST_LAYOUTS } from "../../src/kvm/vhost-abi.js";
@@ -26,6 +26,7 @@ const ALL_LAYOUTS = [
   boot_params,
   boot_e820_entry,
   pollfd,
+  iovec,
   ...TUN_LAYOUTS,
   ...VHOST_LAYOUTS,
   ...PVH_LAYOUTS,

@@ -105,6 +105,49 @@ describe("virtio-blk over virtio-mmio", () => {
     blk.close();
   });
 
+  it("moves a request scattered over 200 buffers in order, in one preadv or pwritev", () => {
+    const { transport, memory, path, blk } = setup();
+    // A chain of 202 descriptors needs a ring that long.
+    const driver = new TestDriver(transport, memory, 256);
+    driver.init(V1);
+    // 200 buffers of 512 bytes, each at the next KiB of guest RAM going down: the file's
+    // order is the chain's, not guest RAM's.
+    const top = DATA + 0x40000;
+    const buffers = Array.from({ length: 200 }, (_, i) => top - 1024 * i);
+    const pattern = Buffer.alloc(200 * 512).map((_, i) => (i * 13 + (i >> 9)) & 0xff);
+    for (const [i, at] of buffers.entries()) {
+      memory.write(at, pattern.subarray(512 * i, 512 * (i + 1)));
+    }
+    const out = buffers.map((at): [number, number, boolean] => [at, 512, false]);
+    assert.equal(driver.block(VIRTIO_BLK_T_OUT, 16n, out), VIRTIO_BLK_S_OK);
+    assert.deepEqual(driver.used(), [0, 1]);
+    assert.deepEqual(readFileSync(path).subarray(16 * 512, 216 * 512), pattern);
+    for (const at of buffers) memory.slice(at, 512).fill(0);
+    const into = buffers.map((at): [number, number, boolean] => [at, 512, true]);
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 16n, into), VIRTIO_BLK_S_OK);
+    assert.deepEqual(driver.used(), [0, 200 * 512 + 1]);
+    assert.deepEqual(Buffer.concat(buffers.map((at) => memory.slice(at, 512))), pattern);
+    assert.equal(blk.stats.bytesRead, 200 * 512);
+    assert.equal(blk.stats.bytesWritten, 200 * 512);
+    blk.close();
+  });
+
+  it("reads past the end of an image file that shrank under it as zeros", () => {
+    const { driver, memory, path, blk } = setup();
+    driver.init(V1);
+    truncateSync(path, 512 + 100);
+    const buf = DATA + 0x1000;
+    memory.slice(buf, 2048).fill(0xee);
+    const into: [number, number, boolean][] = [
+      [buf, 1024, true],
+      [buf + 1024, 1024, true],
+    ];
+    assert.equal(driver.block(VIRTIO_BLK_T_IN, 0n, into), VIRTIO_BLK_S_OK);
+    assert.equal(memory.slice(buf, 20).toString(), "flatgrid disk label\n");
+    assert.ok(memory.slice(buf + 612, 2048 - 612).every((b) => b === 0));
+    blk.close();
+  });
+
   it("refuses I/O past the end, and writes to a read-only disk, with IOERR", () => {
     const { driver, memory, blk } = setup();
     driver.init(V1);

@@ -1,5 +1,6 @@
-import { fsyncSync, readvSync, writevSync } from "node:fs";
+import { fsyncSync } from "node:fs";
 import {
+  UIO_MAXIOV,
   VIRTIO_BLK_ID_BYTES,
   VIRTIO_BLK_S_IOERR,
   VIRTIO_BLK_S_OK,
@@ -10,7 +11,8 @@ import {
   VIRTIO_BLK_T_OUT,
 } from "../../kvm/index.js";
 import type { GuestMemory } from "../guest-memory.js";
-import { type Chain, QueueError } from "../virtio/queue.js";
+import { IoVectors } from "../io-vectors.js";
+import { type Chain, type Descriptor, QueueError } from "../virtio/queue.js";
 
 /**
  * virtio-blk's requests (virtio 1.2, 5.2.6) on a raw image file: read, write, flush and
@@ -57,6 +59,7 @@ const ERRORS = 5;
 export class BlockRequests {
   private readonly counters: Float64Array;
   private readonly header = Buffer.alloc(HEADER_BYTES);
+  private readonly io = new IoVectors();
 
   constructor(private readonly spec: BlockRequestsSpec) {
     this.counters = new Float64Array(spec.stats);
@@ -87,7 +90,8 @@ export class BlockRequests {
     }
     if (got < HEADER_BYTES) throw new QueueError("block request header is shorter than 16 bytes");
     const type = header.readUInt32LE(0);
-    const sector = header.readBigUInt64LE(8);
+    // Two halves, not a BigInt: a sector past 2^53 is past the end of any disk anyway.
+    const sector = header.readUInt32LE(8) + header.readUInt32LE(12) * 2 ** 32;
     const data = d.slice(i, d.length - 1);
     const status = memory.slice(statusDesc.address, 1);
     let written = 0;
@@ -97,23 +101,12 @@ export class BlockRequests {
         case VIRTIO_BLK_T_IN: {
           if (data.some((x) => !x.writable))
             throw new QueueError("read request with a read-only data buffer");
-          let position = this.checkRange(sector, data);
+          const position = this.checkRange(sector, data);
           if (position < 0) {
             result = VIRTIO_BLK_S_IOERR;
             break;
           }
-          // One preadv per request (per IOV_MAX buffers), not one pread per buffer.
-          for (const batch of batches(data.map((x) => memory.slice(x.address, x.length)))) {
-            const want = batch.reduce((n, b) => n + b.length, 0);
-            let n = readvSync(this.spec.fd, batch, position);
-            // Past the end of a sparse file reads as zeros, as a disk would.
-            for (const b of batch) {
-              if (n < b.length) b.fill(0, Math.max(n, 0));
-              n -= b.length;
-            }
-            position += want;
-            written += want;
-          }
+          written = this.transfer(memory, data, position, "read");
           this.count(READS, 1);
           this.count(BYTES_READ, written);
           break;
@@ -125,24 +118,12 @@ export class BlockRequests {
             result = VIRTIO_BLK_S_IOERR;
             break;
           }
-          let position = this.checkRange(sector, data);
+          const position = this.checkRange(sector, data);
           if (position < 0) {
             result = VIRTIO_BLK_S_IOERR;
             break;
           }
-          for (const batch of batches(data.map((x) => memory.slice(x.address, x.length)))) {
-            const want = batch.reduce((n, b) => n + b.length, 0);
-            let done = 0;
-            // pwritev may write less than asked (a signal, a full file system): go on after it.
-            while (done < want) {
-              const rest = skip(batch, done);
-              const n = writevSync(this.spec.fd, rest, position + done);
-              if (n <= 0) throw new Error(`pwritev wrote nothing at byte ${position + done}`);
-              done += n;
-            }
-            position += want;
-            this.count(BYTES_WRITTEN, want);
-          }
+          this.count(BYTES_WRITTEN, this.transfer(memory, data, position, "write"));
           this.count(WRITES, 1);
           break;
         }
@@ -176,35 +157,45 @@ export class BlockRequests {
     return written + 1;
   }
 
+  /**
+   * Moves the data buffers' bytes from or to the file at `position` in one preadv/pwritev, on
+   * host addresses of guest RAM. Returns the bytes moved.
+   */
+  private transfer(
+    memory: GuestMemory,
+    data: Descriptor[],
+    position: number,
+    direction: "read" | "write",
+  ): number {
+    // We offer seg_max = queue size - 2; a chain longer than one call takes is not a driver's.
+    if (data.length > UIO_MAXIOV)
+      throw new QueueError(`block request of ${data.length} buffers (at most ${UIO_MAXIOV})`);
+    const io = this.io;
+    io.clear();
+    for (const d of data) io.add(memory.hostPointer(d.address, d.length), d.length);
+    if (direction === "write") {
+      io.writeAllAt(this.spec.fd, position);
+    } else {
+      const n = io.readAt(this.spec.fd, position);
+      // Past the end of a sparse file reads as zeros, as a disk would.
+      if (n < io.bytes) zeroAfter(memory, data, n);
+    }
+    return io.bytes;
+  }
+
   /** Byte position of sector, or -1 when the request runs past the end of the disk. */
-  private checkRange(sector: bigint, data: { length: number }[]): number {
+  private checkRange(sector: number, data: { length: number }[]): number {
     const bytes = data.reduce((n, x) => n + x.length, 0);
     if (bytes % SECTOR !== 0) return -1;
-    const end = sector + BigInt(bytes / SECTOR);
-    if (end > BigInt(this.spec.sectors)) return -1;
-    return Number(sector) * SECTOR;
+    if (!Number.isSafeInteger(sector) || sector + bytes / SECTOR > this.spec.sectors) return -1;
+    return sector * SECTOR;
   }
 }
 
-/** Linux takes at most IOV_MAX (1024) buffers per preadv/pwritev. */
-const IOV_MAX = 1024;
-
-function batches(buffers: Buffer[]): Buffer[][] {
-  const out: Buffer[][] = [];
-  for (let i = 0; i < buffers.length; i += IOV_MAX) out.push(buffers.slice(i, i + IOV_MAX));
-  return out;
-}
-
-/** The buffers after their first `bytes` bytes. */
-function skip(buffers: Buffer[], bytes: number): Buffer[] {
-  const out: Buffer[] = [];
+/** Zeros the buffers after their first `bytes` bytes. */
+function zeroAfter(memory: GuestMemory, buffers: Descriptor[], bytes: number): void {
   for (const b of buffers) {
-    if (bytes >= b.length) {
-      bytes -= b.length;
-      continue;
-    }
-    out.push(bytes > 0 ? b.subarray(bytes) : b);
-    bytes = 0;
+    if (bytes < b.length) memory.slice(b.address, b.length).fill(0, Math.max(bytes, 0));
+    bytes -= b.length;
   }
-  return out;
 }

@@ -32,6 +32,16 @@ export interface Chain {
   descriptors: Descriptor[];
 }
 
+interface RingViews {
+  memory: GuestMemory;
+  size: number;
+  /** Guest addresses of the descriptor table, the available ring and the used ring. */
+  at: [number, number, number];
+  descriptors: DataView;
+  available: DataView;
+  used: DataView;
+}
+
 const DESC_SIZE = 16;
 /** The largest indirect table we follow; Linux never builds one longer than the queue. */
 const MAX_INDIRECT = 1024;
@@ -46,6 +56,8 @@ export class Virtqueue {
   usedRing = 0;
   private lastAvail = 0;
   private usedIdx = 0;
+  /** Views of the three areas, made once for where the driver put them (see rings()). */
+  private views: RingViews | null = null;
 
   constructor(readonly maxSize: number) {
     this.size = maxSize;
@@ -56,6 +68,7 @@ export class Virtqueue {
     this.ready = false;
     this.descTable = this.availRing = this.usedRing = 0;
     this.lastAvail = this.usedIdx = 0;
+    this.views = null;
   }
 
   /** The three areas of the split ring where the driver put them: [guest address, bytes]. */
@@ -92,12 +105,13 @@ export class Virtqueue {
 
   /** Whether the driver has offered chains not yet taken (without taking one). */
   hasAvailable(memory: GuestMemory): boolean {
-    return this.read16(memory, this.availRing + 2) !== this.lastAvail;
+    return this.rings(memory).available.getUint16(2, true) !== this.lastAvail;
   }
 
   /** The next available chain, or null when the driver has offered nothing new. */
   pop(memory: GuestMemory, indirect: boolean): Chain | null {
-    const availIdx = this.read16(memory, this.availRing + 2);
+    const rings = this.rings(memory);
+    const availIdx = rings.available.getUint16(2, true);
     const pending = (availIdx - this.lastAvail) & 0xffff;
     if (pending === 0) return null;
     if (pending > this.size) {
@@ -105,16 +119,22 @@ export class Virtqueue {
         `available index ${availIdx} is ${pending} ahead of the ${this.size}-entry ring`,
       );
     }
-    const head = this.read16(memory, this.availRing + 4 + 2 * (this.lastAvail % this.size));
+    const head = rings.available.getUint16(4 + 2 * (this.lastAvail % this.size), true);
     this.lastAvail = (this.lastAvail + 1) & 0xffff;
-    return { head, descriptors: this.walk(memory, head, indirect) };
+    return { head, descriptors: this.walk(memory, rings.descriptors, head, indirect) };
   }
 
-  private walk(memory: GuestMemory, head: number, indirect: boolean): Descriptor[] {
+  private walk(
+    memory: GuestMemory,
+    descriptors: DataView,
+    head: number,
+    indirect: boolean,
+  ): Descriptor[] {
     const out: Descriptor[] = [];
-    // The table is read through one view, with no allocation per descriptor: a 1 MiB
-    // request is some 260 descriptors, and each Buffer or BigInt per descriptor showed.
-    let table = this.slice(memory, this.descTable, DESC_SIZE * this.size);
+    // The table is read through one DataView, with no allocation per descriptor: a 1 MiB
+    // request is some 260 descriptors, and each Buffer or BigInt per descriptor showed, as
+    // did Buffer's readUInt32LE (TurboFan inlines DataView's getters).
+    let table = descriptors;
     let tableSize = this.size;
     let index = head;
     let budget = this.size;
@@ -126,10 +146,10 @@ export class Virtqueue {
         throw new QueueError(`descriptor index ${index} is beyond its table of ${tableSize}`);
       if (budget-- <= 0) throw new QueueError(`descriptor chain from ${head} loops or is too long`);
       const at = DESC_SIZE * index;
-      const address = table.readUInt32LE(at) + table.readUInt32LE(at + 4) * 2 ** 32;
-      const length = table.readUInt32LE(at + 8);
-      const flags = table.readUInt16LE(at + 12);
-      const next = table.readUInt16LE(at + 14);
+      const address = table.getUint32(at, true) + table.getUint32(at + 4, true) * 2 ** 32;
+      const length = table.getUint32(at + 8, true);
+      const flags = table.getUint16(at + 12, true);
+      const next = table.getUint16(at + 14, true);
       if (flags & VRING_DESC_F_INDIRECT) {
         if (!indirect) throw new QueueError("indirect descriptor without the feature");
         if (inIndirect) throw new QueueError("indirect descriptor inside an indirect table");
@@ -139,7 +159,7 @@ export class Virtqueue {
         }
         if (!memory.contains(address, length))
           throw new QueueError("indirect table is outside guest RAM");
-        table = this.slice(memory, address, length);
+        table = this.dataView(memory, address, length);
         tableSize = length / DESC_SIZE;
         budget = tableSize;
         index = 0;
@@ -166,22 +186,49 @@ export class Virtqueue {
 
   /** Returns a chain to the driver with the number of bytes written into it. */
   pushUsed(memory: GuestMemory, head: number, written: number): void {
-    const slot = this.usedRing + 4 + 8 * (this.usedIdx % this.size);
-    const entry = this.slice(memory, slot, 8);
-    entry.writeUInt32LE(head, 0);
-    entry.writeUInt32LE(written >>> 0, 4);
+    const used = this.rings(memory).used;
+    const slot = 4 + 8 * (this.usedIdx % this.size);
+    used.setUint32(slot, head, true);
+    used.setUint32(slot + 4, written >>> 0, true);
     // x86 keeps stores in order, so the entry is visible before the index that publishes it.
     this.usedIdx = (this.usedIdx + 1) & 0xffff;
-    this.slice(memory, this.usedRing + 2, 2).writeUInt16LE(this.usedIdx, 0);
+    used.setUint16(2, this.usedIdx, true);
   }
 
   /** Whether the driver wants an interrupt for used buffers. */
   wantsInterrupt(memory: GuestMemory): boolean {
-    return (this.read16(memory, this.availRing) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    return (this.rings(memory).available.getUint16(0, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
   }
 
-  private read16(memory: GuestMemory, address: number): number {
-    return this.slice(memory, address, 2).readUInt16LE(0);
+  /**
+   * The three areas as DataViews, made again only when the driver moves or resizes them: a
+   * Buffer for every index read cost more than the rest of a small request.
+   */
+  private rings(memory: GuestMemory): RingViews {
+    const v = this.views;
+    if (
+      v?.memory === memory &&
+      v.size === this.size &&
+      v.at[0] === this.descTable &&
+      v.at[1] === this.availRing &&
+      v.at[2] === this.usedRing
+    )
+      return v;
+    const { descriptors, available, used } = this.areas();
+    this.views = {
+      memory,
+      size: this.size,
+      at: [this.descTable, this.availRing, this.usedRing],
+      descriptors: this.dataView(memory, ...descriptors),
+      available: this.dataView(memory, ...available),
+      used: this.dataView(memory, ...used),
+    };
+    return this.views;
+  }
+
+  private dataView(memory: GuestMemory, address: number, length: number): DataView {
+    const bytes = this.slice(memory, address, length);
+    return new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   }
 
   private slice(memory: GuestMemory, address: number, length: number): Buffer {
