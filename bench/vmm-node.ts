@@ -34,6 +34,7 @@ const NET_PORT = 5001;
 const SECONDS = Number(process.env.FGBENCH_SECONDS ?? 5);
 /** Nested guests on an emulated node boot in tens of seconds; give them room. */
 const STEP_TIMEOUT_MS = 300_000;
+const STOP_GRACE_MS = 30_000;
 
 const KINDS = ["flatgrid", "flatgrid-userspace-net", "qemu", "flatgrid-pvh", "qemu-pvh"] as const;
 type Kind = (typeof KINDS)[number];
@@ -204,11 +205,17 @@ class Running {
     return { rssKiB: rss, guestKiB: guest, vmmKiB: rss - guest };
   }
 
+  /**
+   * SIGTERM first, so that a monitor run under a profiler (node --cpu-prof through a PATH
+   * wrapper) writes its profile; SIGKILL if it is still there after STOP_GRACE_MS.
+   */
   async stop(): Promise<void> {
     if (this.exited) return;
     const gone = new Promise((r) => this.child.once("exit", r));
-    this.child.kill("SIGKILL");
+    this.child.kill("SIGTERM");
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), STOP_GRACE_MS);
     await gone;
+    clearTimeout(timer);
   }
 
   /** The guest's key=value pairs on the first line matching. */
