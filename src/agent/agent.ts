@@ -14,7 +14,7 @@ import { fileURLToPath } from "node:url";
 import { Cgroup } from "../cgroups/index.js";
 import { type AppRecord, onInstanceFailure } from "../controller/index.js";
 // Not ../vmm/index.js: that loads koffi and the KVM bindings into the grid service.
-import { FENCED_EXIT } from "../vmm/process-contract.js";
+import { FENCED_EXIT, VMM_NODE_FLAGS } from "../vmm/process-contract.js";
 import { planNetworks } from "./app-network.js";
 import { ClassImages, type ImagePeers } from "./class-images.js";
 import { type InstancePlan, planInstance } from "./instance-plan.js";
@@ -164,6 +164,7 @@ interface Managed {
 
 const DEFAULT_COMMAND = [
   process.execPath,
+  ...VMM_NODE_FLAGS,
   fileURLToPath(new URL("../cli/main.js", import.meta.url)),
 ];
 const RETRY_PREPARE_MS = 10_000;

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { Cgroup, CgroupError, checkGroupPath, detectHierarchy } from "../../src/cgroups/index.js";
-import { vmCgroupLimits } from "../../src/vmm/process-contract.js";
+import { VMM_NODE_FLAGS, vmCgroupLimits } from "../../src/vmm/process-contract.js";
 
 const scratch = mkdtempSync(join(tmpdir(), "flatgrid-cgroup-"));
 after(() => rmSync(scratch, { recursive: true, force: true }));
@@ -73,5 +73,15 @@ describe("control groups", () => {
       () => detectHierarchy(join(scratch, "nothing")),
       /no cgroup v2 tree and no cgroup v1 cpu, cpuacct and memory trees/,
     );
+  });
+
+  it("starts a monitor with the same Node.js flags from the node's flatgrid command", () => {
+    const wrapper = readFileSync(
+      join(import.meta.dirname, "..", "..", "..", "rootfs/usr/bin/flatgrid"),
+      "utf8",
+    );
+    const vmmLine = wrapper.split("\n").find((l) => l.includes("exec") && l.includes("--max"));
+    assert.ok(vmmLine, "the wrapper has a line for `flatgrid vmm`");
+    for (const flag of VMM_NODE_FLAGS) assert.ok(vmmLine.includes(` ${flag} `), flag);
   });
 });
