@@ -55,7 +55,7 @@ export interface MemoryRegion extends RegionLayout {
   hostBase: number;
 }
 
-/** Views of a region's host memory, MAX_VIEW bytes at most each, in order. */
+/** Views of a region's host memory, one every MAX_VIEW bytes, each VIEW_OVERLAP longer. */
 function chunksAt(region: RegionLayout): Buffer[] {
   const chunks: Buffer[] = [];
   for (let off = 0; off < region.size; off += MAX_VIEW) {
