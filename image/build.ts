@@ -12,6 +12,7 @@ import {
 } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
+import { BUNDLE } from "./bundle.js";
 import { CACHE, debianCloudKernel } from "./debian.js";
 import { buildIso } from "./iso.js";
 import { buildPxe, netbootPackages } from "./pxe.js";
@@ -34,7 +35,9 @@ import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
  *
  * Not built yet (issue: node image): the curated module set of
  * linux-image-amd64 for real servers (this uses the cloud kernel, which boots fast in the
- * simulator), and an esbuild bundle (this copies dist/ and the production node_modules).
+ * simulator). Our code goes in as esbuild bundles (bundle.ts); the production node_modules
+ * still go in whole, for the packages loaded at run time (koffi's addon, blessed, etcd3's
+ * .proto files), and could be pruned to those.
  */
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -102,15 +105,15 @@ function installNode(root: string): string {
   return version;
 }
 
-/** Our code: compiled dist/, production node_modules, package.json, rootfs/ files, init. */
+/**
+ * Our code: the bundles (bundle/src, one file per program; see bundle.ts) where dist/src is
+ * on a node, production node_modules, package.json, rootfs/ files, init.
+ */
 function installFlatgrid(root: string): void {
   const lib = join(root, "usr/lib/flatgrid");
   mkdirSync(lib, { recursive: true });
   copyFileSync(join(ROOT, "package.json"), join(lib, "package.json"));
-  cpSync(join(ROOT, "dist/src"), join(lib, "dist/src"), {
-    recursive: true,
-    filter: (src) => !src.endsWith(".map"),
-  });
+  cpSync(join(BUNDLE, "src"), join(lib, "dist/src"), { recursive: true });
   const prod = run("npm", ["ls", "--omit=dev", "--all", "--parseable"], { cwd: ROOT })
     .toString()
     .trim()
@@ -131,7 +134,8 @@ function installFlatgrid(root: string): void {
 function main(): void {
   if (
     !existsSync(join(ROOT, "native/out/init")) ||
-    !existsSync(join(ROOT, "dist/src/os/main.js"))
+    !existsSync(join(ROOT, "dist/src/os/main.js")) ||
+    !existsSync(join(BUNDLE, "src/os/main.js"))
   ) {
     throw new Error("run npm run build first");
   }
@@ -143,7 +147,7 @@ function main(): void {
   debianRoot(root);
   const kernel = installKernel(root, OUT);
   const node = installNode(root);
-  step("flatgrid: dist, node_modules (production), rootfs, init");
+  step("flatgrid: bundles, node_modules (production), rootfs, init");
   installFlatgrid(root);
   step("initrd: cpio + gzip");
   cpioImage(root, join(OUT, "initrd.img"));

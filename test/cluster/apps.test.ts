@@ -20,11 +20,10 @@ import { fileURLToPath } from "node:url";
 import { Cgroup } from "../../src/cgroups/index.js";
 import { type AppStatus, callGrid, createCa } from "../../src/grid/index.js";
 import { vmCgroupLimits } from "../../src/vmm/index.js";
-import { formedWithVoters, GridCluster, up } from "./grid-harness.js";
+import { CLI, formedWithVoters, GridCluster, up } from "./grid-harness.js";
 import { idleCatalog } from "./idle-catalog.js";
 import { sleep, sweepStale } from "./netns.js";
 
-const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 const SHOP = fileURLToPath(new URL("../../../examples/shop.yaml", import.meta.url));
 const INSTANCE_GRACE_MS = 6000;
 /** The agents' default: a third of the grace. */

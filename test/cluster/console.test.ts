@@ -9,14 +9,12 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
 import { type AppStatus, callGrid } from "../../src/grid/index.js";
 import { ControlClient, ControlError, type ServiceStatus } from "../../src/os/index.js";
-import { formed, GridCluster } from "./grid-harness.js";
+import { CLI, formed, GridCluster } from "./grid-harness.js";
 import { idleCatalog } from "./idle-catalog.js";
 import { sleep, sweepStale } from "./netns.js";
 
-const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 const SESSION = `fgconsole-${process.pid}`;
 
 function progress(msg: string): void {

@@ -12,9 +12,12 @@ import { callGrid, type GridStatus } from "../../src/grid/index.js";
 import { Cluster, type NodeProcess, sleep } from "./netns.js";
 
 const ROOT = join(import.meta.dirname, "..", "..", "..");
-const SUPERVISOR = join(ROOT, "dist", "src", "os", "main.js");
-const GRID = join(ROOT, "dist", "src", "grid", "main.js");
-const CLI = join(ROOT, "dist", "src", "cli", "main.js");
+// The nodes run what a node image ships: the bundles (image/bundle.ts), not dist/.
+const BUNDLED = join(ROOT, "bundle", "src");
+const SUPERVISOR = join(BUNDLED, "os", "main.js");
+const GRID = join(BUNDLED, "grid", "main.js");
+/** The flatgrid command as a node has it. */
+export const CLI = join(BUNDLED, "cli", "main.js");
 
 export interface GridNodeHandle {
   index: number;

@@ -8,14 +8,21 @@ import { spawnSync } from "node:child_process";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { callGrid } from "../../src/grid/index.js";
-import { brief, formed, GridCluster, type MaybeStatus, newController, up } from "./grid-harness.js";
+import {
+  brief,
+  CLI,
+  formed,
+  GridCluster,
+  type MaybeStatus,
+  newController,
+  up,
+} from "./grid-harness.js";
 import { sweepStale } from "./netns.js";
 
 const FORMATION_ROUNDS = Number(process.env.FLATGRID_FORMATION_ROUNDS ?? 10);
 const DISCOVERY_NODE = fileURLToPath(new URL("./discovery-node.js", import.meta.url));
 const GARBAGE = fileURLToPath(new URL("./garbage-responder.js", import.meta.url));
 const HISTORY = fileURLToPath(new URL("./etcd-history.js", import.meta.url));
-const CLI = fileURLToPath(new URL("../../src/cli/main.js", import.meta.url));
 
 /** The flatgrid command against a node's sockets, as an operator on that node runs it. */
 function cli(g: GridCluster, index: number, ...args: string[]) {
