@@ -11,7 +11,8 @@ import { ControlClient } from "../../src/os/index.js";
 import { vmCgroupLimits } from "../../src/vmm/index.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
-const CLI = join(ROOT, "dist/src/cli/main.js");
+// The monitor as a node runs it: bundled (image/bundle.ts), its worker threads found by path.
+const CLI = join(ROOT, "bundle/src/cli/main.js");
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-vmm-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
