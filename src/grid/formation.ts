@@ -28,6 +28,16 @@ export type FormationDecision =
   | { action: "create" }
   | { action: "wait"; reason: string };
 
+/**
+ * How long a node listens after its own announcement before the rule may pick a creator.
+ * Nodes that boot together must hear each other within it: their announcements are apart by
+ * the start skew plus the random wait before the first probe (at most 250 ms), and each
+ * arrives on the LAN within milliseconds. A node heard only after a creator was picked sees
+ * it creating, or its grid, and joins (rules 1 and 3), so a longer window buys nothing
+ * there; it only delays every grid's birth. The simulator's emulated nodes scale it.
+ */
+export const FORMATION_WINDOW_MS = 1000;
+
 /** Advert states of a node in formation. */
 export const STATES = {
   forming: "forming",

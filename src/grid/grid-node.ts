@@ -44,7 +44,7 @@ import { applyPlan, readAppState } from "./app-store.js";
 import { DeposedError, Election } from "./election.js";
 import { EtcdRunner } from "./etcd-runner.js";
 import { clientUrl, peerUrl } from "./etcd-service.js";
-import { decide, type FormationPeer, STATES } from "./formation.js";
+import { decide, FORMATION_WINDOW_MS, type FormationPeer, STATES } from "./formation.js";
 import {
   checkProof,
   JOIN_PATH,
@@ -296,7 +296,7 @@ export class GridNode extends EventEmitter {
       stateDir: options.stateDir,
       apiPort: options.apiPort ?? PORTS.api,
       timescale: k,
-      windowMs: options.windowMs ?? 1500 * k,
+      windowMs: options.windowMs ?? FORMATION_WINDOW_MS * k,
       // A dead controller must be replaced within seconds: its lease runs out in 1 s, and
       // etcd (see etcd-service.ts) elects a new raft leader within about 0.5 s.
       electionTtlS: options.electionTtlS ?? Math.ceil(1 * k),
@@ -409,8 +409,9 @@ export class GridNode extends EventEmitter {
     this.setPhase("forming", "announcing this node");
     // The window counts from our own announcement: peers that booted with us are announcing
     // by then too.
-    await this.discovery?.announced();
+    const name = await this.discovery?.announced();
     const started = Date.now();
+    this.log(`announced as ${name}.local; listening for peers for ${this.o.windowMs} ms`);
     this.setPhase("forming", "listening for peers");
     let refusedUntil = 0;
     while (!this.stopped && this.phase !== "member") {

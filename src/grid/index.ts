@@ -5,7 +5,13 @@ export type {
 } from "./app-api.js";
 export { AppStoreError, readAppState } from "./app-store.js";
 export { DeposedError, Election } from "./election.js";
-export { decide, type FormationDecision, type FormationPeer, targetVoters } from "./formation.js";
+export {
+  decide,
+  FORMATION_WINDOW_MS,
+  type FormationDecision,
+  type FormationPeer,
+  targetVoters,
+} from "./formation.js";
 export {
   GridNode,
   type GridNodeOptions,

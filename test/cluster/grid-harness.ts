@@ -89,7 +89,7 @@ export class GridCluster {
         `--config-dir=${join(dir, "state")}`,
         `--cmdline=${join(dir, "cmdline")}`,
         `--address=${this.cluster.node(index).links[0]?.address}`,
-        `--window-ms=${this.options.windowMs ?? 1500}`,
+        ...(this.options.windowMs ? [`--window-ms=${this.options.windowMs}`] : []),
         `--dead-grace-ms=${this.options.deadGraceMs ?? 5000}`,
         `--instance-grace-ms=${this.options.instanceGraceMs ?? 5000}`,
         `--instances=${join(dir, "state", "instances")}`,
