@@ -60,6 +60,7 @@ export class IoVectors {
 
   /** Drops the first `bytes` bytes: whole entries, then the start of the next one. */
   advance(bytes: number): void {
+    this.bytes = Math.max(0, this.bytes - bytes);
     let first = 0;
     while (first < this.count) {
       const length = this.lengthOf(first);
@@ -75,8 +76,6 @@ export class IoVectors {
       this.words[1] = Math.floor(base / 2 ** 32);
       this.words[2] = this.lengthOf(0) - bytes;
     }
-    this.bytes = 0;
-    for (let i = 0; i < this.count; i++) this.bytes += this.lengthOf(i);
   }
 
   private lengthOf(i: number): number {
