@@ -19,7 +19,7 @@ export { ZERO_PAGE_ADDRESS } from "./boot/long-mode.js";
 export { START_INFO_ADDRESS, writePvhStartInfo } from "./boot/pvh.js";
 export { extractVmlinux, Lz4Error, lz4LegacyDecode } from "./boot/vmlinux.js";
 export { Bus, type BusDevice, BusError } from "./bus.js";
-export { loadVmConfig, VmConfigFileError } from "./config.js";
+export { loadVmConfig, parseVmConfig, VmConfigFileError, VmJsonError } from "./config.js";
 export { attachConsole } from "./console-attach.js";
 export { Tap, TapError } from "./devices/tap.js";
 export { type BlockOptions, DiskError, VirtioBlock } from "./devices/virtio-blk.js";

@@ -227,7 +227,7 @@ describe("flatgrid vmm process", { timeout: 90_000 }, () => {
     });
     const code = await new Promise((resolve) => child.once("exit", resolve));
     assert.equal(code, 1);
-    assert.match(stderr, /bad\.json: field vcpus: Too small/);
+    assert.match(stderr, /bad\.json: field vcpus: must be a whole number from 1 to 64, not 0/);
   });
 
   it("says why a kernel cannot boot, and exits: the disks' thread keeps nothing alive", async () => {
