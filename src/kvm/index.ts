@@ -21,6 +21,7 @@ export {
   type Mapping,
   madvise,
   mmap,
+  mmapAligned,
   munmap,
   O_NONBLOCK,
   O_RDWR,

@@ -167,6 +167,36 @@ export function mmap(
   return { pointer, address, length };
 }
 
+/**
+ * An anonymous mapping that starts on a multiple of `align` (a power of two): `length +
+ * align` bytes are mapped and the slack before and after is unmapped. Guest RAM needs this
+ * for huge pages: KVM maps a 2 MiB guest page with one huge entry only where the host
+ * address is 2 MiB-aligned too, and Linux before 6.7 does not align large mappings itself.
+ */
+export function mmapAligned(
+  length: number,
+  align: number,
+  prot: number,
+  flags: number,
+  what: string,
+): Mapping {
+  const over = mmap(length + align, prot, flags, -1, what);
+  const mask = BigInt(align) - 1n;
+  const address = (over.address + mask) & ~mask;
+  const head = Number(address - over.address);
+  if (head > 0) check(c.munmap(over.pointer, head), "munmap", what);
+  if (align - head > 0)
+    check(c.munmap(pointerAt(address + BigInt(length)), align - head), "munmap", what);
+  return { pointer: pointerAt(address), address, length };
+}
+
+/** A pointer to an address (koffi makes pointers from memory, not from numbers). */
+function pointerAt(address: bigint): Pointer {
+  const cell = Buffer.alloc(8);
+  cell.writeBigUInt64LE(address);
+  return koffi.decode(cell, "void *");
+}
+
 export function munmap(mapping: Mapping): void {
   c.munmap(mapping.pointer, mapping.length);
 }
@@ -186,10 +216,7 @@ export function view(mapping: Mapping, offset = 0, length = mapping.length - off
  * ArrayBuffer, without copying. The caller keeps the mapping alive while it uses the view.
  */
 export function viewAt(address: bigint, length: number): ArrayBuffer {
-  // koffi makes pointers from memory, not from numbers: decode the address from 8 bytes.
-  const cell = Buffer.alloc(8);
-  cell.writeBigUInt64LE(address);
-  return koffi.view(koffi.decode(cell, "void *"), length);
+  return koffi.view(pointerAt(address), length);
 }
 
 export function eventfd(flags: number, what: string): number {

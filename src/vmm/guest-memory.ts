@@ -8,6 +8,7 @@ import {
   type Mapping,
   madvise,
   mmap,
+  mmapAligned,
   munmap,
   PROT_READ,
   PROT_WRITE,
@@ -41,6 +42,8 @@ const MAX_VIEW = 1 << 30;
  * inside one view: a ring or a buffer that a guest puts across a 1 GiB line still works.
  */
 const VIEW_OVERLAP = 1 << 20;
+/** An x86 huge page: guest RAM starts on one, so that KVM can map it with huge entries. */
+const HUGE_PAGE = 2 << 20;
 
 export interface RegionLayout {
   guestAddress: number;
@@ -97,7 +100,11 @@ export class GuestMemory {
     for (const [guestAddress, regionSize] of layout) {
       const flags =
         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | (options.hugepages ? MAP_HUGETLB : 0);
-      const mapping = mmap(regionSize, PROT_READ | PROT_WRITE, flags, -1, "mapping guest RAM");
+      const prot = PROT_READ | PROT_WRITE;
+      // hugetlbfs pages come aligned; transparent ones need the mapping aligned (libc.ts).
+      const mapping = options.hugepages
+        ? mmap(regionSize, prot, flags, -1, "mapping guest RAM")
+        : mmapAligned(regionSize, HUGE_PAGE, prot, flags, "mapping guest RAM");
       this.mappings.push(mapping);
       // A fork (spawning a helper) must not copy or share the guest's memory.
       madvise(mapping, MADV_DONTFORK, "madvise(MADV_DONTFORK) on guest RAM");

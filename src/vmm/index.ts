@@ -27,7 +27,12 @@ export { NicConfigError, type NicOptions, VirtioNet } from "./devices/virtio-net
 export { VirtioRng } from "./devices/virtio-rng.js";
 export { VirtioVsock, VsockError, type VsockOptions } from "./devices/virtio-vsock.js";
 export { FdWatcher } from "./fd-watcher.js";
-export { GuestMemory, GuestMemoryError } from "./guest-memory.js";
+export {
+  GuestMemory,
+  GuestMemoryError,
+  MMIO_HOLE_END,
+  MMIO_HOLE_START,
+} from "./guest-memory.js";
 export { runVmm, type VmmOptions } from "./main.js";
 export { FENCED_EXIT, vmCgroupLimits, vmmOverheadMiB } from "./process-contract.js";
 export {

@@ -6,7 +6,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { UIO_MAXIOV } from "../../src/kvm/index.js";
-import { GuestMemory, GuestMemoryError } from "../../src/vmm/index.js";
+import {
+  GuestMemory,
+  GuestMemoryError,
+  MMIO_HOLE_END,
+  MMIO_HOLE_START,
+} from "../../src/vmm/index.js";
 import { IoVectors } from "../../src/vmm/io-vectors.js";
 
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-iov-"));
@@ -84,6 +89,23 @@ describe("GuestMemory views and host addresses", () => {
     ] as [number, number][]) {
       assert.throws(() => memory.hostPointer(at, n), GuestMemoryError, `${at}+${n}`);
     }
+    memory.close();
+  });
+
+  it("puts guest RAM on 2 MiB host boundaries, so that KVM can map it with huge pages", () => {
+    // Above the MMIO hole too: the second region is its own mapping.
+    const memory = new GuestMemory(MMIO_HOLE_START + (6 << 20));
+    for (const at of [
+      0,
+      2 << 20,
+      MMIO_HOLE_START - (2 << 20),
+      MMIO_HOLE_END,
+      MMIO_HOLE_END + (4 << 20),
+    ])
+      assert.equal(memory.hostPointer(at, 1) % (2 << 20), 0, `guest 0x${at.toString(16)}`);
+    // Every byte is there, and nothing past the end (the slack was unmapped, not kept).
+    memory.write(MMIO_HOLE_END + (6 << 20) - 4, Buffer.from([1, 2, 3, 4]));
+    assert.deepEqual(memory.slice(MMIO_HOLE_END + (6 << 20) - 4, 4), Buffer.from([1, 2, 3, 4]));
     memory.close();
   });
 
