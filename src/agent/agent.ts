@@ -120,6 +120,12 @@ export interface AgentOptions {
   /** SIGTERM, then SIGKILL after this long. */
   stopGraceMs?: number;
   /**
+   * How long a guest may take from its monitor's start to its ready line. One that has not
+   * said it by then is stuck (a kernel that hangs in its boot looks alive: its vCPU runs):
+   * its VM is stopped, and that counts as a failure like a crash (DEFAULT_BOOT_DEADLINE_MS).
+   */
+  bootDeadlineMs?: number;
+  /**
    * Application networks (bridge, VXLAN from `self`, nftables): each instance gets a NIC on
    * its application's segment. Without it, instances have no NIC.
    */
@@ -160,7 +166,17 @@ interface Managed {
   preparedAt: number;
   /** Time of the last look at a running VMM (its state, its memory, its configuration). */
   checkedAt: number;
+  /** When its current VMM was started (for the boot deadline). */
+  launchedAt: number;
+  /** Why the agent itself stopped its VM, when that is a failure: said in place of the exit. */
+  failedBecause: string | null;
 }
+
+/**
+ * A Linux microVM reaches its init in well under a second on a server; 30 s covers a loaded
+ * node and a slow disk many times over. Emulated nodes stretch it (the grid's timescale).
+ */
+export const DEFAULT_BOOT_DEADLINE_MS = 30_000;
 
 const DEFAULT_COMMAND = [
   process.execPath,
@@ -263,6 +279,9 @@ export class Agent {
       lastCpu: null,
       preparedAt: 0,
       checkedAt: 0,
+      // An adopted VMM's boot is timed from its adoption: its start is not known here.
+      launchedAt: Date.now(),
+      failedBecause: null,
     };
   }
 
@@ -469,6 +488,8 @@ export class Agent {
     m.vm = vm;
     m.config = config;
     m.restartAt = null;
+    m.launchedAt = Date.now();
+    m.failedBecause = null;
     this.setState(m, "starting", `VMM pid ${vm.pid}`);
     this.watch(m, vm);
   }
@@ -496,6 +517,19 @@ export class Agent {
       // Running means the guest said so: the guest init's last line before its service.
       if (m.state === "booting" && vm.guestReady())
         this.setState(m, "running", `VMM pid ${vm.pid}`);
+    }
+    const deadline = this.o.bootDeadlineMs ?? DEFAULT_BOOT_DEADLINE_MS;
+    if (
+      (m.state === "starting" || m.state === "booting") &&
+      m.failedBecause === null &&
+      Date.now() - m.launchedAt > deadline
+    ) {
+      // Still attached: its end comes through watch() and counts as a failure, with this
+      // reason in place of the signal that ended it.
+      m.failedBecause = `its guest did not say it was ready within ${Math.round(deadline / 1000)} s`;
+      this.log("warn", `${m.key}: ${m.failedBecause}: stopping its VM`);
+      await vm.stop(this.o.stopGraceMs ?? 10_000);
+      return;
     }
     let config: string | null = null;
     try {
@@ -587,6 +621,7 @@ export class Agent {
 
   private ended(m: Managed, exit: VmExit): void {
     const how =
+      m.failedBecause ||
       exit.last ||
       (exit.signal
         ? `killed by ${exit.signal}`

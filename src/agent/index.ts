@@ -2,6 +2,7 @@ export {
   Agent,
   AgentError,
   type AgentOptions,
+  DEFAULT_BOOT_DEADLINE_MS,
   type DesiredInstance,
   type InstanceMetrics,
   type InstanceState,

@@ -8,7 +8,13 @@ import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { TLSSocket } from "node:tls";
 import type { Etcd3 } from "etcd3";
-import { Agent, AgentError, type ConsoleChunk, type DesiredInstance } from "../agent/index.js";
+import {
+  Agent,
+  AgentError,
+  type ConsoleChunk,
+  DEFAULT_BOOT_DEADLINE_MS,
+  type DesiredInstance,
+} from "../agent/index.js";
 import {
   type AdminTokenInfo,
   ApiError,
@@ -160,6 +166,8 @@ export interface GridNodeOptions {
     cgroupParent?: string;
     /** Where class images fetched from peers are kept (a node without a catalog disk). */
     imageCacheDir?: string;
+    /** How long a guest may take to say it is ready (default: the agent's, timescaled). */
+    bootDeadlineMs?: number;
   };
   tickMs?: number;
   /** Multiplies every timing above and etcd's (flatgrid.timescale): 1 on real servers. */
@@ -317,6 +325,7 @@ export class GridNode extends EventEmitter {
           network: a.network === false ? undefined : { self: this.address },
           cgroupParent: a.cgroupParent,
           imageCache: a.imageCacheDir,
+          bootDeadlineMs: a.bootDeadlineMs ?? DEFAULT_BOOT_DEADLINE_MS * k,
           imagePeers: peerImages(
             () => this.nodes.filter((n) => n.nodeId !== this.nodeId),
             () => this.tls,

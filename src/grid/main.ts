@@ -14,7 +14,7 @@ import { gridSocketPath, listenGridSocket } from "./status-socket.js";
 const USAGE = `usage: flatgrid-grid [--state-dir DIR] [--config-dir DIR] [--cmdline FILE] [--socket PATH]
   [--address IP] [--interface NAME]... [--window-ms N] [--dead-grace-ms N] [--instance-grace-ms N]
   [--catalog DIR] [--instances DIR] [--images DIR] [--lease-ms N] [--cgroup-parent PATH]
-  [--image-cache DIR]`;
+  [--image-cache DIR] [--boot-deadline-ms N]`;
 
 const { values: args } = parseArgs({
   options: {
@@ -30,6 +30,7 @@ const { values: args } = parseArgs({
     address: { type: "string" },
     interface: { type: "string", multiple: true },
     "window-ms": { type: "string" },
+    "boot-deadline-ms": { type: "string" },
     "dead-grace-ms": { type: "string" },
     "instance-grace-ms": { type: "string" },
     catalog: { type: "string" },
@@ -84,6 +85,7 @@ const node = new GridNode({
     leaseMs: num(args["lease-ms"]),
     cgroupParent: args["cgroup-parent"],
     imageCacheDir: args["image-cache"],
+    bootDeadlineMs: num(args["boot-deadline-ms"]),
   },
   timescale: config.timescale,
   log: (level, msg, fields) => log[level](fields ?? {}, msg),

@@ -36,6 +36,8 @@ export interface GridClusterOptions {
   windowMs?: number;
   deadGraceMs?: number;
   instanceGraceMs?: number;
+  /** How long a guest may take to say it is ready (default: the grid's own). */
+  bootDeadlineMs?: number;
   /** The appliance catalog every node's agent runs instances from (default: none there). */
   images?: string;
   /** Nodes without that catalog (as if booted over PXE): their class images come from peers. */
@@ -92,6 +94,9 @@ export class GridCluster {
         ...(this.options.windowMs ? [`--window-ms=${this.options.windowMs}`] : []),
         `--dead-grace-ms=${this.options.deadGraceMs ?? 5000}`,
         `--instance-grace-ms=${this.options.instanceGraceMs ?? 5000}`,
+        ...(this.options.bootDeadlineMs
+          ? [`--boot-deadline-ms=${this.options.bootDeadlineMs}`]
+          : []),
         `--instances=${join(dir, "state", "instances")}`,
         // A node in noCatalog has none of its own: it gets class images from its peers.
         `--images=${(!this.options.noCatalog?.includes(index) && this.options.images) || join(dir, "catalog")}`,

@@ -3,16 +3,19 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const IDLE = fileURLToPath(new URL("../../../native/out/testguest-idle.elf", import.meta.url));
+const GUESTS = fileURLToPath(new URL("../../../native/out/", import.meta.url));
 
-/** A catalog as `npm run catalog` lays it out, whose kernel is the idle test guest. */
-export function idleCatalog(dir: string): string {
+/**
+ * A catalog as `npm run catalog` lays it out, whose kernel is the idle test guest; or the
+ * mute one, which never says it is ready (a boot that hangs).
+ */
+export function idleCatalog(dir: string, guest: "idle" | "mute" = "idle"): string {
   mkdirSync(dir, { recursive: true });
   const sha = (f: string) =>
     createHash("sha256")
       .update(readFileSync(join(dir, f)))
       .digest("hex");
-  copyFileSync(IDLE, join(dir, "vmlinuz"));
+  copyFileSync(join(GUESTS, `testguest-${guest}.elf`), join(dir, "vmlinuz"));
   writeFileSync(join(dir, "initrd.img"), "the idle guest needs no initrd\n");
   const classes: Record<string, unknown> = {};
   for (const name of ["base", "web", "lb", "db"]) {
@@ -29,7 +32,7 @@ export function idleCatalog(dir: string): string {
   writeFileSync(
     join(dir, "manifest.json"),
     JSON.stringify({
-      kernel: { version: "testguest-idle", sha256: sha("vmlinuz") },
+      kernel: { version: `testguest-${guest}`, sha256: sha("vmlinuz") },
       initrd: { sha256: sha("initrd.img"), modules: [] },
       classes,
     }),
