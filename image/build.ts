@@ -12,7 +12,7 @@ import {
 } from "node:fs";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
-import { BUNDLE } from "./bundle.js";
+import { BUNDLE, RUNTIME_FILES } from "./bundle.js";
 import { CACHE, debianCloudKernel } from "./debian.js";
 import { buildIso } from "./iso.js";
 import { buildPxe, netbootPackages } from "./pxe.js";
@@ -35,9 +35,8 @@ import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
  *
  * Not built yet (issue: node image): the curated module set of
  * linux-image-amd64 for real servers (this uses the cloud kernel, which boots fast in the
- * simulator). Our code goes in as esbuild bundles (bundle.ts); the production node_modules
- * still go in whole, for the packages loaded at run time (koffi's addon, blessed, etcd3's
- * .proto files), and could be pruned to those.
+ * simulator). Our code goes in as esbuild bundles (bundle.ts), with the few files of
+ * node_modules that they load at run time (RUNTIME_FILES).
  */
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -107,19 +106,14 @@ function installNode(root: string): string {
 
 /**
  * Our code: the bundles (bundle/src, one file per program; see bundle.ts) where dist/src is
- * on a node, production node_modules, package.json, rootfs/ files, init.
+ * on a node, the node_modules files they load (RUNTIME_FILES), package.json, rootfs/ files, init.
  */
 function installFlatgrid(root: string): void {
   const lib = join(root, "usr/lib/flatgrid");
   mkdirSync(lib, { recursive: true });
   copyFileSync(join(ROOT, "package.json"), join(lib, "package.json"));
   cpSync(join(BUNDLE, "src"), join(lib, "dist/src"), { recursive: true });
-  const prod = run("npm", ["ls", "--omit=dev", "--all", "--parseable"], { cwd: ROOT })
-    .toString()
-    .trim()
-    .split("\n")
-    .filter((p) => p.includes("node_modules"));
-  for (const dir of prod) cpSync(dir, join(lib, relative(ROOT, dir)), { recursive: true });
+  for (const path of RUNTIME_FILES) cpSync(join(ROOT, path), join(lib, path), { recursive: true });
   // Class descriptors: `flatgrid app validate` on a node checks against them.
   cpSync(join(ROOT, "catalog"), join(lib, "catalog"), { recursive: true });
   // The example applications, for `flatgrid app create -f` on a node.
@@ -147,7 +141,7 @@ function main(): void {
   debianRoot(root);
   const kernel = installKernel(root, OUT);
   const node = installNode(root);
-  step("flatgrid: bundles, node_modules (production), rootfs, init");
+  step("flatgrid: bundles, the node_modules files they load, rootfs, init");
   installFlatgrid(root);
   step("initrd: cpio + gzip");
   cpioImage(root, join(OUT, "initrd.img"));

@@ -11,7 +11,7 @@
  * (`new URL("../cli/main.js", import.meta.url)`, a worker file, the catalog) therefore still
  * point where they did: each module's `import.meta.url` becomes the URL of the file it was
  * before bundling, and a package's `__dirname` the directory it came from (etcd3 reads its
- * .proto files from there at run time, so the image keeps the production node_modules).
+ * .proto files from there at run time: see RUNTIME_FILES).
  */
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join, relative } from "node:path";
@@ -43,6 +43,19 @@ export const ENTRIES = [
  * blessed requires its widgets and terminfo files by computed names.
  */
 const EXTERNAL = ["koffi", "blessed"];
+
+/**
+ * All a node needs of node_modules beside the bundles: the EXTERNAL packages (koffi with its
+ * prebuilt addon for x86-64 Linux) and etcd3's .proto files, which it parses at start. Other
+ * packages name files by __dirname only on paths flatgrid never takes: pino's transports,
+ * gRPC's channelz and ORCA, commander's executable subcommands.
+ */
+export const RUNTIME_FILES = [
+  "node_modules/koffi",
+  "node_modules/@koromix/koffi-linux-x64",
+  "node_modules/blessed",
+  "node_modules/etcd3/proto",
+];
 
 /**
  * Defines `require` (the CommonJS packages inside call it for Node's built-ins) and the two
@@ -109,10 +122,6 @@ export async function bundle(): Promise<void> {
       minifyIdentifiers: false,
       legalComments: "none",
       logLevel: "warning",
-      logOverride: {
-        // Packages that look for optional parts with a computed require(), in try/catch.
-        "unsupported-require-call": "silent",
-      },
     });
     if (result.errors.length > 0) throw new Error(`bundling ${entry} failed`);
   }
