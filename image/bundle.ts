@@ -26,7 +26,7 @@ export const BUNDLE = join(ROOT, "bundle");
  * Every file Node.js starts from: the programs, and the worker threads the monitor starts
  * by path (src/vmm/vm.ts, src/vmm/virtio/queue-thread.ts).
  */
-export const ENTRIES = [
+const ENTRIES = [
   "src/os/main.js",
   "src/grid/main.js",
   "src/cli/main.js",

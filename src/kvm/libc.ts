@@ -185,8 +185,8 @@ export function mmapAligned(
   const address = (over.address + mask) & ~mask;
   const head = Number(address - over.address);
   if (head > 0) check(c.munmap(over.pointer, head), "munmap", what);
-  if (align - head > 0)
-    check(c.munmap(pointerAt(address + BigInt(length)), align - head), "munmap", what);
+  // The slack after is never empty: head < align.
+  check(c.munmap(pointerAt(address + BigInt(length)), align - head), "munmap", what);
   return { pointer: pointerAt(address), address, length };
 }
 

@@ -30,6 +30,8 @@ export class VmJsonError extends Error {
 
 const MAC = /^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$/;
 const MAX_CMDLINE = 4096;
+/** Linux's PATH_MAX. */
+const MAX_PATH = 4096;
 const MAX_DISKS = 8;
 const MAX_NICS = 4;
 /** Linux's IFNAMSIZ less the terminating NUL. */
@@ -91,6 +93,17 @@ function text(
   return v;
 }
 
+function requiredText(
+  o: Fields,
+  field: string,
+  key: string,
+  rules: { min?: number; max: number },
+): string {
+  const v = text(o, field, key, rules);
+  if (v === undefined) throw new VmJsonError(at(field, key), "is required");
+  return v;
+}
+
 function flag(o: Fields, field: string, key: string, fallback: boolean): boolean {
   const v = o[key];
   if (v === undefined) return fallback;
@@ -110,16 +123,14 @@ function list<T>(o: Fields, key: string, max: number, each: (v: unknown, field: 
 
 function disk(v: unknown, field: string): BlockOptions {
   const o = object(v, field, ["path", "readOnly", "id"]);
-  const path = text(o, field, "path", { min: 1, max: 4096 });
-  if (path === undefined) throw new VmJsonError(at(field, "path"), "is required");
+  const path = requiredText(o, field, "path", { min: 1, max: MAX_PATH });
   const id = text(o, field, "id", { max: MAX_DISK_ID });
   return { path, readOnly: flag(o, field, "readOnly", false), ...(id !== undefined && { id }) };
 }
 
 function nic(v: unknown, field: string): NicOptions {
   const o = object(v, field, ["tap", "mac", "vhost"]);
-  const tap = text(o, field, "tap", { max: MAX_TAP_NAME });
-  if (tap === undefined) throw new VmJsonError(at(field, "tap"), "is required");
+  const tap = requiredText(o, field, "tap", { max: MAX_TAP_NAME });
   const mac = text(o, field, "mac", {
     max: 17,
     pattern: [MAC, "must be a MAC address like 02:00:00:00:00:01"],
@@ -142,10 +153,9 @@ export function parseVmConfig(json: unknown): VmConfig {
     "vsock",
     "hugepages",
   ]);
-  const kernel = text(o, "", "kernel", { min: 1, max: 4096 });
-  if (kernel === undefined) throw new VmJsonError("kernel", "is required");
+  const kernel = requiredText(o, "", "kernel", { min: 1, max: MAX_PATH });
   const cmdline = text(o, "", "cmdline", { max: MAX_CMDLINE });
-  const initrd = text(o, "", "initrd", { min: 1, max: 4096 });
+  const initrd = text(o, "", "initrd", { min: 1, max: MAX_PATH });
   const vsock =
     o.vsock === undefined
       ? undefined

@@ -18,8 +18,9 @@ export const FENCED_EXIT = 3;
 export const VMM_NODE_FLAGS = ["--max-semi-space-size=1"];
 
 /**
- * What the monitor itself needs besides guest RAM: Node.js and koffi (about 90 MiB resident
- * with 2 idle vCPUs), a worker thread per vCPU, the page cache of the files it reads.
+ * What the monitor itself needs besides guest RAM: Node.js and koffi (about 73 MiB resident
+ * with 2 idle vCPUs, 83 MiB with a disk's queue thread too), a worker thread per vCPU, the
+ * page cache of the files it reads.
  */
 export function vmmOverheadMiB(vcpus: number): number {
   return 128 + 16 * vcpus;
