@@ -9,6 +9,7 @@ import type { ControlClient, ControlError, LogEntry } from "../os/index.js";
 import { esc, gridScreen, logText, nodeScreen, roleText } from "./screens.js";
 import { SetupForm } from "./setup-form.js";
 import { type Snapshot, SnapshotReader } from "./snapshot.js";
+import { SERIAL_DEFAULT, SizeProbe, setKernelSize, sizeKnown } from "./terminal-size.js";
 
 /**
  * The local console: a full-screen text UI on a terminal (tty1, a serial line, or the
@@ -77,7 +78,15 @@ function openTerminal(device: string): Terminal {
   // getWindowSize() only returns what Node last read; _refreshSize() asks the kernel again
   // and emits resize when the size changed (what Node does for stdout on SIGWINCH).
   const refresh = (output as unknown as { _refreshSize?: () => void })._refreshSize;
-  const checkSize = () => refresh?.call(output);
+  const handle = (output as unknown as { _handle?: { getWindowSize(size: number[]): number } })
+    ._handle;
+  const checkSize = () => {
+    // 0×0 (a serial line that was never told, or someone's stty) would shrink blessed to one
+    // cell: keep the size there is; Ctrl-L asks the terminal (see terminal-size.ts).
+    const size = [0, 0];
+    if (handle?.getWindowSize(size) === 0 && (!size[0] || !size[1])) return;
+    refresh?.call(output);
+  };
   process.on("SIGWINCH", checkSize);
   return { input, output, checkSize, fd };
 }
@@ -87,9 +96,38 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   const io: Terminal = o.tty
     ? openTerminal(o.tty)
     : { input: process.stdin, output: process.stdout, checkSize: () => {}, fd: 0 };
-  // A keyboard unplugged, a serial line hung up: the screen stays, and the supervisor
-  // restarts us if the terminal itself is gone.
-  io.input.on("error", () => {});
+  // A terminal hung up (a serial line's carrier dropped, a console server's session ended,
+  // vhangup): every descriptor on it is dead for good, though the terminal is not. Ending
+  // is no failure: the supervisor starts us again, on a fresh open of the device, and the
+  // new console draws the whole screen. A keyboard unplugged from a VT changes nothing.
+  let hungUp = false;
+  const hangUp = (how: string) => {
+    if (hungUp) return;
+    hungUp = true;
+    process.stderr.write(`console: ${o.tty ?? "the terminal"} hung up (${how}); ending\n`);
+    process.exit(0);
+  };
+  io.input.on("error", (err: NodeJS.ErrnoException) => hangUp(`read: ${err.code ?? err.message}`));
+  io.output.on("error", (err: NodeJS.ErrnoException) =>
+    hangUp(`write: ${err.code ?? err.message}`),
+  );
+  // A terminal reads end-of-file only once hung up (a key never ends its input).
+  if (o.tty) io.input.on("end", () => hangUp("end of input"));
+  // A serial line: the kernel does not know its size (see terminal-size.ts).
+  const sizeless = o.tty !== undefined && !sizeKnown(io.output);
+  // Before blessed reads a key: the terminal's answers must never reach it as keys.
+  const probe = sizeless ? new SizeProbe(io.input, (t) => io.output.write(t)) : null;
+  if (o.tty && sizeless) {
+    try {
+      await setKernelSize(o.tty, SERIAL_DEFAULT);
+      io.checkSize();
+    } catch (err) {
+      process.stderr.write(`console: cannot set ${o.tty}'s size: ${(err as Error).message}\n`);
+      // Drawn at 80×24 all the same; only programs started on the line see no size.
+      io.output.columns = SERIAL_DEFAULT.cols;
+      io.output.rows = SERIAL_DEFAULT.rows;
+    }
+  }
   const screen = blessed.screen({
     // @types/blessed has the two stream types the wrong way round.
     input: io.input as never,
@@ -548,7 +586,24 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
     body.setScrollPerc(100);
     screen.render();
   });
-  screen.key(["C-l"], () => {
+  /** On a serial line, asks the terminal at the other end for its size and takes it. */
+  const fitToTerminal = async () => {
+    if (!o.tty || !probe) return;
+    const size = await probe.ask();
+    // Set even when it is the size drawn at: the line's own may have been lost (an stty).
+    if (!size) return;
+    try {
+      await setKernelSize(o.tty, size);
+      // Emits resize, which draws every cell at the new size.
+      io.checkSize();
+    } catch (err) {
+      process.stderr.write(`console: cannot set ${o.tty}'s size: ${(err as Error).message}\n`);
+    }
+  };
+  // Ctrl-L, as in every full-screen program: whoever just attached to a serial line sees
+  // only what changes from now on, unless the whole screen is drawn again.
+  screen.key(["C-l"], async () => {
+    await fitToTerminal();
     screen.realloc();
     draw();
   });
@@ -579,6 +634,7 @@ export async function runConsole(o: ConsoleOptions): Promise<void> {
   };
   body.focus();
   draw();
+  void fitToTerminal();
   await refresh();
   // A server that belongs to no grid yet opens on the setup form: that is what it needs.
   if (snapshot && (snapshot as Snapshot).node?.config.grid === null) show("setup");

@@ -19,3 +19,13 @@ export {
   SnapshotReader,
   type Usage,
 } from "./snapshot.js";
+export {
+  SERIAL_DEFAULT,
+  type Size,
+  SizeProbe,
+  setKernelSize,
+  sizeFromCursor,
+  sizeKnown,
+  type TerminalInput,
+  takeCursorReplies,
+} from "./terminal-size.js";

@@ -31,6 +31,6 @@ export { formatConfigError } from "./node-config.js";
 export { readNodeConfig } from "./read-config.js";
 export type { ServiceState, ServiceStatus } from "./service.js";
 export type { ServiceSpec, ServiceSpecInput } from "./service-spec.js";
-export type { BootMode } from "./system.js";
+export { type BootMode, consoleTerm } from "./system.js";
 export { VERSION } from "./version.js";
 export { writeFileAtomic } from "./write-file-atomic.js";

@@ -114,7 +114,7 @@ export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise
         "console",
         `--tty=/dev/${tty}`,
       ],
-      env: { TERM: "linux" },
+      env: { TERM: consoleTerm(tty) },
       // A crash of the UI must never matter to the node: it comes back, for as long as it takes.
       restart: { initialDelayMs: 1000, maxDelayMs: 10_000, maxFailures: 1000 },
       stopTimeoutMs: 2000,
@@ -192,6 +192,16 @@ export function ethernetLinks(): string[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * What is at the other end of a console's terminal: the kernel's own VT on tty1..63; on a
+ * serial line, whatever an operator attached, today nearly always an xterm-like emulator
+ * (IPMI serial-over-LAN, minicom, screen, `flatgrid sim console --screen`) that draws the
+ * linux terminal's line characters wrong.
+ */
+export function consoleTerm(tty: string): string {
+  return /^tty\d+$/.test(tty) ? "linux" : "xterm";
 }
 
 /** Brings up lo and the node's interface: static addresses now, or a DHCP client service. */

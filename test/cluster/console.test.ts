@@ -9,6 +9,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
 import { type AppStatus, callGrid } from "../../src/grid/index.js";
 import { ControlClient, ControlError, type ServiceStatus } from "../../src/os/index.js";
 import { CLI, formed, GridCluster } from "./grid-harness.js";
@@ -16,6 +17,7 @@ import { idleCatalog } from "./idle-catalog.js";
 import { sleep, sweepStale } from "./netns.js";
 
 const SESSION = `fgconsole-${process.pid}`;
+const TTY_HANGUP = fileURLToPath(new URL("../../../native/out/tty-hangup", import.meta.url));
 
 function progress(msg: string): void {
   process.stderr.write(`  console: ${msg}\n`);
@@ -52,7 +54,18 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     (await supervisor.get<{ service: ServiceStatus }>("/v1/services/console")).service;
   /** A tmux terminal of 100×30 whose own process never reads, and a console on it. */
   const consoleOn = async (session: string, index: number) => {
-    tmux("new-session", "-d", "-s", session, "-x", "100", "-y", "30", "sleep 100000");
+    // The pane's own process outlives a hangup of its terminal, as a VT's getty-less line does.
+    tmux(
+      "new-session",
+      "-d",
+      "-s",
+      session,
+      "-x",
+      "100",
+      "-y",
+      "30",
+      "trap '' HUP; exec sleep 100000",
+    );
     const pts = tmux("display-message", "-p", "-t", session, "#{pane_tty}").trim();
     const term = tmux("show-options", "-gv", "default-terminal").trim() || "screen";
     const client = new ControlClient(g.node(index).socket);
@@ -202,6 +215,66 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
     await until("the node screen of the new console", /^ROLE +\S/m);
     assert.ok(now.restarts >= 1);
     progress(`killed with SIGKILL: back as pid ${now.pid} (restarts ${now.restarts})`);
+  });
+
+  /** The console service's pid once it is not `old` (the supervisor started it again). */
+  const restarted = async (old: number | null): Promise<ServiceStatus> => {
+    const deadline = Date.now() + 15_000;
+    let now = await consoleService();
+    while ((now.pid === old || now.pid === null) && Date.now() < deadline) {
+      await sleep(200);
+      now = await consoleService();
+    }
+    assert.notEqual(now.pid, old, "the supervisor did not start the console again");
+    return now;
+  };
+  const pts = () => tmux("display-message", "-p", "-t", SESSION, "#{pane_tty}").trim();
+  const kernelSize = () => execFileSync("stty", ["-F", pts(), "size"], { encoding: "utf8" }).trim();
+
+  const sizeBecomes = async (want: string) => {
+    const deadline = Date.now() + 10_000;
+    while (kernelSize() !== want && Date.now() < deadline) await sleep(100);
+    assert.equal(kernelSize(), want, "the terminal's size as the kernel has it");
+  };
+
+  it("its terminal hung up (a serial line's carrier gone), the console ends and is started again, drawn anew", async () => {
+    const first = await consoleService();
+    keys("F2");
+    await until("the grid screen", /^NODES \(2\)$/m);
+    // Every descriptor open on the terminal is dead from now on; the terminal itself is not.
+    execFileSync(TTY_HANGUP, [pts()]);
+    const now = await restarted(first.pid);
+    await until("the node screen of the new console", /^ROLE +\S/m);
+    const logged: string[] = [];
+    await supervisor.logs("console", { lines: 50, follow: false }, (e) => logged.push(e.msg));
+    assert.ok(
+      logged.some((msg) => /console: \/dev\/pts\/\d+ hung up \(/.test(msg)),
+      logged.slice(-5).join("\n"),
+    );
+    progress(`hung up: the console ended; back as pid ${now.pid}`);
+  });
+
+  it("on a serial line (no size the kernel knows), the console asks the terminal for its size; Ctrl-L asks again and redraws", async () => {
+    // A pseudo-terminal told 0×0 is what the kernel has for a serial line. The terminal at
+    // its other end (tmux, 80×25 since the resize test) still answers where its cursor is.
+    execFileSync("stty", ["-F", pts(), "rows", "0", "cols", "0"]);
+    const first = await consoleService();
+    process.kill(first.pid ?? 0, "SIGKILL");
+    await restarted(first.pid);
+    // Asked, not assumed: a line nobody answers on gets 80×24.
+    await sizeBecomes("25 80");
+    const text = await until("the node screen", /^ROLE +\S/m);
+    assert.match(text.split("\n")[24] ?? "", /^ F1-F4, Tab: screens/);
+    // The terminal grows, and the line never learns it (as a serial line would not).
+    tmux("resize-window", "-t", SESSION, "-x", "100", "-y", "30");
+    execFileSync("stty", ["-F", pts(), "rows", "0", "cols", "0"]);
+    await sleep(500);
+    keys("C-l");
+    const wide = await until("a header 100 columns wide", /^ flatgrid .{80,}\d\d:\d\d:\d\d$/m);
+    await sizeBecomes("30 100");
+    assert.match(wide.split("\n")[29] ?? "", /^ F1-F4, Tab: screens/);
+    // Its answers never reach the keys: R would have asked to reboot.
+    assert.doesNotMatch(wide, /Reboot this server\?/);
   });
 
   it("first boot: the setup form marks a bad address, takes a good one, and the node joins the grid", {
