@@ -171,16 +171,21 @@ export async function listApplications(client: Etcd3): Promise<AppSummary[]> {
 
 /**
  * Whether the grid could lose any one of its live nodes and still run every application:
- * the instances placed on each node must all find room on the others.
+ * the instances placed on each node must all find room on the others, and etcd (whose
+ * voters are the node ids in `voters`) must keep its quorum.
  */
-export async function gridHa(client: Etcd3, nodes: readonly NodeCapacity[]): Promise<HaStatus> {
+export async function gridHa(
+  client: Etcd3,
+  nodes: readonly NodeCapacity[],
+  voters: readonly string[],
+): Promise<HaStatus> {
   const state = await readAppState(client);
   const demands = new Map(state.apps.flatMap((a) => demandOf(a).map((d) => [d.key, d] as const)));
   const placed = state.placements.flatMap((p) => {
     const d = demands.get(`${p.app}/${p.instance}`);
     return d ? [{ ...d, node: p.node }] : [];
   });
-  return haStatus(nodes, placed);
+  return haStatus(nodes, placed, voters);
 }
 
 export async function applicationStatus(

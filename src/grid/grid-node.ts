@@ -960,7 +960,8 @@ export class GridNode extends EventEmitter {
 
   /** Grid HA: could the grid lose any one node and still run every application? */
   ha() {
-    return gridHa(this.member(), this.nodes.map(nodeCapacity));
+    const voters = this.members.filter((m) => !m.learner).map((m) => m.name || m.id);
+    return gridHa(this.member(), this.nodes.map(nodeCapacity), voters);
   }
 
   appStatus(name: string) {
