@@ -12,6 +12,7 @@ import {
   type NodeStatus,
   plural,
   readLog,
+  SimError,
   type SimStatus,
   start,
   status,
@@ -235,8 +236,28 @@ export function addSimCommands(program: Command): void {
       "print the console log's last lines instead of attaching",
       wholeNumber,
     )
-    .action(async (which: string, o: SimOptions & { lines?: number }) => {
+    .option(
+      "--screen",
+      "attach to the server's screen instead: flatgrid's full-screen console, on its ttyS2",
+    )
+    .action(async (which: string, o: SimOptions & { lines?: number; screen?: boolean }) => {
       const node = findNode(loadState(o.dir), which);
+      if (o.screen) {
+        if (!node.qemu.screenSocket)
+          throw new SimError(
+            `${node.name} was started by an older flatgrid without a screen port: sim down, then sim up`,
+            "bad-option",
+          );
+        process.stderr.write(`sim: attached to ${node.name}'s screen; Ctrl-] leaves\n`);
+        await attachConsole(node.qemu.screenSocket, {
+          // Ctrl-L: the console draws the whole screen, and asks this terminal for its size.
+          greeting: "\x0c",
+          // Out of the alternate screen, the cursor back, colours reset.
+          farewell: "\x1b[?1049l\x1b[?25h\x1b[0m",
+        });
+        process.stderr.write("\nsim: detached\n");
+        return;
+      }
       if (o.lines !== undefined || o.json) {
         const lines = lastLines(readLog(node.qemu.consoleLog), o.lines ?? 100);
         print(o, { node: node.name, lines }, () => lines.join("\n"));

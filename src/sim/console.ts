@@ -55,12 +55,20 @@ export function bootStep(text: string): string | null {
 
 const DETACH = 0x1d; // Ctrl-]
 
+export interface AttachOptions {
+  /** Sent to the line once attached (Ctrl-L: a full-screen program draws everything). */
+  greeting?: string;
+  /** Written to this terminal when leaving (to undo a full-screen program's modes). */
+  farewell?: string;
+}
+
 /**
  * Attaches the terminal to a serial console socket until Ctrl-] (or, when stdin is not a
  * terminal, until stdin ends). QEMU serves one client at a time: a second one waits.
  */
 export async function attachConsole(
   socket: string,
+  o: AttachOptions = {},
   stdin: NodeJS.ReadStream = process.stdin,
   stdout: NodeJS.WriteStream = process.stdout,
 ): Promise<void> {
@@ -82,6 +90,7 @@ export async function attachConsole(
       if (raw) stdin.setRawMode(false);
       stdin.pause();
       conn.destroy();
+      if (o.farewell) stdout.write(o.farewell);
       resolve();
     };
     const onInput = (d: Buffer) => {
@@ -101,5 +110,6 @@ export async function attachConsole(
     stdin.resume();
     conn.on("data", (d: Buffer) => stdout.write(d));
     conn.on("close", finish);
+    if (o.greeting) conn.write(o.greeting);
   });
 }

@@ -37,15 +37,20 @@ export interface QemuServer {
   /** ttyS1, where the node runs its debug shell (flatgrid.debugshell=ttyS1). */
   shellSocket: string;
   shellLog: string;
+  /**
+   * ttyS2, where the node runs its full-screen console (flatgrid.console=ttyS2): the
+   * server's screen, as a serial console server would give it. Absent in older states.
+   */
+  screenSocket?: string;
   qmpSocket: string;
   pidFile: string;
 }
 
-function serialPort(id: string, socket: string, log: string): string[] {
+function serialPort(id: string, socket: string, log?: string): string[] {
   // wait=off: QEMU runs with nobody attached; logfile keeps what nobody was there to read.
   return [
     "-chardev",
-    `socket,id=${id},path=${socket},server=on,wait=off,logfile=${log},logappend=on`,
+    `socket,id=${id},path=${socket},server=on,wait=off${log ? `,logfile=${log},logappend=on` : ""}`,
     "-serial",
     `chardev:${id}`,
   ];
@@ -84,6 +89,8 @@ export function qemuArgs(s: QemuServer): string[] {
       : []),
     ...serialPort("console", s.consoleSocket, s.consoleLog),
     ...serialPort("shell", s.shellSocket, s.shellLog),
+    // No log: a full-screen program's output is escape sequences, and it redraws on Ctrl-L.
+    ...(s.screenSocket ? serialPort("screen", s.screenSocket) : []),
     "-qmp",
     `unix:${s.qmpSocket},server=on,wait=off`,
     ...s.disks.flatMap((file, i) => [

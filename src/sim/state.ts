@@ -68,6 +68,7 @@ export function nodeFiles(dir: string, index: number) {
     consoleLog: join(d, "console.log"),
     shellSocket: join(d, "shell.sock"),
     shellLog: join(d, "shell.log"),
+    screenSocket: join(d, "screen.sock"),
     qmpSocket: join(d, "qmp.sock"),
     pidFile: join(d, "qemu.pid"),
   };

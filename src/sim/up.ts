@@ -144,6 +144,9 @@ function gridCommandLine(grid: string, token: string, timescale: number): string
     `flatgrid.grid=${grid}`,
     `flatgrid.token=${token}`,
     "flatgrid.debugshell=ttyS1",
+    // The node's full-screen console on its third serial port (`sim console N --screen`):
+    // a simulated server has no screen, so tty1 would be drawn for nobody.
+    "flatgrid.console=ttyS2",
     // Each node's first disk is blank and meant to be its data partition, as an operator
     // would set it for a rack of new servers.
     "flatgrid.format=blank",
@@ -350,6 +353,7 @@ export async function up(o: UpOptions): Promise<UpResult> {
         consoleLog: files.consoleLog,
         shellSocket: files.shellSocket,
         shellLog: files.shellLog,
+        screenSocket: files.screenSocket,
         qmpSocket: files.qmpSocket,
         pidFile: files.pidFile,
       };

@@ -241,6 +241,56 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
     }
   });
 
+  it("sim console 2 --screen shows node-2's full-screen console on its serial line (ttyS2), at the size of the terminal at the other end", async () => {
+    // An operator's terminal: tmux, 100×30, running the simulator's attach.
+    const session = `fg-e2e-screen-${process.pid}`;
+    const tmux = (...args: string[]) => execFileSync("tmux", args, { encoding: "utf8" });
+    tmux(
+      "new-session",
+      "-d",
+      "-s",
+      session,
+      "-x",
+      "100",
+      "-y",
+      "30",
+      `${process.execPath} ${CLI} sim console 2 --screen --dir ${DIR}; sleep 600`,
+    );
+    const until = async (what: string, want: RegExp, timeoutMs = 120_000) => {
+      const deadline = Date.now() + timeoutMs;
+      let text = "";
+      while (Date.now() < deadline) {
+        text = tmux("capture-pane", "-p", "-t", session);
+        if (want.test(text)) return text;
+        await sleep(1000);
+      }
+      assert.fail(`the screen did not show ${what} in ${timeoutMs / 1000} s; it shows:\n${text}`);
+    };
+    const node2 = loadState(DIR).nodes[1];
+    assert.ok(node2);
+    const shell = new NodeShell(node2.qemu.shellSocket, { qmpSocket: node2.qemu.qmpSocket });
+    try {
+      // The attach sends Ctrl-L: the console draws every cell, and asks tmux for its size.
+      const text = await until("node-2's node screen", /^GRID +sim \([0-9a-f]{8}\)$/m);
+      assert.match(text, /^ flatgrid {2}\| {2}node-2 {2}\| {2}grid sim {2}\| /m);
+      assert.match(text, /^NODE +node-2 +id [0-9a-f]+$/m);
+      assert.match(text, /^LINKS +eth0 +up +10\.215\.0\.2\/24/m);
+      assert.match(text.split("\n")[29] ?? "", /^ F1-F4, Tab: screens/);
+      for (const line of text.trimEnd().split("\n")) process.stdout.write(`#   ${line}\n`);
+      await shell.open();
+      const { output } = await shell.exec("stty -F /dev/ttyS2 size; flatgrid services", 120_000);
+      // The serial line had no size; the console asked the terminal and gave it 30×100.
+      assert.match(output, /^30 100$/m);
+      assert.match(output, /^console-ttys2 +running /m);
+      // Keys travel the line too: F2 opens the grid screen.
+      tmux("send-keys", "-t", session, "F2");
+      await until("the grid screen with 3 nodes", /^NODES \(3\)$/m);
+    } finally {
+      shell.close();
+      tmux("kill-session", "-t", session);
+    }
+  });
+
   it("sim kill 1 kills node-1's QEMU, and sim status shows it dead", async () => {
     const pid = loadState(DIR).nodes[0]?.pid;
     const k = await sim(["kill", "1"]);

@@ -96,6 +96,7 @@ const server: QemuServer = {
   consoleLog: "/s/node-2/console.log",
   shellSocket: "/s/node-2/shell.sock",
   shellLog: "/s/node-2/shell.log",
+  screenSocket: "/s/node-2/screen.sock",
   qmpSocket: "/s/node-2/qmp.sock",
   pidFile: "/s/node-2/qemu.pid",
 };
@@ -180,12 +181,13 @@ describe("simulator: QEMU command line", () => {
     assert.ok(!after("-device").some((d) => d.includes("bootindex")));
   });
 
-  it("puts ttyS0 and ttyS1 on unix sockets with logs, and QMP on a socket", () => {
+  it("puts ttyS0 and ttyS1 on unix sockets with logs, ttyS2 (the screen) on one without, and QMP on a socket", () => {
     const chardevs = after("-chardev");
-    assert.equal(chardevs.length, 2);
+    assert.equal(chardevs.length, 3);
     assert.match(chardevs[0] ?? "", /path=\/s\/node-2\/console\.sock,server=on,wait=off,logfile=/);
-    assert.match(chardevs[1] ?? "", /path=\/s\/node-2\/shell\.sock/);
-    assert.deepEqual(after("-serial"), ["chardev:console", "chardev:shell"]);
+    assert.match(chardevs[1] ?? "", /path=\/s\/node-2\/shell\.sock,.*,logfile=/);
+    assert.equal(chardevs[2], "socket,id=screen,path=/s/node-2/screen.sock,server=on,wait=off");
+    assert.deepEqual(after("-serial"), ["chardev:console", "chardev:shell", "chardev:screen"]);
     assert.deepEqual(after("-qmp"), ["unix:/s/node-2/qmp.sock,server=on,wait=off"]);
   });
 
