@@ -174,6 +174,54 @@ export function buildProgram(): Command {
     if (node.configErrors.length) process.exitCode = 1;
   });
 
+  const config = program.commands.find((c) => c.name() === "config") as Command;
+  // --json and --socket are config's own: commander gives them to it wherever they appear.
+  config
+    .command("set")
+    .description(
+      "change this node's settings (as the console's setup form does), stored in node.conf on the data partition; the network ones apply at once",
+    )
+    .argument("<key=value...>", `flatgrid.net=static flatgrid.ip=10.0.0.5/24 ...; KEY= removes one`)
+    .addOption(
+      new Option(
+        "--password <text>",
+        "the console password, or an admin token of the grid (needed once a password is set)",
+      ).env("FLATGRID_CONSOLE_PASSWORD"),
+    )
+    .option("--new-password <text>", "set a new console password (a first one is required)")
+    .action(async (pairs: string[], own: { password?: string; newPassword?: string }) => {
+      const options = { ...(config.opts() as CommonOptions), ...own };
+      const settings: Record<string, string> = {};
+      for (const pair of pairs) {
+        const at = pair.indexOf("=");
+        if (at <= 0) throw new Failure(`"${pair}" is not KEY=VALUE`, "usage");
+        const key = pair.slice(0, at).trim();
+        settings[key.startsWith("flatgrid.") ? key : `flatgrid.${key}`] = pair.slice(at + 1);
+      }
+      let reply: { file: string; changed: string[]; restarted: string[]; notes: string[] };
+      try {
+        reply = await client(options).put("/v1/node/settings", {
+          settings,
+          ...(options.password !== undefined ? { currentPassword: options.password } : {}),
+          ...(options.newPassword !== undefined ? { consolePassword: options.newPassword } : {}),
+        });
+      } catch (err) {
+        if (!(err instanceof ControlError) || err.problems.length === 0) throw err;
+        print(options, { stored: false, problems: err.problems }, () =>
+          ["nothing stored:", ...err.problems.map((p) => `  ${p.key}: ${p.message}`)].join("\n"),
+        );
+        process.exitCode = 1;
+        return;
+      }
+      print(options, { stored: true, ...reply }, () =>
+        [
+          `stored in ${reply.file}: ${reply.changed.length ? reply.changed.join(", ") : "nothing changed"}`,
+          ...reply.notes,
+          ...(reply.restarted.length ? [`restarted: ${reply.restarted.join(", ")}`] : []),
+        ].join("\n"),
+      );
+    });
+
   common(
     program
       .command("disks")

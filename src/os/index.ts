@@ -26,8 +26,13 @@ export {
 } from "./disk-signature.js";
 export { type Inventory, parseMeminfo, readInventory } from "./inventory.js";
 export { LEVELS, type LogEntry } from "./log-buffer.js";
-export type { NodeConfig } from "./node-config.js";
-export { formatConfigError } from "./node-config.js";
+export {
+  addressChangeProblems,
+  type GridMembership,
+  networkChanges,
+  reapplyNetwork,
+} from "./network.js";
+export { DEFAULT_CONFIG, formatConfigError, type NodeConfig } from "./node-config.js";
 export { readNodeConfig } from "./read-config.js";
 export type { ServiceState, ServiceStatus } from "./service.js";
 export type { ServiceSpec, ServiceSpecInput } from "./service-spec.js";

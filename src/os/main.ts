@@ -6,6 +6,12 @@ import { parseAdminToken } from "../api/admin-token.js";
 import { ControlClient, gridSocketPath, socketPath } from "./control-client.js";
 import { ApiError, listenControlSocket, SocketInUseError } from "./control-server.js";
 import { PidFiles } from "./leftovers.js";
+import {
+  addressChangeProblems,
+  type GridMembership,
+  networkChanges,
+  reapplyNetwork,
+} from "./network.js";
 import { formatConfigError, redactConfig } from "./node-config.js";
 import { NodeSettingsStore, NoStorageError, SettingsError } from "./node-settings.js";
 import { readNodeConfig } from "./read-config.js";
@@ -57,6 +63,26 @@ function parseCommandLine() {
   }
 }
 
+/** The grid service of this node, beside the supervisor's socket. */
+function gridClient(supervisorSocket: string): ControlClient {
+  return new ControlClient(gridSocketPath({ FLATGRID_SOCKET: supervisorSocket }), {
+    name: "the grid service",
+    hint: "is the grid service running? `flatgrid services`",
+    timeoutMs: 15_000,
+  });
+}
+
+/** The grid this node is in, and its address there; null when in none (or none answers). */
+async function gridMembership(supervisorSocket: string): Promise<GridMembership | null> {
+  const grid = gridClient(supervisorSocket);
+  try {
+    const s = await grid.get<{ grid: { name: string } | null; address: string }>("/v1/grid");
+    return s.grid ? { name: s.grid.name, address: s.address } : null;
+  } catch {
+    return null;
+  }
+}
+
 /**
  * Whether `text`, given where the console password goes, is an admin token of the grid:
  * the grid service knows (it needs quorum). Not a token at all: false, and the password
@@ -64,11 +90,7 @@ function parseCommandLine() {
  */
 async function checkAdminToken(text: string | undefined, supervisorSocket: string) {
   if (!text || !parseAdminToken(text)) return false;
-  const grid = new ControlClient(gridSocketPath({ FLATGRID_SOCKET: supervisorSocket }), {
-    name: "the grid service",
-    hint: "is the grid service running? `flatgrid services`",
-    timeoutMs: 15_000,
-  });
+  const grid = gridClient(supervisorSocket);
   let valid = false;
   try {
     ({ valid } = await grid.post<{ valid: boolean }>("/v1/tokens/verify", { token: text }));
@@ -209,9 +231,15 @@ async function main(): Promise<void> {
     }),
     configure: async (request) => {
       const adminToken = await checkAdminToken(request.currentPassword, path);
+      // Only a supervisor that runs the machine brings its network up (see system.ts).
+      const live = mode === "os";
+      const membership = live ? await gridMembership(path) : null;
       let stored: ReturnType<NodeSettingsStore["store"]>;
+      const running = config;
       try {
-        stored = settings.store(request, adminToken);
+        stored = settings.store(request, adminToken, (before, after) =>
+          addressChangeProblems(membership, before, after),
+        );
       } catch (err) {
         if (err instanceof SettingsError)
           throw new ApiError(400, "bad-settings", err.message, err.problems);
@@ -227,14 +255,31 @@ async function main(): Promise<void> {
       );
       const restarted: string[] = [];
       const notes: string[] = [];
-      // The grid service reads its grid, token and host name when it starts.
+      const network = networkChanges(running, config);
+      if (network.length && live) {
+        await reapplyNetwork(running, config, (msg, level) => supervisor.note(msg, level), {
+          has: (name) => supervisor.has(name),
+          remove: (name) => supervisor.remove(name),
+          add: async (spec) => {
+            await supervisor.define(serviceSpecSchema.parse(spec));
+            await supervisor.start(spec.name);
+          },
+        });
+        notes.push(`the network settings apply now (${network.join(", ")})`);
+      } else if (network.length)
+        notes.push(
+          `the network settings are stored, not applied: this supervisor runs in ${mode} mode and leaves the network alone`,
+        );
+      // The grid service reads its grid, token, host name and address when it starts.
       const gridKeys = ["flatgrid.grid", "flatgrid.token", "flatgrid.hostname"];
-      if (stored.changed.some((k) => gridKeys.includes(k)) && supervisor.has("grid")) {
+      const readdress = network.some((k) => k !== "flatgrid.dns") && live;
+      if (
+        (stored.changed.some((k) => gridKeys.includes(k)) || readdress) &&
+        supervisor.has("grid")
+      ) {
         await supervisor.restart("grid");
         restarted.push("grid");
       }
-      if (stored.changed.some((k) => /^flatgrid\.(net|ip|gateway|dns)$/.test(k)))
-        notes.push("the network settings apply at the next boot");
       return {
         config: redactConfig(stored.config),
         file: stored.file,

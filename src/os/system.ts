@@ -1,8 +1,9 @@
 import { execFile } from "node:child_process";
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { type DataPartitionStatus, formatBytes, setUpDataPartition } from "./data-partition.js";
+import { bringUpNetwork, ethernetLinks, type Note } from "./network.js";
 import type { NodeConfig } from "./node-config.js";
 import type { ServiceSpecInput } from "./service-spec.js";
 
@@ -138,8 +139,6 @@ export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise
   return report;
 }
 
-export type Note = (msg: string, level?: number) => void;
-
 async function loadModules(modules: string[], note: Note): Promise<void> {
   const missing: string[] = [];
   for (const module of modules) {
@@ -173,27 +172,6 @@ function defaultHostname(): string {
   return `flatgrid-${mac.split(":").slice(3).join("")}`;
 }
 
-export function ethernetLinks(): string[] {
-  try {
-    return readdirSync("/sys/class/net")
-      .filter((name) => name !== "lo")
-      .filter((name) => {
-        try {
-          // type 1 is ARPHRD_ETHER; bridges and taps we create later are not candidates.
-          return (
-            readFileSync(`/sys/class/net/${name}/type`, "utf8").trim() === "1" &&
-            !readdirSync(`/sys/class/net/${name}`).includes("bridge")
-          );
-        } catch {
-          return false;
-        }
-      })
-      .sort();
-  } catch {
-    return [];
-  }
-}
-
 /**
  * What is at the other end of a console's terminal: the kernel's own VT on tty1..63; on a
  * serial line, whatever an operator attached, today nearly always an xterm-like emulator
@@ -202,45 +180,4 @@ export function ethernetLinks(): string[] {
  */
 export function consoleTerm(tty: string): string {
   return /^tty\d+$/.test(tty) ? "linux" : "xterm";
-}
-
-/** Brings up lo and the node's interface: static addresses now, or a DHCP client service. */
-export async function bringUpNetwork(
-  config: NodeConfig,
-  note: Note,
-  services: ServiceSpecInput[],
-): Promise<void> {
-  await run("ip", ["link", "set", "lo", "up"]).catch(() => note("network: lo did not come up", 50));
-  const iface = config.iface ?? ethernetLinks()[0];
-  if (!iface) {
-    note("network: no Ethernet interface found; the node stays without network", 50);
-    return;
-  }
-  try {
-    await run("ip", ["link", "set", iface, "up"]);
-  } catch (err) {
-    note(`network: cannot bring ${iface} up: ${(err as Error).message}`, 50);
-    return;
-  }
-  if (config.net === "dhcp") {
-    note(`network: DHCP on ${iface}`);
-    services.push({
-      name: "dhcp",
-      description: `DHCP client on ${iface}`,
-      command: ["udhcpc", "-f", "-i", iface, "-s", "/usr/share/flatgrid/udhcpc.sh"],
-      readiness: { type: "log", pattern: "lease of .* obtained" },
-      readyTimeoutMs: 60_000,
-    });
-    return;
-  }
-  try {
-    await run("ip", ["addr", "replace", config.ip ?? "", "dev", iface]);
-    if (config.gateway) await run("ip", ["route", "replace", "default", "via", config.gateway]);
-    if (config.dns.length) {
-      writeFileSync("/etc/resolv.conf", config.dns.map((d) => `nameserver ${d}\n`).join(""));
-    }
-    note(`network: ${iface} ${config.ip}${config.gateway ? ` via ${config.gateway}` : ""}`);
-  } catch (err) {
-    note(`network: static set-up of ${iface} failed: ${(err as Error).message}`, 50);
-  }
 }

@@ -388,6 +388,54 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
       60_000,
     );
   });
+
+  it("`flatgrid config set` applies network settings at once, and refuses a new address for a grid member, storing nothing", async () => {
+    const sh = shell;
+    assert.ok(sh, "the node's shell is open");
+    const before = (await sh.exec("cat /var/lib/flatgrid/node.conf", 60_000)).output;
+    // A node in a grid keeps its address: its certificate and etcd membership name it.
+    const moved = await sh.exec(
+      "flatgrid config set flatgrid.ip=10.215.0.9/24 --new-password e2e-console-pw; echo rc=$?",
+      120_000,
+    );
+    assert.match(moved.output, /^nothing stored:$/m, moved.output);
+    assert.match(
+      moved.output,
+      /^ {2}flatgrid\.ip: must stay 10\.215\.0\.1\/\.\.\.: this node is in grid sim/m,
+    );
+    assert.match(moved.output, /^rc=1$/m);
+    assert.equal((await sh.exec("cat /var/lib/flatgrid/node.conf", 60_000)).output, before);
+    // A gateway and name servers: applied now, without a reboot; the grid service restarts.
+    const set = await sh.exec(
+      "flatgrid config set flatgrid.gateway=10.215.0.254 flatgrid.dns=10.215.0.53 --new-password e2e-console-pw; echo rc=$?; ip route show default; cat /etc/resolv.conf",
+      180_000,
+    );
+    for (const line of set.output.trimEnd().split("\n")) process.stdout.write(`#   ${line}\n`);
+    assert.match(
+      set.output,
+      /^stored in \/var\/lib\/flatgrid\/node\.conf: flatgrid\.gateway, flatgrid\.dns$/m,
+    );
+    assert.match(
+      set.output,
+      /^the network settings apply now \(flatgrid\.gateway, flatgrid\.dns\)$/m,
+    );
+    assert.match(set.output, /^restarted: grid$/m);
+    assert.match(set.output, /^rc=0$/m);
+    assert.match(set.output, /^default via 10\.215\.0\.254 dev eth0/m);
+    assert.match(set.output, /^nameserver 10\.215\.0\.53$/m);
+    // The node still has its address, and its grid back.
+    assert.ok(sim);
+    const ping = execFileSync(
+      "ip",
+      ["netns", "exec", sim.namespace, "ping", "-c", "1", "-W", "20", "10.215.0.1"],
+      {
+        encoding: "utf8",
+      },
+    );
+    assert.match(ping, /1 received/);
+    const grid = await gridOf(sh);
+    assert.equal(grid.address, "10.215.0.1");
+  });
 });
 
 /** `flatgrid grid status --json` on the node, once it is a member with a quorum. */

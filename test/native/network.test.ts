@@ -27,7 +27,7 @@ function bringUp(config: object): {
   services: { name: string; command: string[] }[];
 } {
   const script = `
-    import { bringUpNetwork } from ${JSON.stringify(join(repo, "dist/src/os/system.js"))};
+    import { bringUpNetwork } from ${JSON.stringify(join(repo, "dist/src/os/network.js"))};
     import { DEFAULT_CONFIG } from ${JSON.stringify(join(repo, "dist/src/os/node-config.js"))};
     const notes = [], services = [];
     await bringUpNetwork({ ...DEFAULT_CONFIG, ...${JSON.stringify(config)} }, (m) => notes.push(m), services);
@@ -38,6 +38,38 @@ function bringUp(config: object): {
     {
       encoding: "utf8",
     },
+  );
+  return JSON.parse(out);
+}
+
+/** Runs reapplyNetwork in the namespace: what it noted, and what it did to the services. */
+function reapply(
+  before: object,
+  after: object,
+  running: string[],
+): {
+  notes: string[];
+  calls: string[];
+} {
+  const script = `
+    import { reapplyNetwork } from ${JSON.stringify(join(repo, "dist/src/os/network.js"))};
+    import { DEFAULT_CONFIG } from ${JSON.stringify(join(repo, "dist/src/os/node-config.js"))};
+    const notes = [], calls = [], running = new Set(${JSON.stringify(running)});
+    await reapplyNetwork(
+      { ...DEFAULT_CONFIG, ...${JSON.stringify(before)} },
+      { ...DEFAULT_CONFIG, ...${JSON.stringify(after)} },
+      (m) => notes.push(m),
+      {
+        has: (name) => running.has(name),
+        remove: async (name) => { calls.push("remove " + name); running.delete(name); },
+        add: async (spec) => { calls.push("add " + spec.name + ": " + spec.command.join(" ")); },
+      },
+    );
+    console.log(JSON.stringify({ notes, calls }));`;
+  const out = execFileSync(
+    "ip",
+    ["netns", "exec", NS, process.execPath, "--input-type=module", "-e", script],
+    { encoding: "utf8" },
   );
   return JSON.parse(out);
 }
@@ -68,5 +100,42 @@ describe("network bring-up on a real interface", { timeout: 60_000 }, () => {
 
     const none = bringUp({ net: "static", ip: "10.215.0.6/24", iface: "eth9" });
     assert.match(none.notes.join("\n"), /cannot bring eth9 up/);
+  });
+
+  it("applies changed settings while the node runs: a new address and gateway; then DHCP in place of the static address, and back", () => {
+    const first = { net: "static", ip: "10.215.0.5/24", gateway: "10.215.0.1" };
+    bringUp(first);
+    // A second address of the operator's own on another link stays: only eth0 is the node's.
+    ip("-n", NS, "link", "add", "keep0", "type", "veth", "peer", "name", "keep1");
+    ip("-n", NS, "addr", "add", "192.0.2.9/24", "dev", "keep0");
+    const second = {
+      net: "static",
+      ip: "10.215.0.7/24",
+      gateway: "10.215.0.2",
+      dns: ["10.215.0.54"],
+    };
+    const moved = reapply(first, second, []);
+    assert.deepEqual(moved.calls, []);
+    const addrs = ip("-n", NS, "-4", "addr", "show", "eth0");
+    assert.match(addrs, /inet 10\.215\.0\.7\/24/);
+    assert.doesNotMatch(addrs, /10\.215\.0\.5/);
+    // linkdown: the veth's other end is not up, which changes nothing here.
+    assert.match(ip("-n", NS, "route", "show", "default"), /^default via 10\.215\.0\.2 dev eth0\b/);
+    assert.equal(readFileSync(`/etc/netns/${NS}/resolv.conf`, "utf8"), "nameserver 10.215.0.54\n");
+    assert.match(ip("-n", NS, "-4", "addr", "show", "keep0"), /192\.0\.2\.9/);
+
+    const dhcp = reapply(second, { net: "dhcp" }, []);
+    assert.equal(dhcp.calls.length, 1);
+    assert.match(dhcp.calls[0] ?? "", /^add dhcp: udhcpc -f -i eth0 /);
+    assert.doesNotMatch(ip("-n", NS, "-4", "addr", "show", "eth0"), /inet /);
+    assert.equal(ip("-n", NS, "route", "show", "default").trim(), "");
+
+    // Back to static: the DHCP client goes first, its lease with it.
+    ip("-n", NS, "addr", "add", "10.215.0.99/24", "dev", "eth0");
+    const back = reapply({ net: "dhcp" }, first, ["dhcp"]);
+    assert.deepEqual(back.calls, ["remove dhcp"]);
+    const now = ip("-n", NS, "-4", "addr", "show", "eth0");
+    assert.match(now, /inet 10\.215\.0\.5\/24/);
+    assert.doesNotMatch(now, /10\.215\.0\.99/);
   });
 });

@@ -1,0 +1,151 @@
+import { execFile } from "node:child_process";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { promisify } from "node:util";
+import type { NodeConfig } from "./node-config.js";
+import type { ServiceSpecInput } from "./service-spec.js";
+
+/**
+ * The node's network: its Ethernet interface brought up at boot with a static address or a
+ * DHCP client, and the same settings applied again while it runs, when an operator changes
+ * them on the console (or with `flatgrid config set`).
+ */
+
+const run = promisify(execFile);
+
+export type Note = (msg: string, level?: number) => void;
+
+/** The node's Ethernet interfaces, sorted: the first is the node's own unless flatgrid.iface says. */
+export function ethernetLinks(): string[] {
+  try {
+    return readdirSync("/sys/class/net")
+      .filter((name) => name !== "lo")
+      .filter((name) => {
+        try {
+          // type 1 is ARPHRD_ETHER; bridges and taps we create later are not candidates.
+          return (
+            readFileSync(`/sys/class/net/${name}/type`, "utf8").trim() === "1" &&
+            !readdirSync(`/sys/class/net/${name}`).includes("bridge")
+          );
+        } catch {
+          return false;
+        }
+      })
+      .sort();
+  } catch {
+    return [];
+  }
+}
+
+/** Brings up lo and the node's interface: static addresses now, or a DHCP client service. */
+export async function bringUpNetwork(
+  config: NodeConfig,
+  note: Note,
+  services: ServiceSpecInput[],
+): Promise<void> {
+  await run("ip", ["link", "set", "lo", "up"]).catch(() => note("network: lo did not come up", 50));
+  const iface = config.iface ?? ethernetLinks()[0];
+  if (!iface) {
+    note("network: no Ethernet interface found; the node stays without network", 50);
+    return;
+  }
+  try {
+    await run("ip", ["link", "set", iface, "up"]);
+  } catch (err) {
+    note(`network: cannot bring ${iface} up: ${(err as Error).message}`, 50);
+    return;
+  }
+  if (config.net === "dhcp") {
+    note(`network: DHCP on ${iface}`);
+    services.push({
+      name: "dhcp",
+      description: `DHCP client on ${iface}`,
+      command: ["udhcpc", "-f", "-i", iface, "-s", "/usr/share/flatgrid/udhcpc.sh"],
+      readiness: { type: "log", pattern: "lease of .* obtained" },
+      readyTimeoutMs: 60_000,
+    });
+    return;
+  }
+  try {
+    await run("ip", ["addr", "replace", config.ip ?? "", "dev", iface]);
+    if (config.gateway) await run("ip", ["route", "replace", "default", "via", config.gateway]);
+    if (config.dns.length) {
+      writeFileSync("/etc/resolv.conf", config.dns.map((d) => `nameserver ${d}\n`).join(""));
+    }
+    note(`network: ${iface} ${config.ip}${config.gateway ? ` via ${config.gateway}` : ""}`);
+  } catch (err) {
+    note(`network: static set-up of ${iface} failed: ${(err as Error).message}`, 50);
+  }
+}
+
+/** The network settings that bringUpNetwork reads. */
+const NETWORK_FIELDS = ["net", "iface", "ip", "gateway", "dns"] as const;
+
+/** Which network settings differ between two configurations. Pure. */
+export function networkChanges(before: NodeConfig, after: NodeConfig): string[] {
+  return NETWORK_FIELDS.filter((f) => JSON.stringify(before[f]) !== JSON.stringify(after[f])).map(
+    (f) => `flatgrid.${f}`,
+  );
+}
+
+/** What reapplyNetwork does to the supervisor's services. */
+export interface NetworkServices {
+  has(name: string): boolean;
+  remove(name: string): Promise<void>;
+  /** Defines and starts a service; resolves once it is ready (or has failed to be). */
+  add(spec: ServiceSpecInput): Promise<void>;
+}
+
+/**
+ * Applies changed network settings to the running node: the DHCP client stops (its lease
+ * is dropped), the old interface loses its IPv4 addresses and routes, and the new settings
+ * come up as at boot. Whatever reads the node's address at its start (the grid service) is
+ * the caller's to restart.
+ */
+export async function reapplyNetwork(
+  before: NodeConfig,
+  after: NodeConfig,
+  note: Note,
+  services: NetworkServices,
+): Promise<void> {
+  if (services.has("dhcp")) await services.remove("dhcp");
+  const old = before.iface ?? ethernetLinks()[0];
+  if (old) {
+    // Only this interface's: the application networks' bridges and tunnels are left alone.
+    await run("ip", ["-4", "route", "flush", "dev", old]).catch(() => {});
+    await run("ip", ["-4", "addr", "flush", "dev", old, "scope", "global"]).catch((err: Error) =>
+      note(`network: cannot remove ${old}'s addresses: ${err.message}`, 50),
+    );
+  }
+  const wanted: ServiceSpecInput[] = [];
+  await bringUpNetwork(after, note, wanted);
+  for (const spec of wanted) await services.add(spec);
+}
+
+/** What the grid service says of this node, when it is in a grid. */
+export interface GridMembership {
+  name: string;
+  address: string;
+}
+
+/**
+ * Settings the grid cannot follow yet: a member's certificate and its etcd peer URL name
+ * the address it joined with, so a new address would cut the node off its grid (and a
+ * voter off etcd). Each problem is its field's, for the console's form. Pure.
+ */
+export function addressChangeProblems(
+  grid: GridMembership | null,
+  before: NodeConfig,
+  after: NodeConfig,
+): { key: string; message: string }[] {
+  if (!grid) return [];
+  const keep = `this node is in grid ${grid.name} as ${grid.address}, and a grid does not follow a member to a new address yet (its certificate and etcd membership name ${grid.address})`;
+  // A node on DHCP keeps its lease's address: other settings (name servers) may change.
+  if (after.net === "dhcp")
+    return before.net === "dhcp"
+      ? []
+      : [{ key: "flatgrid.net", message: `cannot be dhcp now: ${keep}; keep it static` }];
+  const address = after.ip?.split("/")[0];
+  if (address !== grid.address)
+    return [{ key: "flatgrid.ip", message: `must stay ${grid.address}/...: ${keep}` }];
+  return [];
+}
