@@ -256,12 +256,16 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
       "30",
       `${process.execPath} ${CLI} sim console 2 --screen --dir ${DIR}; sleep 600`,
     );
-    const until = async (what: string, want: RegExp, timeoutMs = 120_000) => {
+    const until = async (
+      what: string,
+      want: RegExp | ((text: string) => boolean),
+      timeoutMs = 120_000,
+    ) => {
       const deadline = Date.now() + timeoutMs;
       let text = "";
       while (Date.now() < deadline) {
         text = tmux("capture-pane", "-p", "-t", session);
-        if (want.test(text)) return text;
+        if (typeof want === "function" ? want(text) : want.test(text)) return text;
         await sleep(1000);
       }
       assert.fail(`the screen did not show ${what} in ${timeoutMs / 1000} s; it shows:\n${text}`);
@@ -271,9 +275,14 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
     const shell = new NodeShell(node2.qemu.shellSocket, { qmpSocket: node2.qemu.qmpSocket });
     try {
       // The attach sends Ctrl-L: the console draws every cell, and asks tmux for its size.
-      const text = await until("node-2's node screen", /^GRID +sim \([0-9a-f]{8}\)$/m);
-      assert.match(text, /^ flatgrid {2}\| {2}node-2 {2}\| {2}grid sim {2}\| /m);
-      assert.match(text, /^NODE +node-2 +id [0-9a-f]+$/m);
+      // First at 80×24 (all a serial line is sure of), then at the size tmux reported.
+      const text = await until(
+        "node-2's node screen, 100 columns wide",
+        // The clock ends one column short of the right edge.
+        (t) => t.split("\n")[0]?.length === 99 && /^GRID +sim \([0-9a-f]{8}\)$/m.test(t),
+      );
+      assert.match(text, /^ flatgrid {2}\| {2}node-2 {2}\| {2}grid sim {2}\| .*\d\d:\d\d:\d\d$/m);
+      assert.match(text, /^NODE +node-2 +id [0-9a-f-]+$/m);
       assert.match(text, /^LINKS +eth0 +up +10\.215\.0\.2\/24/m);
       assert.match(text.split("\n")[29] ?? "", /^ F1-F4, Tab: screens/);
       for (const line of text.trimEnd().split("\n")) process.stdout.write(`#   ${line}\n`);
