@@ -12,6 +12,7 @@ import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { type AppStatus, callGrid } from "../../src/grid/index.js";
 import { ControlClient, ControlError, type ServiceStatus } from "../../src/os/index.js";
+import { newTerminal, tmux } from "../tmux.js";
 import { CLI, formed, GridCluster } from "./grid-harness.js";
 import { idleCatalog } from "./idle-catalog.js";
 import { sleep, sweepStale } from "./netns.js";
@@ -24,7 +25,6 @@ function progress(msg: string): void {
 }
 
 const FIRST_BOOT = `${SESSION}-3`;
-const tmux = (...args: string[]) => execFileSync("tmux", args, { encoding: "utf8" });
 let target = SESSION;
 const screenText = () => tmux("capture-pane", "-p", "-t", target);
 const keys = (...k: string[]) => tmux("send-keys", "-t", target, ...k);
@@ -55,17 +55,7 @@ describe("the console on a node's terminal, under tmux", { concurrency: false },
   /** A tmux terminal of 100×30 whose own process never reads, and a console on it. */
   const consoleOn = async (session: string, index: number) => {
     // The pane's own process outlives a hangup of its terminal, as a VT's getty-less line does.
-    tmux(
-      "new-session",
-      "-d",
-      "-s",
-      session,
-      "-x",
-      "100",
-      "-y",
-      "30",
-      "trap '' HUP; exec sleep 100000",
-    );
+    newTerminal(session, 100, 30, "trap '' HUP; exec sleep 100000");
     const pts = tmux("display-message", "-p", "-t", session, "#{pane_tty}").trim();
     const term = tmux("show-options", "-gv", "default-terminal").trim() || "screen";
     const client = new ControlClient(g.node(index).socket);

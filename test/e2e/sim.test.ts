@@ -22,6 +22,7 @@ import {
   vcpuLines,
   WEDGED,
 } from "../../src/sim/index.js";
+import { newTerminal, tmux } from "../tmux.js";
 
 const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "dist/src/cli/main.js");
@@ -244,16 +245,10 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
   it("sim console 2 --screen shows node-2's full-screen console on its serial line (ttyS2), at the size of the terminal at the other end", async () => {
     // An operator's terminal: tmux, 100×30, running the simulator's attach.
     const session = `fg-e2e-screen-${process.pid}`;
-    const tmux = (...args: string[]) => execFileSync("tmux", args, { encoding: "utf8" });
-    tmux(
-      "new-session",
-      "-d",
-      "-s",
+    newTerminal(
       session,
-      "-x",
-      "100",
-      "-y",
-      "30",
+      100,
+      30,
       `${process.execPath} ${CLI} sim console 2 --screen --dir ${DIR}; sleep 600`,
     );
     const until = async (
