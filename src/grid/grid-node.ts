@@ -67,13 +67,16 @@ import { NodeState, type NodeTls, type StoredGrid } from "./node-state.js";
 import {
   INSTANCE_CONSOLE,
   INSTANCE_CONSOLE_LIVE,
+  PEER_CERTIFICATE,
   PEER_IMAGE,
   peerConsole,
   peerConsoleInput,
   peerConsoleStream,
   peerImages,
+  peerRenewCertificate,
 } from "./peer-api.js";
 import {
+  certAddresses,
   certifiedNodeId,
   createCa,
   createNodeRequest,
@@ -648,9 +651,27 @@ export class GridNode extends EventEmitter {
   /** `fresh`: this process just created or joined the grid, so etcd is as it should be. */
   private async becomeMember(opts: { fresh?: boolean } = {}): Promise<void> {
     const grid = this.grid as StoredGrid;
-    const tls = this.tls as NodeTls;
     const runner = this.makeRunner();
+    // Its address changed since it joined (a new static address, another DHCP lease): its
+    // certificate names the old one, as does its etcd member's peer URL (followPeerUrl).
+    // Debian 12's etcd does not hold a peer's address against its certificate, but an etcd
+    // that does would refuse the node, and a certificate should say where its node is. A new
+    // one first, from a peer; a node alone signs its own with the CA key its etcd keeps.
+    const moved =
+      !opts.fresh && !certAddresses((this.tls as NodeTls).certPem).includes(this.address);
+    let renewed = moved ? await this.renewFromPeers() : false;
     if (!opts.fresh) await runner.resume().catch((err: Error) => this.warn(`etcd: ${err.message}`));
+    if (moved && !renewed && runner.role) {
+      renewed = await this.renewFromOwnEtcd();
+      // etcd reads its certificate when it starts.
+      if (renewed) await runner.resume().catch((err: Error) => this.warn(`etcd: ${err.message}`));
+    }
+    if (moved && !renewed)
+      this.logFn(
+        "error",
+        `this node's address is now ${this.address}, but its grid certificate names ${certAddresses((this.tls as NodeTls).certPem).join(", ")} and no member could give it a new one: the other members will refuse it until one can (is another member up?)`,
+      );
+    const tls = this.tls as NodeTls;
     const endpoints = this.state.endpoints();
     const local = runner.role ? [clientUrl(this.address)] : [];
     await this.connect(
@@ -784,6 +805,8 @@ export class GridNode extends EventEmitter {
       await client.get(keys.grid).string();
       at("member list");
       this.members = await listMembers(client);
+      at("etcd peer URL");
+      await this.followPeerUrl(client);
       const voterUrls = this.members.filter((m) => !m.learner).flatMap((m) => m.clientUrls);
       if (voterUrls.length) this.state.saveEndpoints(voterUrls);
       this.quorum = true;
@@ -1223,6 +1246,147 @@ export class GridNode extends EventEmitter {
     };
   }
 
+  /**
+   * A member whose address changed asks the others (the voters it knew, the members it hears)
+   * for a certificate for its new address; its old one still proves who it is.
+   */
+  private async renewFromPeers(): Promise<boolean> {
+    const old = this.tls as NodeTls;
+    const req = await createNodeRequest(this.nodeId);
+    const own = new Set([this.address, ...certAddresses(old.certPem)]);
+    const fromEndpoints = this.state
+      .endpoints()
+      .map((u) => /^https:\/\/\[?([^\]]+?)\]?:\d+$/.exec(u)?.[1] ?? "");
+    // Discovery may not have heard anyone yet: ask the known voters first, then wait a little.
+    for (let round = 0; round < 5; round++) {
+      const heard = this.peers()
+        .filter((p) => p.gridId === this.grid?.id && p.address)
+        .map((p) => p.address as string);
+      const candidates = [...new Set([...fromEndpoints, ...heard])].filter((a) => a && !own.has(a));
+      for (const address of candidates) {
+        try {
+          const certPem = await peerRenewCertificate(
+            address,
+            this.o.apiPort,
+            NODE_TLS_NAME,
+            old,
+            req.csrPem,
+            5000 * this.o.timescale,
+          );
+          this.takeCertificate(certPem, req.keyPem, `node at ${address}`);
+          return true;
+        } catch (err) {
+          this.warn(`certificate for ${this.address} from ${address}: ${(err as Error).message}`);
+        }
+      }
+      if (candidates.length === 0 && round > 0 && fromEndpoints.every((a) => own.has(a))) break;
+      await sleep(1000 * this.o.timescale);
+    }
+    return false;
+  }
+
+  /**
+   * A member alone (its voters were only itself) signs a certificate for its new address
+   * with the grid CA key in its own etcd, read locally: the key never changes, so a
+   * member-local read is as good as a quorum's, and the old certificate names 127.0.0.1.
+   */
+  private async renewFromOwnEtcd(): Promise<boolean> {
+    const old = this.tls as NodeTls;
+    try {
+      const [{ Etcd3 }] = await loadEtcd();
+      const local = new Etcd3({
+        hosts: [`https://127.0.0.1:${PORTS.etcdClient}`],
+        credentials: {
+          rootCertificate: Buffer.from(old.caPem),
+          privateKey: Buffer.from(old.keyPem),
+          certChain: Buffer.from(old.certPem),
+        },
+        grpcOptions: { "grpc.ssl_target_name_override": NODE_TLS_NAME },
+        dialTimeout: 2000 * this.o.timescale,
+      });
+      let caKey: string | null = null;
+      try {
+        for (let i = 0; i < 20 && !caKey; i++) {
+          caKey = await local
+            .get(keys.caKey)
+            .serializable(true)
+            .string()
+            .catch(() => null);
+          if (!caKey) await sleep(500 * this.o.timescale);
+        }
+      } finally {
+        local.close();
+      }
+      if (!caKey) return false;
+      const req = await createNodeRequest(this.nodeId);
+      const certPem = await signNodeRequest(
+        { certPem: old.caPem, keyPem: caKey },
+        req.csrPem,
+        certOptions(this.nodeId, this.address),
+      );
+      this.takeCertificate(certPem, req.keyPem, "its own etcd's CA key");
+      return true;
+    } catch (err) {
+      this.warn(`certificate for ${this.address} from its own etcd: ${(err as Error).message}`);
+      return false;
+    }
+  }
+
+  private takeCertificate(certPem: string, keyPem: string, from: string): void {
+    const old = this.tls as NodeTls;
+    if (certifiedNodeId(certPem, old.caPem) !== this.nodeId)
+      throw new Error("the certificate is not this node's, or not of this grid's CA");
+    if (!certAddresses(certPem).includes(this.address))
+      throw new Error(`the certificate does not name ${this.address}`);
+    this.state.saveMembership(this.grid as StoredGrid, { caPem: old.caPem, certPem, keyPem });
+    this.tls = this.state.tls();
+    this.log(
+      `a new grid certificate for this node's address ${this.address} (was ${certAddresses(old.certPem).join(", ")}), signed through ${from}`,
+    );
+  }
+
+  /** Signs a member's request for a certificate for the address it now comes from. */
+  private async renewFor(socket: TLSSocket, body: string): Promise<{ certPem: string }> {
+    const cn = socket.getPeerCertificate().subject?.CN;
+    const nodeId = Array.isArray(cn) ? cn[0] : cn;
+    const remote = socket.remoteAddress?.replace(/^::ffff:/, "");
+    let csr: unknown;
+    try {
+      csr = (JSON.parse(body) as { csr?: unknown }).csr;
+    } catch {
+      csr = undefined;
+    }
+    if (typeof csr !== "string" || !nodeId || !remote)
+      throw new ApiError(
+        'the body is {"csr": "PEM"}, from a member of the grid',
+        "bad-request",
+        400,
+      );
+    const ca = { certPem: (this.tls as NodeTls).caPem, keyPem: await this.caKey() };
+    let certPem: string;
+    try {
+      certPem = await signNodeRequest(ca, csr, certOptions(nodeId, remote));
+    } catch (err) {
+      throw new ApiError((err as Error).message, "bad-request", 400);
+    }
+    this.log(`signed a certificate for node ${nodeId} at its new address ${remote}`);
+    return { certPem };
+  }
+
+  /**
+   * This node's etcd member follows it to its address now. The moved member still reaches
+   * the others (it dials them), but they dial the URL etcd lists, and so would a new
+   * member told the cluster's URLs when it starts.
+   */
+  private async followPeerUrl(client: Etcd3): Promise<void> {
+    const me = this.members.find((m) => m.name === this.nodeId);
+    const url = peerUrl(this.address);
+    if (!me || me.peerUrls.includes(url)) return;
+    await client.cluster.memberUpdate({ ID: me.id, peerURLs: [url] });
+    this.log(`etcd: this node's member moved to ${url} (was ${me.peerUrls.join(", ")})`);
+    me.peerUrls = [url];
+  }
+
   private etcdRole(): "voter" | "learner" | "none" {
     const m = this.members.find((x) => x.name === this.nodeId);
     if (m) return m.learner ? "learner" : "voter";
@@ -1255,13 +1419,24 @@ export class GridNode extends EventEmitter {
         const consoleRoute = req.method === "GET" ? INSTANCE_CONSOLE.exec(req.url ?? "") : null;
         const imageRoute = req.method === "GET" ? PEER_IMAGE.exec(req.url ?? "") : null;
         const liveRoute = INSTANCE_CONSOLE_LIVE.exec(req.url ?? "");
-        if ((consoleRoute || imageRoute || liveRoute) && !(req.socket as TLSSocket).authorized)
+        const certRoute = req.method === "POST" && req.url === PEER_CERTIFICATE;
+        if (
+          (consoleRoute || imageRoute || liveRoute || certRoute) &&
+          !(req.socket as TLSSocket).authorized
+        )
           return sendJson(res, 403, {
             error: {
               code: "forbidden",
               message: "this is for members of the grid: no certificate of its CA",
             },
           });
+        if (certRoute) {
+          void readBytes(req, 65536)
+            .then((body) => this.renewFor(req.socket as TLSSocket, body.toString("utf8")))
+            .then((out) => sendJson(res, 200, out))
+            .catch((err: Error) => sendError(res, err));
+          return;
+        }
         if (liveRoute) {
           this.servePeerConsole(
             req,

@@ -211,3 +211,31 @@ export function peerImages(peers: () => PeerNode[], tls: () => NodeTls | null): 
       }),
   };
 }
+
+/**
+ * The peer API's certificate renewal, for a member whose address changed: it shows its
+ * certificate of the grid (for its old address), sends a request for its new one, and gets
+ * it signed by the CA for the address the peer sees it coming from.
+ */
+export const PEER_CERTIFICATE = "/v1/certificate";
+
+/**
+ * Asks the member at `address` to sign `csrPem` for this node's address now. Any member
+ * will do: the peer's certificate only has to be the grid CA's (NODE_TLS_NAME is in all).
+ */
+export async function peerRenewCertificate(
+  address: string,
+  apiPort: number,
+  tlsName: string,
+  tls: NodeTls,
+  csrPem: string,
+  timeoutMs: number,
+): Promise<string> {
+  const peer: PeerNode = { nodeId: tlsName, hostname: "a member", address, apiPort };
+  const body = Buffer.from(JSON.stringify({ csr: csrPem }));
+  const res = await peerRequest(peer, tls, "POST", PEER_CERTIFICATE, timeoutMs, body);
+  const { certPem } = await readJson<{ certPem?: string }>(res);
+  if (typeof certPem !== "string")
+    throw new ApiError(`${address}: no certificate`, "bad-grant", 502);
+  return certPem;
+}

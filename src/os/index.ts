@@ -26,12 +26,7 @@ export {
 } from "./disk-signature.js";
 export { type Inventory, parseMeminfo, readInventory } from "./inventory.js";
 export { LEVELS, type LogEntry } from "./log-buffer.js";
-export {
-  addressChangeProblems,
-  type GridMembership,
-  networkChanges,
-  reapplyNetwork,
-} from "./network.js";
+export { networkChanges, reapplyNetwork } from "./network.js";
 export { DEFAULT_CONFIG, formatConfigError, type NodeConfig } from "./node-config.js";
 export { readNodeConfig } from "./read-config.js";
 export type { ServiceState, ServiceStatus } from "./service.js";

@@ -6,12 +6,7 @@ import { parseAdminToken } from "../api/admin-token.js";
 import { ControlClient, gridSocketPath, socketPath } from "./control-client.js";
 import { ApiError, listenControlSocket, SocketInUseError } from "./control-server.js";
 import { PidFiles } from "./leftovers.js";
-import {
-  addressChangeProblems,
-  type GridMembership,
-  networkChanges,
-  reapplyNetwork,
-} from "./network.js";
+import { networkChanges, reapplyNetwork } from "./network.js";
 import { formatConfigError, redactConfig } from "./node-config.js";
 import { NodeSettingsStore, NoStorageError, SettingsError } from "./node-settings.js";
 import { readNodeConfig } from "./read-config.js";
@@ -63,26 +58,6 @@ function parseCommandLine() {
   }
 }
 
-/** The grid service of this node, beside the supervisor's socket. */
-function gridClient(supervisorSocket: string): ControlClient {
-  return new ControlClient(gridSocketPath({ FLATGRID_SOCKET: supervisorSocket }), {
-    name: "the grid service",
-    hint: "is the grid service running? `flatgrid services`",
-    timeoutMs: 15_000,
-  });
-}
-
-/** The grid this node is in, and its address there; null when in none (or none answers). */
-async function gridMembership(supervisorSocket: string): Promise<GridMembership | null> {
-  const grid = gridClient(supervisorSocket);
-  try {
-    const s = await grid.get<{ grid: { name: string } | null; address: string }>("/v1/grid");
-    return s.grid ? { name: s.grid.name, address: s.address } : null;
-  } catch {
-    return null;
-  }
-}
-
 /**
  * Whether `text`, given where the console password goes, is an admin token of the grid:
  * the grid service knows (it needs quorum). Not a token at all: false, and the password
@@ -90,7 +65,11 @@ async function gridMembership(supervisorSocket: string): Promise<GridMembership 
  */
 async function checkAdminToken(text: string | undefined, supervisorSocket: string) {
   if (!text || !parseAdminToken(text)) return false;
-  const grid = gridClient(supervisorSocket);
+  const grid = new ControlClient(gridSocketPath({ FLATGRID_SOCKET: supervisorSocket }), {
+    name: "the grid service",
+    hint: "is the grid service running? `flatgrid services`",
+    timeoutMs: 15_000,
+  });
   let valid = false;
   try {
     ({ valid } = await grid.post<{ valid: boolean }>("/v1/tokens/verify", { token: text }));
@@ -233,13 +212,10 @@ async function main(): Promise<void> {
       const adminToken = await checkAdminToken(request.currentPassword, path);
       // Only a supervisor that runs the machine brings its network up (see system.ts).
       const live = mode === "os";
-      const membership = live ? await gridMembership(path) : null;
       let stored: ReturnType<NodeSettingsStore["store"]>;
       const running = config;
       try {
-        stored = settings.store(request, adminToken, (before, after) =>
-          addressChangeProblems(membership, before, after),
-        );
+        stored = settings.store(request, adminToken);
       } catch (err) {
         if (err instanceof SettingsError)
           throw new ApiError(400, "bad-settings", err.message, err.problems);

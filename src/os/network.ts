@@ -120,32 +120,3 @@ export async function reapplyNetwork(
   await bringUpNetwork(after, note, wanted);
   for (const spec of wanted) await services.add(spec);
 }
-
-/** What the grid service says of this node, when it is in a grid. */
-export interface GridMembership {
-  name: string;
-  address: string;
-}
-
-/**
- * Settings the grid cannot follow yet: a member's certificate and its etcd peer URL name
- * the address it joined with, so a new address would cut the node off its grid (and a
- * voter off etcd). Each problem is its field's, for the console's form. Pure.
- */
-export function addressChangeProblems(
-  grid: GridMembership | null,
-  before: NodeConfig,
-  after: NodeConfig,
-): { key: string; message: string }[] {
-  if (!grid) return [];
-  const keep = `this node is in grid ${grid.name} as ${grid.address}, and a grid does not follow a member to a new address yet (its certificate and etcd membership name ${grid.address})`;
-  // A node on DHCP keeps its lease's address: other settings (name servers) may change.
-  if (after.net === "dhcp")
-    return before.net === "dhcp"
-      ? []
-      : [{ key: "flatgrid.net", message: `cannot be dhcp now: ${keep}; keep it static` }];
-  const address = after.ip?.split("/")[0];
-  if (address !== grid.address)
-    return [{ key: "flatgrid.ip", message: `must stay ${grid.address}/...: ${keep}` }];
-  return [];
-}

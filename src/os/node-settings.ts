@@ -185,8 +185,6 @@ export class NodeSettingsStore {
     request: StoreRequest,
     /** Whether the grid said request.currentPassword is one of its admin tokens. */
     adminToken = false,
-    /** More rules for the configuration the settings make (the running node's). */
-    guard: (before: NodeConfig, after: NodeConfig) => SettingProblem[] = () => [],
   ): { config: NodeConfig; file: string; changed: string[] } {
     const dir = this.o.dir;
     if (!dir) throw new NoStorageError();
@@ -209,7 +207,6 @@ export class NodeSettingsStore {
     let config: NodeConfig | null = null;
     try {
       config = checkSettings(before, request.settings, (s) => s.source.startsWith(`${file}:`));
-      problems.push(...guard(resolveConfig(before).config, config));
     } catch (err) {
       if (!(err instanceof SettingsError)) throw err;
       problems.push(...err.problems);

@@ -3,6 +3,8 @@
  * namespace with that node's certificate (etcd only talks mutual TLS):
  *   node etcd-history.js --run '{"stateDir": "...", "endpoint": "https://10.213.0.1:2379"}'
  * Prints {"ev":"history","writes":[{"rev":N,"nodeId":"...","term":N},...]}.
+ * With "members": true in the argument it prints etcd's member list instead:
+ * {"ev":"members","members":[{"name":"...","peerUrls":["https://..."],"learner":false},...]}.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -11,7 +13,11 @@ import { keys } from "../../src/grid/index.js";
 
 const i = process.argv.indexOf("--run");
 if (i !== -1) {
-  const args = JSON.parse(process.argv[i + 1] ?? "{}") as { stateDir: string; endpoint: string };
+  const args = JSON.parse(process.argv[i + 1] ?? "{}") as {
+    stateDir: string;
+    endpoint: string;
+    members?: boolean;
+  };
   const tls = (f: string) => readFileSync(join(args.stateDir, "tls", f));
   const client = new Etcd3({
     hosts: args.endpoint,
@@ -22,6 +28,17 @@ if (i !== -1) {
     },
     grpcOptions: { "grpc.ssl_target_name_override": "flatgrid-node" },
   });
+  if (args.members) {
+    const list = await client.cluster.memberList({});
+    const members = list.members.map((m) => ({
+      name: m.name,
+      peerUrls: m.peerURLs,
+      learner: Boolean(m.isLearner),
+    }));
+    process.stdout.write(`${JSON.stringify({ ev: "members", members })}\n`);
+    client.close();
+    process.exit(0);
+  }
   const now = await client.get(keys.heartbeat).exec();
   const until = Number(now.header.revision);
   const writes: { rev: number; nodeId: string; term: number }[] = [];

@@ -3,7 +3,7 @@
 // virtualisation of its own) starts build/image/vmlinuz and initrd.img with a NIC on a tap
 // inside the simulator's private network namespace. Nothing leaves that namespace.
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -389,52 +389,51 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     );
   });
 
-  it("`flatgrid config set` applies network settings at once, and refuses a new address for a grid member, storing nothing", async () => {
+  it("`flatgrid config set` applies network settings at once: a new address, gateway and name server; the grid follows the node to its new address", async () => {
     const sh = shell;
     assert.ok(sh, "the node's shell is open");
-    const before = (await sh.exec("cat /var/lib/flatgrid/node.conf", 60_000)).output;
-    // A node in a grid keeps its address: its certificate and etcd membership name it.
-    const moved = await sh.exec(
-      "flatgrid config set flatgrid.ip=10.215.0.9/24 --new-password e2e-console-pw; echo rc=$?",
-      120_000,
-    );
-    assert.match(moved.output, /^nothing stored:$/m, moved.output);
-    assert.match(
-      moved.output,
-      /^ {2}flatgrid\.ip: must stay 10\.215\.0\.1\/\.\.\.: this node is in grid sim/m,
-    );
-    assert.match(moved.output, /^rc=1$/m);
-    assert.equal((await sh.exec("cat /var/lib/flatgrid/node.conf", 60_000)).output, before);
-    // A gateway and name servers: applied now, without a reboot; the grid service restarts.
+    assert.ok(sim);
+    const gridBefore = await gridOf(sh);
     const set = await sh.exec(
-      "flatgrid config set flatgrid.gateway=10.215.0.254 flatgrid.dns=10.215.0.53 --new-password e2e-console-pw; echo rc=$?; ip route show default; cat /etc/resolv.conf",
+      "flatgrid config set flatgrid.ip=10.215.0.9/24 flatgrid.gateway=10.215.0.254 flatgrid.dns=10.215.0.53 --new-password e2e-console-pw; echo rc=$?; ip -4 addr show dev eth0; ip route show default; cat /etc/resolv.conf",
       180_000,
     );
     for (const line of set.output.trimEnd().split("\n")) process.stdout.write(`#   ${line}\n`);
     assert.match(
       set.output,
-      /^stored in \/var\/lib\/flatgrid\/node\.conf: flatgrid\.gateway, flatgrid\.dns$/m,
+      /^stored in \/var\/lib\/flatgrid\/node\.conf: flatgrid\.ip, flatgrid\.gateway, flatgrid\.dns$/m,
     );
     assert.match(
       set.output,
-      /^the network settings apply now \(flatgrid\.gateway, flatgrid\.dns\)$/m,
+      /^the network settings apply now \(flatgrid\.ip, flatgrid\.gateway, flatgrid\.dns\)$/m,
     );
     assert.match(set.output, /^restarted: grid$/m);
     assert.match(set.output, /^rc=0$/m);
+    assert.match(set.output, /inet 10\.215\.0\.9\/24/);
+    assert.doesNotMatch(set.output, /inet 10\.215\.0\.1\//);
     assert.match(set.output, /^default via 10\.215\.0\.254 dev eth0/m);
     assert.match(set.output, /^nameserver 10\.215\.0\.53$/m);
-    // The node still has its address, and its grid back.
-    assert.ok(sim);
-    const ping = execFileSync(
-      "ip",
-      ["netns", "exec", sim.namespace, "ping", "-c", "1", "-W", "20", "10.215.0.1"],
-      {
-        encoding: "utf8",
-      },
-    );
-    assert.match(ping, /1 received/);
+    // Reached at its new address only.
+    const ping = (address: string) =>
+      spawnSync(
+        "ip",
+        ["netns", "exec", sim?.namespace ?? "", "ping", "-c", "1", "-W", "5", address],
+        {
+          encoding: "utf8",
+        },
+      ).status;
+    assert.equal(ping("10.215.0.9"), 0);
+    assert.notEqual(ping("10.215.0.1"), 0);
+    // Its grid, the same one, at the new address: alone, it signed its own certificate.
     const grid = await gridOf(sh);
-    assert.equal(grid.address, "10.215.0.1");
+    assert.equal(grid.grid?.id, gridBefore.grid?.id);
+    assert.equal(grid.address, "10.215.0.9");
+    const { output: log } = await sh.exec("flatgrid logs grid -n 200", 120_000);
+    assert.match(
+      log,
+      /a new grid certificate for this node's address 10\.215\.0\.9 .*signed through its own etcd's CA key/,
+    );
+    assert.match(log, /etcd: this node's member moved to https:\/\/10\.215\.0\.9:2380/);
   });
 });
 
