@@ -149,6 +149,7 @@ async function main(): Promise<void> {
     notes.push({ level: 40, msg: "no grid configured yet: set flatgrid.grid and flatgrid.token" });
 
   const system = await bringUpSystem(config, mode);
+  let nodeIface = system.iface;
   notes.push(...system.notes);
 
   const dropIns = join(args["config-dir"], "services.d");
@@ -233,14 +234,20 @@ async function main(): Promise<void> {
       const notes: string[] = [];
       const network = networkChanges(running, config);
       if (network.length && live) {
-        await reapplyNetwork(running, config, (msg, level) => supervisor.note(msg, level), {
-          has: (name) => supervisor.has(name),
-          remove: (name) => supervisor.remove(name),
-          add: async (spec) => {
-            await supervisor.define(serviceSpecSchema.parse(spec));
-            await supervisor.start(spec.name);
+        nodeIface = await reapplyNetwork(
+          running,
+          config,
+          nodeIface,
+          (msg, level) => supervisor.note(msg, level),
+          {
+            has: (name) => supervisor.has(name),
+            remove: (name) => supervisor.remove(name),
+            add: async (spec) => {
+              await supervisor.define(serviceSpecSchema.parse(spec));
+              await supervisor.start(spec.name);
+            },
           },
-        });
+        );
         notes.push(`the network settings apply now (${network.join(", ")})`);
       } else if (network.length)
         notes.push(

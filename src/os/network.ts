@@ -21,10 +21,13 @@ export function ethernetLinks(): string[] {
       .filter((name) => name !== "lo")
       .filter((name) => {
         try {
-          // type 1 is ARPHRD_ETHER; bridges and taps we create later are not candidates.
+          // type 1 is ARPHRD_ETHER; the bridges and taps (tun_flags) of the node's VMs are
+          // Ethernet too, but never the node's own.
+          const entries = readdirSync(`/sys/class/net/${name}`);
           return (
             readFileSync(`/sys/class/net/${name}/type`, "utf8").trim() === "1" &&
-            !readdirSync(`/sys/class/net/${name}`).includes("bridge")
+            !entries.includes("bridge") &&
+            !entries.includes("tun_flags")
           );
         } catch {
           return false;
@@ -36,23 +39,26 @@ export function ethernetLinks(): string[] {
   }
 }
 
-/** Brings up lo and the node's interface: static addresses now, or a DHCP client service. */
+/**
+ * Brings up lo and the node's interface: static addresses now, or a DHCP client service.
+ * Returns the interface (null: none found).
+ */
 export async function bringUpNetwork(
   config: NodeConfig,
   note: Note,
   services: ServiceSpecInput[],
-): Promise<void> {
+): Promise<string | null> {
   await run("ip", ["link", "set", "lo", "up"]).catch(() => note("network: lo did not come up", 50));
   const iface = config.iface ?? ethernetLinks()[0];
   if (!iface) {
     note("network: no Ethernet interface found; the node stays without network", 50);
-    return;
+    return null;
   }
   try {
     await run("ip", ["link", "set", iface, "up"]);
   } catch (err) {
     note(`network: cannot bring ${iface} up: ${(err as Error).message}`, 50);
-    return;
+    return iface;
   }
   if (config.net === "dhcp") {
     note(`network: DHCP on ${iface}`);
@@ -63,7 +69,7 @@ export async function bringUpNetwork(
       readiness: { type: "log", pattern: "lease of .* obtained" },
       readyTimeoutMs: 60_000,
     });
-    return;
+    return iface;
   }
   try {
     await run("ip", ["addr", "replace", config.ip ?? "", "dev", iface]);
@@ -75,6 +81,7 @@ export async function bringUpNetwork(
   } catch (err) {
     note(`network: static set-up of ${iface} failed: ${(err as Error).message}`, 50);
   }
+  return iface;
 }
 
 /** The network settings that bringUpNetwork reads. */
@@ -98,17 +105,20 @@ export interface NetworkServices {
 /**
  * Applies changed network settings to the running node: the DHCP client stops (its lease
  * is dropped), the old interface loses its IPv4 addresses and routes, and the new settings
- * come up as at boot. Whatever reads the node's address at its start (the grid service) is
- * the caller's to restart.
+ * come up as at boot. `current` is the interface brought up at boot (or last time): by now
+ * the node may have more, so the first one is not necessarily it. Returns the interface
+ * now. Whatever reads the node's address at its start (the grid service) is the caller's
+ * to restart.
  */
 export async function reapplyNetwork(
   before: NodeConfig,
   after: NodeConfig,
+  current: string | null,
   note: Note,
   services: NetworkServices,
-): Promise<void> {
+): Promise<string | null> {
   if (services.has("dhcp")) await services.remove("dhcp");
-  const old = before.iface ?? ethernetLinks()[0];
+  const old = before.iface ?? current ?? ethernetLinks()[0];
   if (old) {
     // Only this interface's: the application networks' bridges and tunnels are left alone.
     await run("ip", ["-4", "route", "flush", "dev", old]).catch(() => {});
@@ -117,6 +127,7 @@ export async function reapplyNetwork(
     );
   }
   const wanted: ServiceSpecInput[] = [];
-  await bringUpNetwork(after, note, wanted);
+  const now = await bringUpNetwork({ ...after, iface: after.iface ?? current }, note, wanted);
   for (const spec of wanted) await services.add(spec);
+  return now;
 }

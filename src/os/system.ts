@@ -51,6 +51,8 @@ export interface SystemReport {
   notes: { level: number; msg: string }[];
   /** Services that the bring-up wants run (the DHCP client). */
   services: ServiceSpecInput[];
+  /** The node's network interface, as brought up (null: none, or not ours to touch). */
+  iface: string | null;
 }
 
 /**
@@ -82,11 +84,11 @@ export async function bringUpStorage(
 }
 
 export async function bringUpSystem(config: NodeConfig, mode: BootMode): Promise<SystemReport> {
-  const report: SystemReport = { notes: [], services: [] };
+  const report: SystemReport = { notes: [], services: [], iface: null };
   const note = (msg: string, level = 30) => report.notes.push({ level, msg });
   if (mode !== "os") return report;
   setHostname(config.hostname ?? defaultHostname(), note);
-  await bringUpNetwork(config, note, report.services);
+  report.iface = await bringUpNetwork(config, note, report.services);
   // The grid service: formation, join, etcd, election, registry. Its state lives under
   // /var/lib/flatgrid: on the FLATGRID data partition, or in RAM when there is none.
   report.services.push({

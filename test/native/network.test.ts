@@ -47,6 +47,7 @@ function reapply(
   before: object,
   after: object,
   running: string[],
+  current: string | null = null,
 ): {
   notes: string[];
   calls: string[];
@@ -58,6 +59,7 @@ function reapply(
     await reapplyNetwork(
       { ...DEFAULT_CONFIG, ...${JSON.stringify(before)} },
       { ...DEFAULT_CONFIG, ...${JSON.stringify(after)} },
+      ${JSON.stringify(current)},
       (m) => notes.push(m),
       {
         has: (name) => running.has(name),
@@ -108,6 +110,8 @@ describe("network bring-up on a real interface", { timeout: 60_000 }, () => {
     // A second address of the operator's own on another link stays: only eth0 is the node's.
     ip("-n", NS, "link", "add", "keep0", "type", "veth", "peer", "name", "keep1");
     ip("-n", NS, "addr", "add", "192.0.2.9/24", "dev", "keep0");
+    // A VM's tap sorts before eth0, and is Ethernet too: never taken for the node's own.
+    ip("-n", NS, "tuntap", "add", "aaa0", "mode", "tap");
     const second = {
       net: "static",
       ip: "10.215.0.7/24",
@@ -132,7 +136,8 @@ describe("network bring-up on a real interface", { timeout: 60_000 }, () => {
 
     // Back to static: the DHCP client goes first, its lease with it.
     ip("-n", NS, "addr", "add", "10.215.0.99/24", "dev", "eth0");
-    const back = reapply({ net: "dhcp" }, first, ["dhcp"]);
+    // Told which interface is the node's, as the supervisor does.
+    const back = reapply({ net: "dhcp" }, first, ["dhcp"], "eth0");
     assert.deepEqual(back.calls, ["remove dhcp"]);
     const now = ip("-n", NS, "-4", "addr", "show", "eth0");
     assert.match(now, /inet 10\.215\.0\.5\/24/);
