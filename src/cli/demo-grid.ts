@@ -146,6 +146,7 @@ async function waitForGrid(nodes: SimNode[], o: GridDemoOptions): Promise<GridSt
 const NEXT_STEPS = `The grid stays up. From this directory, as root:
   ./flatgrid sim status        each server, and its grid as the node sees it
   ./flatgrid sim console 2     node-2's serial console (Ctrl-] leaves)
+  ./flatgrid sim console 2 --screen   node-2's screen: the full-screen console
   ./flatgrid sim kill 1        pull node-1's power: another node takes over, its instances
                                start elsewhere after the grace period (2.5 min emulated)
   ./flatgrid sim start 1       power it on again: it rejoins as itself (data partition)
