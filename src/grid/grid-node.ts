@@ -220,6 +220,18 @@ function certOptions(nodeId: string, address: string, remote?: string) {
   };
 }
 
+/** How a node shows itself to etcd: its grid certificate, checked by the name all have. */
+function etcdTls(tls: NodeTls) {
+  return {
+    credentials: {
+      rootCertificate: Buffer.from(tls.caPem),
+      privateKey: Buffer.from(tls.keyPem),
+      certChain: Buffer.from(tls.certPem),
+    },
+    grpcOptions: { "grpc.ssl_target_name_override": NODE_TLS_NAME },
+  };
+}
+
 function firstAddress(): string {
   for (const list of Object.values(networkInterfaces())) {
     for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
@@ -623,12 +635,7 @@ export class GridNode extends EventEmitter {
     this.clientEndpoints = sorted;
     this.client = new Etcd3({
       hosts: sorted,
-      credentials: {
-        rootCertificate: Buffer.from(tls.caPem),
-        privateKey: Buffer.from(tls.keyPem),
-        certChain: Buffer.from(tls.certPem),
-      },
-      grpcOptions: { "grpc.ssl_target_name_override": NODE_TLS_NAME },
+      ...etcdTls(tls),
       dialTimeout: 2000 * this.o.timescale,
       // A host that does not answer is shunned for a second (calls go to the others), or
       // every third call would wait for its deadline while a voter is down or cut off. But
@@ -1296,12 +1303,7 @@ export class GridNode extends EventEmitter {
       const [{ Etcd3 }] = await loadEtcd();
       const local = new Etcd3({
         hosts: [`https://127.0.0.1:${PORTS.etcdClient}`],
-        credentials: {
-          rootCertificate: Buffer.from(old.caPem),
-          privateKey: Buffer.from(old.keyPem),
-          certChain: Buffer.from(old.certPem),
-        },
-        grpcOptions: { "grpc.ssl_target_name_override": NODE_TLS_NAME },
+        ...etcdTls(old),
         dialTimeout: 2000 * this.o.timescale,
       });
       let caKey: string | null = null;
