@@ -13,6 +13,11 @@ export interface HaStatus {
   problems: string[];
 }
 
+/** How many of `voters` etcd voters a write needs: a majority of them all, up or not. */
+export function quorum(voters: number): number {
+  return Math.floor(voters / 2) + 1;
+}
+
 export function haStatus(
   nodes: readonly NodeCapacity[],
   placed: readonly Placed[],
@@ -27,9 +32,8 @@ export function haStatus(
     );
   else if (placed.length > 0) {
     const aliveVoters = voters.filter((v) => alive.some((n) => n.id === v));
-    const quorum = Math.floor(voters.length / 2) + 1;
     for (const lost of alive) {
-      if (aliveVoters.includes(lost.id) && aliveVoters.length - 1 < quorum) {
+      if (aliveVoters.includes(lost.id) && aliveVoters.length - 1 < quorum(voters.length)) {
         problems.push(
           voters.length === 1
             ? `losing node ${lost.id} would lose the grid's store (its only etcd voter): every node would stop its VMs; 3 nodes or more give 3 voters`

@@ -7,7 +7,7 @@ export {
   reconcileApps,
   type ScheduleRecord,
 } from "./app-reconcile.js";
-export { type HaStatus, haStatus } from "./ha.js";
+export { type HaStatus, haStatus, quorum } from "./ha.js";
 export { MAX_FAILURES, onInstanceFailure, type RestartDecision } from "./instance-restarts.js";
 export {
   type Decision,

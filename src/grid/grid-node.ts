@@ -990,8 +990,7 @@ export class GridNode extends EventEmitter {
 
   /** Grid HA: could the grid lose any one node and still run every application? */
   ha() {
-    const voters = this.members.filter((m) => !m.learner).map((m) => m.name || m.id);
-    return gridHa(this.member(), this.nodes.map(nodeCapacity), voters);
+    return gridHa(this.member(), this.nodes.map(nodeCapacity), this.voterNames());
   }
 
   appStatus(name: string) {
@@ -1389,6 +1388,11 @@ export class GridNode extends EventEmitter {
     me.peerUrls = [url];
   }
 
+  /** The etcd voters, by node id (a member not started yet, by its member id). */
+  private voterNames(): string[] {
+    return this.members.filter((m) => !m.learner).map((m) => m.name || m.id);
+  }
+
   private etcdRole(): "voter" | "learner" | "none" {
     const m = this.members.find((x) => x.name === this.nodeId);
     if (m) return m.learner ? "learner" : "voter";
@@ -1589,7 +1593,7 @@ export class GridNode extends EventEmitter {
       term: this.election?.term ?? null,
       wroteInTerm: this.wroteInTerm,
       etcdRole: this.etcdRole(),
-      voters: this.members.filter((m) => !m.learner).map((m) => m.name || m.id),
+      voters: this.voterNames(),
       learners: this.members.filter((m) => m.learner).map((m) => m.name || m.id),
       nodes: this.quorum ? this.nodes : [],
       counters: { ...this.counters },

@@ -1,4 +1,5 @@
 import type { Etcd3 } from "etcd3";
+import { quorum } from "../controller/index.js";
 import type { Election } from "./election.js";
 import { peerUrl } from "./etcd-service.js";
 import { targetVoters } from "./formation.js";
@@ -104,7 +105,7 @@ export async function reconcileMembership(ctx: MembershipContext): Promise<strin
     // Only when the other voters are a majority of the voters now: then the removal can
     // commit without the "gone" member. Otherwise its success would prove the member alive,
     // and the grid would shrink around a node that is only slow (2 voters -> 1 did happen).
-    if (!m.learner && voters.length - 1 < Math.floor(voters.length / 2) + 1) continue;
+    if (!m.learner && voters.length - 1 < quorum(voters.length)) continue;
     const ops = [client.delete().key(downKey)];
     if (node) ops.push(client.delete().key(keys.assignment(node)));
     await election.guarded(...ops);
