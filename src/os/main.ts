@@ -6,7 +6,7 @@ import { parseAdminToken } from "../api/admin-token.js";
 import { ControlClient, gridSocketPath, socketPath } from "./control-client.js";
 import { ApiError, listenControlSocket, SocketInUseError } from "./control-server.js";
 import { PidFiles } from "./leftovers.js";
-import { networkChanges, reapplyNetwork } from "./network.js";
+import { networkChanges, readdressing, reapplyNetwork } from "./network.js";
 import { formatConfigError, redactConfig } from "./node-config.js";
 import { NodeSettingsStore, NoStorageError, SettingsError } from "./node-settings.js";
 import { readNodeConfig } from "./read-config.js";
@@ -255,7 +255,7 @@ async function main(): Promise<void> {
         );
       // The grid service reads its grid, token, host name and address when it starts.
       const gridKeys = ["flatgrid.grid", "flatgrid.token", "flatgrid.hostname"];
-      const readdress = network.some((k) => k !== "flatgrid.dns") && live;
+      const readdress = readdressing(network) && live;
       if (
         (stored.changed.some((k) => gridKeys.includes(k)) || readdress) &&
         supervisor.has("grid")

@@ -73,10 +73,7 @@ export async function bringUpNetwork(
   }
   try {
     await run("ip", ["addr", "replace", config.ip ?? "", "dev", iface]);
-    if (config.gateway) await run("ip", ["route", "replace", "default", "via", config.gateway]);
-    if (config.dns.length) {
-      writeFileSync("/etc/resolv.conf", config.dns.map((d) => `nameserver ${d}\n`).join(""));
-    }
+    await routeAndNameServers(config);
     note(`network: ${iface} ${config.ip}${config.gateway ? ` via ${config.gateway}` : ""}`);
   } catch (err) {
     note(`network: static set-up of ${iface} failed: ${(err as Error).message}`, 50);
@@ -84,8 +81,21 @@ export async function bringUpNetwork(
   return iface;
 }
 
+/** A static node's default route and name servers, as its settings give them. */
+async function routeAndNameServers(config: NodeConfig): Promise<void> {
+  if (config.gateway) await run("ip", ["route", "replace", "default", "via", config.gateway]);
+  if (config.dns.length) {
+    writeFileSync("/etc/resolv.conf", config.dns.map((d) => `nameserver ${d}\n`).join(""));
+  }
+}
+
 /** The network settings that bringUpNetwork reads. */
 const NETWORK_FIELDS = ["net", "iface", "ip", "gateway", "dns"] as const;
+
+/** Whether these changes (networkChanges) give the node another address, or may. */
+export function readdressing(changes: readonly string[]): boolean {
+  return changes.some((k) => ["flatgrid.net", "flatgrid.iface", "flatgrid.ip"].includes(k));
+}
 
 /** Which network settings differ between two configurations. Pure. */
 export function networkChanges(before: NodeConfig, after: NodeConfig): string[] {
@@ -108,7 +118,8 @@ export interface NetworkServices {
  * come up as at boot. `current` is the interface brought up at boot (or last time): by now
  * the node may have more, so the first one is not necessarily it. Returns the interface
  * now. Whatever reads the node's address at its start (the grid service) is the caller's
- * to restart.
+ * to restart. A new gateway or name servers alone leave the address, and the connections
+ * on it, as they are.
  */
 export async function reapplyNetwork(
   before: NodeConfig,
@@ -117,6 +128,21 @@ export async function reapplyNetwork(
   note: Note,
   services: NetworkServices,
 ): Promise<string | null> {
+  if (!readdressing(networkChanges(before, after))) {
+    // A DHCP node takes its gateway and name servers from its lease.
+    if (after.net === "static") {
+      try {
+        if (before.gateway && !after.gateway) await run("ip", ["route", "del", "default"]);
+        await routeAndNameServers(after);
+        note(
+          `network: ${after.gateway ? `default route via ${after.gateway}` : "no default route"}${after.dns.length ? `, name servers ${after.dns.join(" ")}` : ""}`,
+        );
+      } catch (err) {
+        note(`network: cannot set the route or name servers: ${(err as Error).message}`, 50);
+      }
+    }
+    return current;
+  }
   if (services.has("dhcp")) await services.remove("dhcp");
   const old = before.iface ?? current ?? ethernetLinks()[0];
   if (old) {

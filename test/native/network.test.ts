@@ -128,7 +128,19 @@ describe("network bring-up on a real interface", { timeout: 60_000 }, () => {
     assert.equal(readFileSync(`/etc/netns/${NS}/resolv.conf`, "utf8"), "nameserver 10.215.0.54\n");
     assert.match(ip("-n", NS, "-4", "addr", "show", "keep0"), /192\.0\.2\.9/);
 
-    const dhcp = reapply(second, { net: "dhcp" }, []);
+    // A new gateway and name servers alone: the address stays, with whatever else is on the
+    // interface (a flush would take this one too), and no service is touched.
+    ip("-n", NS, "addr", "add", "10.215.0.77/24", "dev", "eth0");
+    const third = { ...second, gateway: "10.215.0.3", dns: ["10.215.0.55"] };
+    const rerouted = reapply(second, third, [], "eth0");
+    assert.deepEqual(rerouted.calls, []);
+    const kept = ip("-n", NS, "-4", "addr", "show", "eth0");
+    assert.match(kept, /inet 10\.215\.0\.7\/24/);
+    assert.match(kept, /inet 10\.215\.0\.77\/24/);
+    assert.match(ip("-n", NS, "route", "show", "default"), /^default via 10\.215\.0\.3 dev eth0\b/);
+    assert.equal(readFileSync(`/etc/netns/${NS}/resolv.conf`, "utf8"), "nameserver 10.215.0.55\n");
+
+    const dhcp = reapply(third, { net: "dhcp" }, []);
     assert.equal(dhcp.calls.length, 1);
     assert.match(dhcp.calls[0] ?? "", /^add dhcp: udhcpc -f -i eth0 /);
     assert.doesNotMatch(ip("-n", NS, "-4", "addr", "show", "eth0"), /inet /);
