@@ -10,11 +10,12 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
-import { join, relative } from "node:path";
+import { join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { BUNDLE, RUNTIME_FILES } from "./bundle.js";
-import { CACHE, debianCloudKernel } from "./debian.js";
+import { CACHE, debianKernel } from "./debian.js";
 import { buildIso } from "./iso.js";
+import { installCuratedModules } from "./modules.js";
 import { buildPxe, netbootPackages } from "./pxe.js";
 import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
 
@@ -33,14 +34,23 @@ import { cpioImage, EPOCH, linkBusyboxApplets, run, sha256 } from "./tools.js";
  * cached in /var/cache/flatgrid. Times and file order are fixed (SOURCE_DATE_EPOCH), so
  * two builds of the same inputs give the same initrd.
  *
- * Not built yet (issue: node image): the curated module set of
- * linux-image-amd64 for real servers (this uses the cloud kernel, which boots fast in the
- * simulator). Our code goes in as esbuild bundles (bundle.ts), with the few files of
- * node_modules that they load at run time (RUNTIME_FILES).
+ * The kernel is Debian's generic one (linux-image-amd64) with a curated set of its modules
+ * (modules.ts): NICs, disk controllers, USB keyboards, virtio, KVM, bridges, VXLAN,
+ * nftables, ext4, DRBD; the supervisor loads the ones the hardware needs (coldplug).
+ * Our code goes in as esbuild bundles (bundle.ts), with the few files of node_modules
+ * that they load at run time (RUNTIME_FILES).
  */
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
-const OUT = join(ROOT, "build/image");
+/** build/image, or the directory after --out (a second build to compare, say). */
+function outDir(argv: string[]): string {
+  const i = argv.indexOf("--out");
+  if (i < 0) return join(ROOT, "build/image");
+  const dir = argv[i + 1];
+  if (!dir || dir.startsWith("-")) throw new Error("--out needs a directory");
+  return resolve(dir);
+}
+const OUT = outDir(process.argv.slice(2));
 const STAGE = join(CACHE, "stage");
 
 /** Debian packages in the image; their dependencies come along. */
@@ -86,12 +96,12 @@ function debianRoot(root: string): void {
   run("tar", ["-xf", tar, "-C", root]);
 }
 
+/** Debian's generic kernel, for real servers, with a curated set of its modules. */
 function installKernel(root: string, out: string): string {
-  const kernel = debianCloudKernel();
-  step(`kernel: ${kernel.version}`);
+  const kernel = debianKernel("amd64");
   copyFileSync(kernel.path, join(out, "vmlinuz"));
-  cpSync(join(kernel.tree, "lib/modules"), join(root, "lib/modules"), { recursive: true });
-  run("depmod", ["-b", root, kernel.version]);
+  const { modules, bytes } = installCuratedModules(kernel.tree, kernel.version, root);
+  step(`kernel: ${kernel.version}, ${modules} modules (${(bytes / 2 ** 20).toFixed(0)} MiB)`);
   return kernel.version;
 }
 

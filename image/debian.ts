@@ -12,12 +12,17 @@ function run(cmd: string, args: string[], cwd?: string): string {
   return execFileSync(cmd, args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
 }
 
-/** The versioned kernel the metapackage points at, e.g. linux-image-6.1.0-56-cloud-amd64. */
-export function cloudKernelPackage(): string {
+/**
+ * The versioned kernel a metapackage points at: linux-image-cloud-amd64 (the guests' kernel)
+ * gives e.g. linux-image-6.1.0-56-cloud-amd64, linux-image-amd64 (the nodes', with the
+ * drivers of real servers) linux-image-6.1.0-56-amd64.
+ */
+export function kernelPackage(flavour: "cloud-amd64" | "amd64"): string {
+  const meta = `linux-image-${flavour}`;
+  const pattern = new RegExp(`Depends: (linux-image-[0-9][^\\s]*-${flavour})\\b`);
   const find = () => {
     try {
-      const deps = run("apt-cache", ["depends", "linux-image-cloud-amd64"]);
-      return /Depends: (linux-image-[0-9][^\s]*-cloud-amd64)\b/.exec(deps)?.[1];
+      return pattern.exec(run("apt-cache", ["depends", meta]))?.[1];
     } catch {
       return undefined;
     }
@@ -28,7 +33,7 @@ export function cloudKernelPackage(): string {
     run("apt-get", ["update", "-qq"]);
     name = find();
   }
-  if (!name) throw new Error("apt-cache knows no linux-image-*-cloud-amd64 package");
+  if (!name) throw new Error(`apt-cache knows no package that ${meta} depends on`);
   return name;
 }
 
@@ -54,10 +59,19 @@ export function debianExtract(pkg: string): string {
   return dir;
 }
 
-/** Path of the Debian cloud kernel's vmlinuz (a bzImage). */
-export function debianCloudKernel(): { path: string; version: string; tree: string } {
-  const tree = debianExtract(cloudKernelPackage());
+/** A Debian kernel's vmlinuz (a bzImage), version and extracted package tree. */
+export function debianKernel(flavour: "cloud-amd64" | "amd64"): {
+  path: string;
+  version: string;
+  tree: string;
+} {
+  const tree = debianExtract(kernelPackage(flavour));
   const vmlinuz = readdirSync(join(tree, "boot")).find((f) => f.startsWith("vmlinuz-"));
   if (!vmlinuz) throw new Error(`${tree} has no boot/vmlinuz-*`);
   return { path: join(tree, "boot", vmlinuz), version: vmlinuz.slice("vmlinuz-".length), tree };
+}
+
+/** The guests' kernel: Debian's cloud kernel (virtio, boots fast, few modules). */
+export function debianCloudKernel(): { path: string; version: string; tree: string } {
+  return debianKernel("cloud-amd64");
 }

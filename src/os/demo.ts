@@ -19,7 +19,6 @@ const CLI = join(ROOT, "dist/src/cli/main.js");
 
 const NOT_BUILT = [
   "replication of instances' data volumes (a db moved to another node starts empty)",
-  "the curated module set of Debian's generic kernel for real servers (the image has the cloud kernel)",
 ];
 
 function demoServices(): ServiceSpecInput[] {

@@ -2,6 +2,7 @@ import { execFile } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { coldplug } from "./coldplug.js";
 import { type DataPartitionStatus, formatBytes, setUpDataPartition } from "./data-partition.js";
 import { bringUpNetwork, ethernetLinks, type Note } from "./network.js";
 import type { NodeConfig } from "./node-config.js";
@@ -23,17 +24,11 @@ export function bootMode(env: NodeJS.ProcessEnv = process.env): BootMode {
   return mode === "os" || mode === "namespace" ? mode : "process";
 }
 
-/** Modules every node needs; the image ships them (issue: node image). */
+/**
+ * Modules every node needs whatever its hardware; the drivers of its hardware (NICs, disk
+ * controllers, USB keyboards, virtio) come by coldplug (coldplug.ts).
+ */
 export const BASE_MODULES = [
-  "virtio_net",
-  "virtio_blk",
-  "virtio_pci",
-  "e1000e",
-  "igb",
-  "ixgbe",
-  "ahci",
-  "nvme",
-  "sd_mod",
   "ext4",
   "kvm_intel",
   "kvm_amd",
@@ -71,6 +66,17 @@ export async function bringUpStorage(
     );
     return { notes, data: null };
   }
+  const drivers = await coldplug((aliases) =>
+    run("modprobe", ["-q", "-a", ...aliases]).then(
+      () => {},
+      // One alias that fails to load (a driver for hardware that is not quite there) is
+      // not the others' failure: modprobe -a goes on, and so does the boot.
+      () => {},
+    ),
+  );
+  note(
+    `hardware drivers (coldplug): ${drivers.length ? drivers.join(", ") : "none needed beyond the kernel's own"}`,
+  );
   await loadModules([...BASE_MODULES, ...config.modules], note);
   const data = await setUpDataPartition({ format: config.format });
   note(`data partition: ${data.reason}`, data.state === "mounted" ? 30 : 40);
@@ -150,7 +156,7 @@ async function loadModules(modules: string[], note: Note): Promise<void> {
       missing.push(module);
     }
   }
-  // Hardware modules are missing on most machines (no such NIC): a note, not an error.
+  // kvm_amd on an Intel machine, say: a note, not an error.
   note(
     `kernel modules: ${modules.length - missing.length} loaded` +
       (missing.length ? `, not loaded: ${missing.join(", ")}` : ""),

@@ -121,6 +121,13 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     assert.match(serial, /flatgrid-supervisor: hostname: node-1/);
     assert.match(serial, /flatgrid-supervisor: network: eth0 10\.215\.0\.1\/24/);
     assert.doesNotMatch(serial, /ERROR: configuration/);
+    // Debian's generic kernel: the drivers of this (virtual) hardware came by coldplug, from
+    // the devices' modaliases, before the disks and the network were needed.
+    assert.match(serial, /Linux version 6\.[0-9.]+-\d+-amd64 /);
+    const drivers =
+      /flatgrid-supervisor: hardware drivers \(coldplug\): (.*)/.exec(serial)?.[1] ?? "";
+    for (const m of ["virtio_pci", "virtio_net", "virtio_blk", "kvm_intel|kvm_amd"])
+      assert.match(drivers, new RegExp(`\\b(${m})\\b`), `coldplug loaded ${m}: ${drivers}`);
     // Its own blank disk became the data partition (the simulator sets flatgrid.format=blank);
     // the disk with a file system of someone else's was left alone, and the log says so.
     assert.match(
