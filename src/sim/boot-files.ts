@@ -81,6 +81,13 @@ export interface DnsmasqOptions {
   leaseFile?: string;
   /** Hand out no default route (a network with no way out). */
   noRouter?: boolean;
+  /**
+   * Send IPv6 router advertisements for this /64 (the interface must have an address in
+   * it), as a router that is nobody's default route (lifetime 0). iPXE configures IPv4 and
+   * IPv6 at once and fetches its script only when both are done: on a LAN that has no IPv6
+   * router, it waits about 15 s for one before every network boot.
+   */
+  routerAdvertisement?: { prefix: string };
 }
 
 /**
@@ -109,6 +116,23 @@ export function dnsmasqConfig(o: DnsmasqOptions): string {
     "dhcp-option=tag:ipxe,encap:175,176,1b",
     "dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi",
     "dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe",
+    ...(o.routerAdvertisement
+      ? [
+          "# IPv6 router advertisements (ra-only: addresses by SLAAC, no DHCPv6), as a router",
+          "# that is nobody's default route (lifetime 0): iPXE fetches boot.ipxe as soon as",
+          "# IPv4 and IPv6 are both configured, instead of waiting about 15 s for a router.",
+          "enable-ra",
+          `dhcp-range=${o.routerAdvertisement.prefix},ra-only,64`,
+          `ra-param=${o.iface},60,0`,
+        ]
+      : [
+          "# iPXE waits about 15 s for an IPv6 router before it fetches boot.ipxe. If this LAN",
+          "# has none, dnsmasq can be one that is nobody's default route: give the interface an",
+          "# address in a /64 of yours (e.g. a ULA fdXX:...::1/64), then uncomment:",
+          "# enable-ra",
+          "# dhcp-range=fdXX:XXXX:XXXX::,ra-only,64",
+          `# ra-param=${o.iface},60,0`,
+        ]),
     "",
   ].join("\n");
 }

@@ -3,7 +3,7 @@ import { copyFileSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync 
 import { join } from "node:path";
 import { dnsmasqConfig, ipxeScript } from "./boot-files.js";
 import { SimError } from "./errors.js";
-import { BRIDGE, inNamespace } from "./netns.js";
+import { addBridgeAddress, BRIDGE, inNamespace } from "./netns.js";
 
 /**
  * `sim up --boot pxe`: dnsmasq inside the simulator's namespace, on its bridge, is the
@@ -67,8 +67,14 @@ export function startNetboot(o: {
   hosts: NetbootHost[];
   /** What DHCP hands out to anything else on the bridge (the nodes have fixed addresses). */
   range: { first: string; last: string; netmask: string };
+  /**
+   * The bridge's IPv6 address (a ULA /64), from which dnsmasq advertises itself as an IPv6
+   * router that routes nowhere, so that the nodes' iPXE does not wait for one.
+   */
+  ipv6: { address: string; prefix: string };
 }): NetbootServer {
   checkDnsmasq();
+  addBridgeAddress(o.namespace, o.ipv6.address);
   const [root = "", conf = "", pidFile = "", log = "", leases = ""] = netbootFiles(o.dir);
   rmSync(root, { recursive: true, force: true });
   // dnsmasq running as root serves only world-readable files; the state directory above
@@ -94,6 +100,7 @@ export function startNetboot(o: {
         leaseFile: leases,
         // The namespace has no way out; the nodes need no default route.
         noRouter: true,
+        routerAdvertisement: { prefix: o.ipv6.prefix },
       }),
       // It stays root, to read the state directory (root's alone, 0700). It answers only
       // the simulated nodes, inside the namespace.

@@ -39,6 +39,23 @@ export function createNetwork(ns: string, address: string): void {
   }
 }
 
+/**
+ * Another address on the bridge. nodad: an IPv6 address is usable at once, not tentative
+ * for a second of duplicate detection on a bridge where nothing else could hold it.
+ */
+export function addBridgeAddress(ns: string, address: string): void {
+  ip([
+    "-n",
+    ns,
+    "addr",
+    "add",
+    address,
+    "dev",
+    BRIDGE,
+    ...(address.includes(":") ? ["nodad"] : []),
+  ]);
+}
+
 /** A persistent tap on the bridge, so that QEMU, started inside the namespace, attaches to it. */
 export function addTap(ns: string, tap: string): void {
   ip(["-n", ns, "tuntap", "add", "dev", tap, "mode", "tap"]);

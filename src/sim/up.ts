@@ -39,6 +39,9 @@ import { type Progress, plural } from "./text.js";
 export const DEFAULT_IMAGE = fileURLToPath(new URL("../../../build/image/", import.meta.url));
 export const SUBNET_PREFIX = "10.215.0.";
 export const BRIDGE_ADDRESS = `${SUBNET_PREFIX}254/24`;
+/** A ULA /64 for the bridge's IPv6 router advertisements of a network boot (netboot.ts). */
+export const SUBNET6 = "fd15:215::";
+export const BRIDGE_ADDRESS6 = `${SUBNET6}fe/64`;
 export const MAX_NODES = 32;
 const GRID_NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 
@@ -303,10 +306,11 @@ export async function up(o: UpOptions): Promise<UpResult> {
           last: `${SUBNET_PREFIX}${MAX_NODES + 64}`,
           netmask: "255.255.255.0",
         },
+        ipv6: { address: BRIDGE_ADDRESS6, prefix: SUBNET6 },
       });
       writeState(state);
       progress(
-        `network boot: dnsmasq pid ${state.netboot.pid} on ${BRIDGE_ADDRESS} gives each node its address by MAC and boot.ipxe, vmlinuz and initrd.img over TFTP (log: ${state.netboot.log})`,
+        `network boot: dnsmasq pid ${state.netboot.pid} on ${BRIDGE_ADDRESS} gives each node its address by MAC and boot.ipxe, vmlinuz and initrd.img over TFTP, and advertises ${SUBNET6}/64 as an IPv6 router that routes nowhere (log: ${state.netboot.log})`,
       );
     }
     let catalogImage: string | null = null;

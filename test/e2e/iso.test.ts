@@ -6,8 +6,10 @@
 // its grid configuration, as the console's first-boot form leaves it: it takes its name,
 // address and grid from there.
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -34,6 +36,27 @@ describe("the hybrid ISO", { timeout: 1_200_000 }, () => {
     assert.ok(head.includes(Buffer.from("CD001")), "an ISO 9660 volume");
     assert.equal(head[510], 0x55, "an MBR, for booting from a USB stick");
     assert.equal(head[511], 0xaa);
+  });
+
+  it("is reproducible: a second build of the same inputs gives the same bytes", () => {
+    // The image the suite built, and another one now, from the same packages and code.
+    const again = mkdtempSync(join(tmpdir(), "fg-image-"));
+    try {
+      execFileSync(process.execPath, [join(ROOT, "dist/image/build.js"), "--out", again], {
+        stdio: ["ignore", "ignore", "pipe"],
+      });
+      const first = JSON.parse(readFileSync(join(ROOT, "build/image/manifest.json"), "utf8"));
+      const second = JSON.parse(readFileSync(join(again, "manifest.json"), "utf8"));
+      assert.deepEqual(Object.keys(second.outputs), Object.keys(first.outputs));
+      for (const [name, out] of Object.entries(first.outputs) as [string, { sha256: string }][])
+        assert.equal(second.outputs[name].sha256, out.sha256, `${name}: the same sha256`);
+      assert.deepEqual(second.packages, first.packages);
+      process.stdout.write(
+        `# two builds, same sha256: ${Object.keys(first.outputs).length} outputs (initrd.img ${first.outputs["initrd.img"].sha256.slice(0, 16)}...)\n`,
+      );
+    } finally {
+      rmSync(again, { recursive: true, force: true });
+    }
   });
 
   it("has the network boot set beside it, in the manifest", () => {

@@ -142,6 +142,12 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
           lines.some((l) => l.endsWith(`/netboot/${file} to ${to}`)),
           `node-${i}: ${file} over TFTP`,
         );
+      // From the address to the script: iPXE waits for IPv6 to be configured too, which the
+      // router advertisements make quick (without them this was about 16 s).
+      const at = (l: string | undefined) => (l ? Date.parse(`2000 ${l.slice(0, 15)}`) : Number.NaN);
+      const ack = at(lines.find((l) => l.includes(`DHCPACK(br0) ${to} `)));
+      const script = at(lines.find((l) => l.endsWith(`/netboot/boot.ipxe to ${to}`)));
+      process.stdout.write(`# node-${i}: DHCP ack to boot.ipxe sent: ${(script - ack) / 1000} s\n`);
       const consoleLog = readFileSync(state.nodes[i - 1]?.qemu.consoleLog ?? "", "latin1");
       assert.match(
         consoleLog,
@@ -154,6 +160,7 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
       );
       assert.match(consoleLog, /flatgrid-supervisor: network: DHCP on eth0/);
     }
+    assert.match(log, /RTR-ADVERT\(br0\) fd15:215::/, "IPv6 router advertisements on the bridge");
     const st = await sim(["status", "--no-grid"]);
     assert.match(
       st.stdout,

@@ -271,5 +271,21 @@ describe("simulator and image: network boot files", () => {
     assert.ok(conf.includes("dhcp-option=tag:ipxe,encap:175,176,1b"), "iPXE: no ProxyDHCP wait");
     assert.ok(conf.includes("dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi"));
     assert.ok(conf.includes("dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe"));
+    // No router advertisements unless asked: only a commented example for an operator's LAN.
+    assert.ok(!conf.includes("enable-ra"));
+    assert.ok(conf.includes("# enable-ra"));
+  });
+
+  it("dnsmasq: IPv6 router advertisements from a router that is nobody's default route, when asked", () => {
+    const conf = dnsmasqConfig({
+      iface: "br0",
+      tftpRoot: "/srv/pxe",
+      range: { first: "10.0.0.100", last: "10.0.0.199", netmask: "255.255.255.0" },
+      hosts: [],
+      routerAdvertisement: { prefix: "fd15:215::" },
+    }).split("\n");
+    assert.ok(conf.includes("enable-ra"));
+    assert.ok(conf.includes("dhcp-range=fd15:215::,ra-only,64"));
+    assert.ok(conf.includes("ra-param=br0,60,0"), "router lifetime 0: no default route");
   });
 });
