@@ -184,6 +184,8 @@ const DEFAULT_COMMAND = [
   fileURLToPath(new URL("../cli/main.js", import.meta.url)),
 ];
 const RETRY_PREPARE_MS = 10_000;
+/** All VMs together against one of the node's processes (100), when both want the CPU. */
+export const VM_CPU_WEIGHT = 10;
 /** In the instance's directory: its data volume (see volumes.ts). */
 const VOLUME_FILE = "volume.ext4";
 const CHECK_RUNNING_MS = 3000;
@@ -238,7 +240,27 @@ export class Agent {
     this.log = o.log ?? (() => {});
     this.networks = o.network ? new NetworkApplier(o.network.self, this.log) : null;
     mkdirSync(o.dir, { recursive: true });
+    this.yieldToTheNode();
     this.adoptAll();
+  }
+
+  /**
+   * Guests get the CPU time the node does not use, not the node's share: the group that
+   * holds every VM weighs VM_CPU_WEIGHT against the node's own processes (weight 100 each).
+   * The grid service and etcd must answer within their leases whatever the guests do: a
+   * node whose grid service misses them fences itself and stops every VM it runs. Each VM
+   * still has its own cpu.max, and an idle node leaves the guests all they may use.
+   */
+  private yieldToTheNode(): void {
+    const parent = this.o.cgroupParent ?? "flatgrid";
+    try {
+      new Cgroup(parent).setCpuWeight(VM_CPU_WEIGHT);
+    } catch (err) {
+      this.log(
+        "warn",
+        `VMs' control group ${parent}: no CPU weight set: ${(err as Error).message}`,
+      );
+    }
   }
 
   private instanceDir(app: string, instance: string): string {

@@ -7,6 +7,7 @@ export {
   type InstanceMetrics,
   type InstanceState,
   type ObservedInstance,
+  VM_CPU_WEIGHT,
 } from "./agent.js";
 export { ClassImageError, ClassImages, type ImagePeers } from "./class-images.js";
 export {

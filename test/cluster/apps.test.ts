@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
+import { VM_CPU_WEIGHT } from "../../src/agent/index.js";
 import { Cgroup } from "../../src/cgroups/index.js";
 import { type AppStatus, callGrid, createCa } from "../../src/grid/index.js";
 import { vmCgroupLimits } from "../../src/vmm/index.js";
@@ -360,6 +361,8 @@ describe("applications on a 3-node grid", { concurrency: false }, () => {
       assert.ok(p, `${i.id} has a VMM`);
       const group = new Cgroup(`${g.cgroupParent(p.node)}/shop/${i.id}`);
       assert.ok(group.holds(p.pid), `${i.id}'s VMM (pid ${p.pid}) is in ${group.path}`);
+      // All of a node's VMs together weigh less than one of its own processes.
+      assert.equal(new Cgroup(g.cgroupParent(p.node)).cpuWeight(), VM_CPU_WEIGHT);
       const dir = join(g.node(p.node).dir, "state", "instances", "shop", i.id);
       const vm = JSON.parse(readFileSync(join(dir, "vm.json"), "utf8")) as {
         vcpus: number;

@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { after, afterEach, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
 import { debianCloudKernel } from "../../image/debian.js";
+import { VM_CPU_WEIGHT } from "../../src/agent/index.js";
 import type { GridStatus } from "../../src/grid/index.js";
 import {
   down,
@@ -207,6 +208,9 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     assert.ok(Number(/usage_usec (\d+)/.exec(group.output)?.[1]) > 1_000_000, "CPU charged");
     const peak = Number(group.output.trim().split("\n").at(-1));
     assert.ok(peak > 32 * 2 ** 20 && peak <= 436207616, `memory peak ${peak}`);
+    // The grid service's agent weighed the VMs' group (flatgrid) below the node's processes.
+    const weight = await sh.exec("cat /sys/fs/cgroup/flatgrid/cpu.weight", 30_000);
+    assert.equal(weight.output.trim(), String(VM_CPU_WEIGHT));
 
     assert.match(out, /flatgrid vmm: \/mnt\/vmlinuz: a bzImage, entered through the Linux 64-bit/);
 

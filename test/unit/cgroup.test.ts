@@ -64,6 +64,35 @@ describe("control groups", () => {
     assert.equal(g.usage().cpuUsec, 2_500_000);
   });
 
+  it("weighs the VMs' group against the node's processes: cpu.weight on v2, cpu.shares on v1", () => {
+    const v2 = join(scratch, "w2");
+    mkdirSync(v2);
+    writeFileSync(join(v2, "cgroup.controllers"), "cpu memory\n");
+    const g2 = new Cgroup("flatgrid", detectHierarchy(v2));
+    g2.setCpuWeight(10);
+    assert.equal(readFileSync(join(v2, "cgroup.subtree_control"), "utf8"), "+cpu +memory");
+    assert.equal(readFileSync(join(v2, "flatgrid/cpu.weight"), "utf8"), "10");
+    assert.equal(g2.cpuWeight(), 10);
+    // A VM's group below it keeps the weight (create() does not touch its parents' weight).
+    new Cgroup("flatgrid/shop/web.0", detectHierarchy(v2)).create({
+      cpus: 1,
+      memoryBytes: 2 ** 28,
+    });
+    assert.equal(g2.cpuWeight(), 10);
+
+    const v1 = join(scratch, "w1");
+    for (const c of ["cpu", "cpuacct", "memory"]) mkdirSync(join(v1, c), { recursive: true });
+    const g1 = new Cgroup("fg-node1", detectHierarchy(v1));
+    g1.setCpuWeight(10);
+    assert.equal(readFileSync(join(v1, "cpu/fg-node1/cpu.shares"), "utf8"), "102");
+    assert.equal(g1.cpuWeight(), 10);
+    for (const bad of [0, 10_001, 1.5])
+      assert.throws(
+        () => g1.setCpuWeight(bad),
+        /cpu weight must be a whole number from 1 to 10000/,
+      );
+  });
+
   it("says which controller a machine lacks", () => {
     const root = join(scratch, "v2-no-memory");
     mkdirSync(root);
