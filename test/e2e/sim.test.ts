@@ -1,7 +1,9 @@
 // `flatgrid sim` end to end: three QEMU servers boot over the network (PXE: dnsmasq in the
 // simulator's namespace serves DHCP and TFTP, the NICs' iPXE fetches boot.ipxe, the kernel
 // and the initrd) as a rack of new servers would, form one grid on the simulator's private
-// bridge, a node is killed, and `sim down` leaves nothing.
+// bridge, run the example application shop (lb -> web x 3 -> db) and serve its pages, lose
+// the node that runs db (the grid runs it elsewhere and shop serves again), and `sim down`
+// leaves nothing.
 // The CLI is run as an operator would run it; the nodes are reached only through their
 // serial ports (debug shell on ttyS1) and the simulator's namespace.
 import assert from "node:assert/strict";
@@ -14,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import type { GridStatus } from "../../src/grid/index.js";
 import {
   down,
+  lanGet,
   loadState,
   NodeShell,
   namespaceExists,
@@ -28,6 +31,10 @@ const ROOT = fileURLToPath(new URL("../../../", import.meta.url));
 const CLI = join(ROOT, "dist/src/cli/main.js");
 const DIR = `/var/tmp/flatgrid-e2e-sim-${randomBytes(3).toString("hex")}`;
 const NODES = 3;
+const NODE_MIB = 3072;
+const CATALOG = join(ROOT, "build/catalog");
+/** The node the shop test kills (the one that runs db.0); node-1 if that test did not get so far. */
+let killed = 1;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 interface Run {
@@ -81,6 +88,97 @@ function ourQemus(): number[] {
 
 let namespace = "";
 
+/**
+ * The emulated nodes run 10 times slower than servers (flatgrid.timescale=10): an instance
+ * moves 150 s after its node lost the grid, and a guest boots in a minute or two.
+ */
+const INSTANCE_GRACE_S = 150;
+const SHOP_DEPLOY_MS = 900_000;
+const SHOP_RECOVERY_MS = 900_000;
+
+/** A command in node N's debug shell; its output. */
+async function onNode(index: number, command: string): Promise<string> {
+  const node = loadState(DIR).nodes[index - 1];
+  assert.ok(node, `node-${index}`);
+  const shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
+  try {
+    await shell.open();
+    return (await shell.exec(command, 180_000)).output;
+  } finally {
+    shell.close();
+  }
+}
+
+interface ShopView {
+  instances: { id: string; state: string; hostname: string | null }[];
+  published: { component: string; terminal: string; endpoint: string | null }[];
+}
+
+/** Asks node N for `app status shop --json` until `done`, printing each change of states. */
+async function shopUntil(
+  index: number,
+  what: string,
+  timeoutMs: number,
+  done: (v: ShopView) => boolean,
+): Promise<ShopView> {
+  const started = Date.now();
+  let last = "";
+  for (;;) {
+    const out = await onNode(index, "flatgrid app status shop --json").catch(
+      (e: Error) => e.message,
+    );
+    let view: ShopView | null = null;
+    try {
+      view = JSON.parse(
+        out.split("\n").find((l) => l.startsWith("{")) ?? "null",
+      ) as ShopView | null;
+    } catch {
+      view = null;
+    }
+    const line = view?.instances
+      ? view.instances
+          .map((i) => `${i.id} ${i.state}${i.hostname ? ` ${i.hostname}` : ""}`)
+          .join(", ")
+      : `no answer (${out.trim().split("\n").at(-1)?.slice(0, 200)})`;
+    if (line !== last)
+      process.stdout.write(
+        `# ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s  ${line}\n`,
+      );
+    last = line;
+    if (view?.instances && done(view)) return view;
+    if (Date.now() - started > timeoutMs) {
+      const logs = await onNode(
+        index,
+        "flatgrid app logs shop 2>&1 | tail -40; flatgrid logs grid -n 30 | cut -c1-300",
+      ).catch((e: Error) => e.message);
+      assert.fail(`shop: not ${what} within ${timeoutMs / 1000} s; last: ${line}\n${logs}`);
+    }
+    await sleep(10_000);
+  }
+}
+
+/** `count` pages from lb's published port, fetched from the servers' LAN; retried while lb starts. */
+async function pages(view: ShopView, count: number): Promise<string[]> {
+  const endpoint = view.published.find((p) => p.component === "lb")?.endpoint;
+  assert.ok(endpoint, "lb's http is published on a node's address");
+  const got: string[] = [];
+  const deadline = Date.now() + 180_000;
+  while (got.length < count) {
+    const r = await lanGet(namespace, `http://${endpoint}/`);
+    const text = r.body
+      .replace(/<[^>]+>/g, " ")
+      .replace(/\s+/g, " ")
+      .trim();
+    if (r.status === 200 && /hits: \d+/.test(text)) {
+      got.push(text);
+      process.stdout.write(`# GET http://${endpoint}/: ${text}\n`);
+    } else if (Date.now() > deadline) {
+      assert.fail(`lb at ${endpoint}: ${r.error ?? `status ${r.status}: ${text.slice(0, 300)}`}`);
+    } else await sleep(3000);
+  }
+  return got;
+}
+
 before(() => {
   if (!existsSync(join(ROOT, "build/image/initrd.img"))) {
     execFileSync(process.execPath, [join(ROOT, "dist/image/build.js")], { stdio: "inherit" });
@@ -93,11 +191,17 @@ after(() => {
   rmSync(DIR, { recursive: true, force: true });
 });
 
-describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => {
+describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => {
   it(`sim up --nodes ${NODES} --boot pxe boots every node over the network to its ready line`, async () => {
     const started = Date.now();
     const r = await sim(
-      ["up", "--nodes", String(NODES), "--boot", "pxe", "--memory", "1024", "--json"],
+      [
+        "up",
+        ...["--nodes", String(NODES), "--boot", "pxe", "--json"],
+        // shop's budget (3 of its 4 CPUs, 2 GiB of guest RAM) must still fit on two nodes
+        // once the third is killed, as its scheduler counts each node's CPUs and memory.
+        ...["--cpus", "2", "--memory", String(NODE_MIB), "--catalog", CATALOG],
+      ],
       900_000,
     );
     assert.equal(r.status, 0, `sim up failed:\n${r.stdout}\n${r.stderr.slice(-3000)}`);
@@ -302,43 +406,122 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 1_200_000 }, () => 
     }
   });
 
-  it("sim kill 1 kills node-1's QEMU, and sim status shows it dead", async () => {
-    const pid = loadState(DIR).nodes[0]?.pid;
-    const k = await sim(["kill", "1"]);
+  it("shop (lb -> web x 3 -> db) deployed with `app create` on node-1 runs on the grid: lb's published port serves pages from all three web servers, each counting its hits in db", async () => {
+    const created = await onNode(1, "flatgrid app create -f /usr/lib/flatgrid/examples/shop.yaml");
+    process.stdout.write(`# ${created.trim()}\n`);
+    assert.match(created, /shop: created, 5 instances/);
+    const started = Date.now();
+    const view = await shopUntil(1, "every instance running", SHOP_DEPLOY_MS, (v) =>
+      v.instances.every((i) => i.state === "running"),
+    );
+    process.stdout.write(
+      `# shop running ${((Date.now() - started) / 1000).toFixed(0)} s after app create: ${view.instances.map((i) => `${i.id} on ${i.hostname}`).join(", ")}\n`,
+    );
+    // Anti-affinity: the three web servers on three nodes.
+    const webNodes = view.instances.filter((i) => i.id.startsWith("web.")).map((i) => i.hostname);
+    assert.equal(new Set(webNodes).size, 3, `web on ${webNodes.join(", ")}`);
+    const served = await pages(view, 6);
+    for (const w of ["web.0", "web.1", "web.2"])
+      assert.ok(
+        served.some((p) => p.includes(`served by ${w} of shop`)),
+        `${w} served a page`,
+      );
+    const hits = served.map((p) => Number(/hits: (\d+)/.exec(p)?.[1]));
+    assert.ok(
+      hits.every((h, i) => h > 0 && (i === 0 || h > (hits[i - 1] as number))),
+      `hits ${hits}`,
+    );
+  });
+
+  it("kill -9 of the server that runs db.0: the grid starts db.0 on another node and shop serves pages again", async () => {
+    const before = await shopUntil(1, "shop's instances", 60_000, () => true);
+    const db = before.instances.find((i) => i.id === "db.0");
+    const index = Number(/^node-(\d)$/.exec(db?.hostname ?? "")?.[1]);
+    assert.ok(index >= 1 && index <= NODES, `db.0 runs on ${db?.hostname}`);
+    const moving = before.instances.filter((i) => i.hostname === db?.hostname).map((i) => i.id);
+    const asker = index === 1 ? 2 : 1;
+    // Losing a node is survivable once all three are etcd voters (learners are promoted
+    // when they have caught up): with one voter, its node would take the grid's store along.
+    const t = Date.now();
+    for (;;) {
+      const out = await onNode(asker, "flatgrid grid status --json");
+      const g = JSON.parse(
+        out.split("\n").find((l) => l.startsWith("{")) ?? "{}",
+      ) as Partial<GridStatus>;
+      if (g.voters?.length === NODES) break;
+      assert.ok(
+        Date.now() - t < 300_000,
+        `not ${NODES} etcd voters after 300 s: ${out.slice(0, 600)}`,
+      );
+      await sleep(10_000);
+    }
+    const k = await sim(["kill", String(index)]);
     assert.equal(k.status, 0, k.stderr);
-    assert.match(k.stdout, new RegExp(`node-1: QEMU pid ${pid} killed`));
+    killed = index;
+    const t0 = Date.now();
+    process.stdout.write(`# killed node-${index}, which ran ${moving.join(", ")}\n`);
+    const after = await shopUntil(
+      asker,
+      `${moving.join(", ")} running on the other nodes`,
+      SHOP_RECOVERY_MS,
+      (v) => v.instances.every((i) => i.state === "running" && i.hostname !== `node-${index}`),
+    );
+    const placed = (Date.now() - t0) / 1000;
+    const served = await pages(after, 3);
+    const recovered = (Date.now() - t0) / 1000;
+    process.stdout.write(
+      `# recovery: db.0 on ${after.instances.find((i) => i.id === "db.0")?.hostname} and running ${placed.toFixed(0)} s after the kill; shop served again after ${recovered.toFixed(0)} s (grace before an instance moves: ${INSTANCE_GRACE_S} s on these nodes)\n`,
+    );
+    // A counter again, from the new db.0 (its data volume stayed on the dead node: it starts
+    // from zero, as the README says until volumes are replicated).
+    assert.ok(
+      served.every((p) => /hits: \d+/.test(p)),
+      served.join("\n"),
+    );
+  });
+
+  it(`sim kill shows the killed node dead in sim status, the others running`, async () => {
+    const pid = loadState(DIR).nodes[killed - 1]?.pid;
+    if (ourQemus().includes(pid as number)) {
+      // The shop test did not get as far as killing a node: kill one here.
+      const k = await sim(["kill", String(killed)]);
+      assert.equal(k.status, 0, k.stderr);
+      assert.match(k.stdout, new RegExp(`node-${killed}: QEMU pid ${pid} killed`));
+    }
     assert.ok(pid && !ourQemus().includes(pid), "that QEMU is gone");
     const r = await sim(["status", "--json", "--no-grid"]);
     assert.equal(r.status, 0, r.stderr);
     const s = JSON.parse(r.stdout) as SimStatus;
     assert.deepEqual(
       s.nodes.map((n) => [n.name, n.running]),
-      [
-        ["node-1", false],
-        ["node-2", true],
-        ["node-3", true],
-      ],
+      [1, 2, 3].map((i) => [`node-${i}`, i !== killed]),
     );
-    assert.ok(s.nodes[0]?.killedAt);
-    assert.equal(s.nodes[1]?.vm, "running");
+    assert.ok(s.nodes[killed - 1]?.killedAt);
+    const live = killed === 1 ? 2 : 1;
+    assert.equal(s.nodes[live - 1]?.vm, "running");
     // What a test or the bench prints when a node stops answering: each vCPU with its local
     // APIC, and WEDGED only for a vCPU that sits halted with an interrupt QEMU never delivers.
-    const socket = loadState(DIR).nodes[1]?.qemu.qmpSocket as string;
+    const socket = loadState(DIR).nodes[live - 1]?.qemu.qmpSocket as string;
     // One sample may catch an interrupt just raised and not yet taken: a wedge lasts.
     let vcpus = await vcpuLines(socket);
     for (let i = 0; i < 3 && vcpus.some((l) => l.includes(WEDGED)); i++) {
       await new Promise((r) => setTimeout(r, 1000));
       vcpus = await vcpuLines(socket);
     }
-    assert.equal(vcpus.length, 1, vcpus.join("\n"));
-    assert.match(
-      vcpus[0] ?? "",
-      /^vCPU 0: RIP \S+ CPL \d .*, APIC: IRR .*, ISR .*, PPR 0x[0-9a-f]+/,
-    );
-    assert.ok(!vcpus[0]?.includes(WEDGED), vcpus[0]);
-    process.stdout.write(`# node-2's vCPU: ${vcpus[0]}\n`);
+    assert.equal(vcpus.length, 2, vcpus.join("\n"));
+    for (const [i, line] of vcpus.entries()) {
+      assert.match(
+        line,
+        new RegExp(`^vCPU ${i}: RIP \\S+ CPL \\d .*, APIC: IRR .*, ISR .*, PPR 0x[0-9a-f]+`),
+      );
+      assert.ok(!line.includes(WEDGED), line);
+      process.stdout.write(`# node-${live}'s ${line}\n`);
+    }
     const text = await sim(["status", "--no-grid"]);
-    assert.match(text.stdout, /^node-1 +killed +- +10\.215\.0\.1\/24/m);
+    assert.match(
+      text.stdout,
+      new RegExp(`^node-${killed} +killed +- +10\\.215\\.0\\.${killed}\\/24`, "m"),
+    );
   });
 
   it("sim down stops everything and removes the namespace and the state", async () => {
