@@ -384,8 +384,12 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
       // First at 80×24 (all a serial line is sure of), then at the size tmux reported.
       const text = await until(
         "node-2's node screen, 100 columns wide",
-        // The clock ends one column short of the right edge.
-        (t) => t.split("\n")[0]?.length === 99 && /^GRID +sim \([0-9a-f]{8}\)$/m.test(t),
+        // The clock ends one column short of the right edge. A redraw over the serial line
+        // takes a moment: wait for its last row (the keys) too, not only the first ones.
+        (t) =>
+          t.split("\n")[0]?.length === 99 &&
+          /^GRID +sim \([0-9a-f]{8}\)$/m.test(t) &&
+          /^ F1-F4, Tab: screens/.test(t.split("\n")[29] ?? ""),
       );
       assert.match(text, /^ flatgrid {2}\| {2}node-2 {2}\| {2}grid sim {2}\| .*\d\d:\d\d:\d\d$/m);
       assert.match(text, /^NODE +node-2 +id [0-9a-f-]+$/m);
@@ -420,6 +424,11 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
     // Anti-affinity: the three web servers on three nodes.
     const webNodes = view.instances.filter((i) => i.id.startsWith("web.")).map((i) => i.hostname);
     assert.equal(new Set(webNodes).size, 3, `web on ${webNodes.join(", ")}`);
+    // The nodes' kernel (Debian's generic one) tracks bridged connections: the replies of the
+    // connections lb -> web -> db pass by connection tracking, not by port.
+    const table = await onNode(1, "nft list table bridge flatgrid");
+    assert.match(table, /ct state established,related accept/);
+    assert.doesNotMatch(table, /sport/);
     const served = await pages(view, 6);
     for (const w of ["web.0", "web.1", "web.2"])
       assert.ok(
