@@ -10,10 +10,29 @@ import { bridgeName, tapName, vxlanName } from "./net-names.js";
  * placements in etcd, one per remote instance's MAC (addresses and MACs do not depend on the
  * node, so a moved instance needs one entry changed), plus a flood entry per remote node for
  * ARP. nftables (table bridge flatgrid) drops frames a guest sends as someone else, and lets
- * through exactly the connected terminal pairs: from an output's instance to its input's
- * port, and the replies (matched by port: stateless); ARP; nothing else. Pure:
+ * through exactly the connected terminal pairs: a connection from an output's instance to
+ * its input's port, and that connection's replies; ARP; nothing else. Replies are told by
+ * the bridge's connection tracking (nf_conntrack_bridge) where the kernel has it, so that
+ * a server cannot open a connection of its own to its client; a kernel without it gets
+ * stateless rules that let through packets from the input's port (see Replies). Pure:
  * the agent turns these plans into `ip`, `bridge` and `nft` commands.
  */
+
+/**
+ * How the replies of an allowed connection get through: `conntrack` (only packets of a
+ * connection the client opened) or `port` (any packet from the server's terminal port to the
+ * client: a server could then open connections from that port, so only where the kernel
+ * tracks no bridged connections).
+ */
+export type Replies = "conntrack" | "port";
+
+/** A connection the application's terminals allow: `from` may connect to `to` on `port`. */
+export interface AllowedConnection {
+  from: string;
+  to: string;
+  protocol: "tcp" | "udp";
+  port: number;
+}
 
 export const VNI_BASE = 0x10000;
 export const VXLAN_PORT = 4789;
@@ -32,8 +51,8 @@ export interface AppNetPlan {
   remoteNodes: string[];
   /** Where each instance on another node is: its MAC behind that node's address. */
   remoteMacs: { mac: string; node: string }[];
-  /** The nftables rules of its chain, in order (the last drops the rest). */
-  rules: string[];
+  /** The connections its terminals allow, from instance address to instance address. */
+  allowed: AllowedConnection[];
   /**
    * Terminals of instances here published on this node's address (the descriptor's
    * `expose`): node port -> instance address and terminal port, by DNAT.
@@ -71,18 +90,18 @@ export function planNetworks(
     if (!instances.some((i) => i.node === self)) continue;
     const remote = instances.filter((i) => i.node !== null && i.node !== self);
     const byId = new Map(instances.map((i) => [i.id, i]));
-    const rules = ["ether type arp accept"];
+    const allowed: AllowedConnection[] = [];
     for (const link of app.spec.links) {
       const from = byId.get(link.from.instance);
       const to = byId.get(link.to.instance);
       if (!from || !to) continue;
-      const p = link.protocol;
-      rules.push(
-        `ip saddr ${from.address} ip daddr ${to.address} ${p} dport ${link.port} accept`,
-        `ip saddr ${to.address} ip daddr ${from.address} ${p} sport ${link.port} accept`,
-      );
+      allowed.push({
+        from: from.address,
+        to: to.address,
+        protocol: link.protocol,
+        port: link.port,
+      });
     }
-    rules.push("drop");
     const published = app.spec.exposures.flatMap((e) =>
       instances
         .filter(
@@ -114,7 +133,7 @@ export function planNetworks(
         })),
       remoteNodes: [...new Set(remote.map((i) => i.node as string))].sort(),
       remoteMacs: remote.map((i) => ({ mac: instanceMac(i.address), node: i.node as string })),
-      rules,
+      allowed,
       published,
       gateway: published.length ? `${appGateway(net)}/${APP_NET_PREFIX}` : null,
     });
@@ -122,8 +141,21 @@ export function planNetworks(
   return plans;
 }
 
+/** An application's chain: ARP, replies, the allowed connections, and drop for the rest. */
+export function appChainRules(p: AppNetPlan, replies: Replies): string[] {
+  const rules = ["ether type arp accept"];
+  if (replies === "conntrack") rules.push("ct state established,related accept");
+  for (const a of p.allowed) {
+    rules.push(`ip saddr ${a.from} ip daddr ${a.to} ${a.protocol} dport ${a.port} accept`);
+    if (replies === "port")
+      rules.push(`ip saddr ${a.to} ip daddr ${a.from} ${a.protocol} sport ${a.port} accept`);
+  }
+  rules.push("drop");
+  return rules;
+}
+
 /** The whole `table bridge flatgrid`, replaced in one `nft -f` transaction. */
-export function nftRuleset(plans: readonly AppNetPlan[]): string {
+export function nftRuleset(plans: readonly AppNetPlan[], replies: Replies): string {
   const lines = [
     "table bridge flatgrid",
     "delete table bridge flatgrid",
@@ -157,7 +189,7 @@ export function nftRuleset(plans: readonly AppNetPlan[]): string {
   lines.push("  }");
   for (const p of plans) {
     lines.push(`  chain app${p.net} {`, `    comment "${p.app}"`);
-    for (const r of p.rules) lines.push(`    ${r}`);
+    for (const r of appChainRules(p, replies)) lines.push(`    ${r}`);
     lines.push("  }");
   }
   lines.push("}");

@@ -1,6 +1,6 @@
 import { execFile } from "node:child_process";
 import { writeFileSync } from "node:fs";
-import type { AppNetPlan } from "./app-network.js";
+import type { AppNetPlan, Replies } from "./app-network.js";
 import { natRuleset, nftRuleset, VXLAN_PORT } from "./app-network.js";
 import { APP_MTU } from "./net-names.js";
 
@@ -58,6 +58,8 @@ export class NetworkApplier {
   private applied = new Set<string>();
   lastError: string | null = null;
   private routing = false;
+  /** How the rules let replies through: found out at the first apply with rules (rules()). */
+  replies: Replies | null = null;
 
   constructor(
     private readonly self: string,
@@ -167,17 +169,44 @@ export class NetworkApplier {
       this.log("info", `network: removed ${name}`);
     }
     await this.gateways(plans);
-    const rules = nftRuleset(plans) + natRuleset(this.self, plans);
     if (plans.length === 0 && this.lastRules === "") {
       // Nothing here, maybe ever: drop a table a previous run left, without needing nft.
       await this.exec("nft", ["delete", "table", "bridge", "flatgrid"]).catch(() => {});
       await this.exec("nft", ["delete", "table", "ip", "flatgrid"]).catch(() => {});
-      this.lastRules = rules;
-    } else if (rules !== this.lastRules) {
-      await this.exec("nft", ["-f", "-"], rules);
-      this.lastRules = rules;
-    }
+    } else await this.rules(plans);
     this.applied = wanted;
+  }
+
+  /**
+   * Replaces both tables in one transaction. The first time, it finds out whether the kernel
+   * tracks bridged connections: a ruleset with `ct` in the bridge table that nft refuses
+   * while the same one with replies by port goes through means it does not (no
+   * nf_conntrack_bridge, as on kernels before 5.3 or built without it).
+   */
+  private async rules(plans: readonly AppNetPlan[]): Promise<void> {
+    const text = (replies: Replies) => nftRuleset(plans, replies) + natRuleset(this.self, plans);
+    if (this.replies) {
+      const rules = text(this.replies);
+      if (rules !== this.lastRules) await this.exec("nft", ["-f", "-"], rules);
+      this.lastRules = rules;
+      return;
+    }
+    // Loaded by hand: not every kernel loads it when a bridge rule first asks for `ct`.
+    await this.exec("modprobe", ["-q", "nf_conntrack_bridge"]).catch(() => {});
+    try {
+      await this.exec("nft", ["-f", "-"], text("conntrack"));
+      this.replies = "conntrack";
+      this.log("info", "network: replies pass by connection tracking (nf_conntrack_bridge)");
+      this.lastRules = text("conntrack");
+    } catch (err) {
+      await this.exec("nft", ["-f", "-"], text("port"));
+      this.replies = "port";
+      this.lastRules = text("port");
+      this.log(
+        "warn",
+        `network: this kernel tracks no bridged connections (${(err as Error).message.split("\n")[0]}): replies pass by port, so a server could open connections from its terminal's port`,
+      );
+    }
   }
 
   /**

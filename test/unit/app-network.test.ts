@@ -39,15 +39,28 @@ describe("application network plans", () => {
   });
 
   it("lets through the connected pairs and their replies, drops spoofing and the rest", () => {
-    const rules = nftRuleset(planNetworks("10.0.0.1", [shop], where));
+    const rules = nftRuleset(planNetworks("10.0.0.1", [shop], where), "conntrack");
     assert.match(rules, /^delete table bridge flatgrid$/m);
     assert.match(rules, /iifname "fgt2i0" ether type ip ip saddr != 10\.128\.32\.2 drop/);
     assert.match(rules, /iifname "fgt2i0" ether saddr != 02:fb:0a:80:20:02 drop/);
     assert.match(rules, /iifname \{ "fgx2", "fgt2i\*" \} jump app2/);
+    // Replies of the connections let through, and only those: db cannot open one to web.
+    assert.match(
+      rules,
+      /comment "shop"\n {4}ether type arp accept\n {4}ct state established,related accept\n/,
+    );
     assert.match(rules, /ip saddr 10\.128\.32\.3 ip daddr 10\.128\.32\.6 tcp dport 6379 accept/);
-    assert.match(rules, /ip saddr 10\.128\.32\.6 ip daddr 10\.128\.32\.3 tcp sport 6379 accept/);
+    assert.doesNotMatch(rules, /sport/);
     assert.match(rules, /ip saddr 10\.128\.32\.2 ip daddr 10\.128\.32\.4 tcp dport 80 accept/);
     assert.doesNotMatch(rules, /daddr 10\.128\.32\.2 tcp dport/, "nothing connects to lb");
+    assert.match(rules, /accept\n {4}drop\n {2}\}/, "the chain ends with drop");
+  });
+
+  it("without bridge connection tracking, replies pass by the server's port", () => {
+    const rules = nftRuleset(planNetworks("10.0.0.1", [shop], where), "port");
+    assert.doesNotMatch(rules, /\bct\b/);
+    assert.match(rules, /ip saddr 10\.128\.32\.3 ip daddr 10\.128\.32\.6 tcp dport 6379 accept/);
+    assert.match(rules, /ip saddr 10\.128\.32\.6 ip daddr 10\.128\.32\.3 tcp sport 6379 accept/);
     assert.match(rules, /accept\n {4}drop\n {2}\}/, "the chain ends with drop");
   });
 
@@ -63,7 +76,7 @@ describe("application network plans", () => {
     assert.match(nat, /iifname != "fgb\*" oifname "fgb\*" drop/);
     // The node's .1 never crosses to other nodes, which may have the same one.
     assert.match(
-      nftRuleset(here ? [here] : []),
+      nftRuleset(here ? [here] : [], "conntrack"),
       /oifname "fgx2" ether type arp arp saddr ip 10\.128\.32\.1 drop/,
     );
     const [there] = planNetworks("10.0.0.2", [shop], where);
