@@ -2,10 +2,13 @@
  * `npm run bench -- apps`: scheduler placement of 10,000 instances on 1,000 node records,
  * time and memory, next to a plain first-fit placement of the same input in the same run
  * (the floor: no spreading, no balancing, no explanations); then shop's deploy and recovery
- * times on a real 3-node grid (apps-grid.ts). BENCH_ROUNDS sets the deploy rounds (3).
+ * times on a real 3-node grid (apps-grid.ts), and in the simulator with real appliances
+ * (apps-sim.ts, about 15 minutes; FLATGRID_BENCH_SIM=0 leaves it out). BENCH_ROUNDS sets
+ * the deploy rounds on the grid (3).
  */
 import { type Demand, type NodeCapacity, place } from "../src/controller/index.js";
 import { deployAndRecovery } from "./apps-grid.js";
+import { simDeployAndRecovery } from "./apps-sim.js";
 import { median, progress, report } from "./report.js";
 
 function input(): { nodes: NodeCapacity[]; pending: Demand[] } {
@@ -98,5 +101,7 @@ export async function run(): Promise<void> {
     baseline_value: Math.max(0.1, median(base.map((m) => m.mib))),
     note: "heap growth during one placement (run with --expose-gc for exact numbers)",
   });
-  await deployAndRecovery(Number(process.env.BENCH_ROUNDS ?? 3));
+  if (process.env.FLATGRID_BENCH_GRID !== "0")
+    await deployAndRecovery(Number(process.env.BENCH_ROUNDS ?? 3));
+  if (process.env.FLATGRID_BENCH_SIM !== "0") await simDeployAndRecovery();
 }
