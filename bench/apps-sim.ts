@@ -20,7 +20,18 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { AppStatus, GridStatus } from "../src/grid/index.js";
-import { down, kill, lanGet, loadState, NodeShell, up } from "../src/sim/index.js";
+import {
+  down,
+  jsonLine,
+  kill,
+  lanGet,
+  loadState,
+  onNode,
+  type SimNode,
+  up,
+  type WatchAppOptions,
+  watchApp,
+} from "../src/sim/index.js";
 import { progress, report } from "./report.js";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
@@ -29,46 +40,32 @@ const SHOP = "/usr/lib/flatgrid/examples/shop.yaml";
 const POLL_MS = 3000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function onNode(dir: string, index: number, command: string, timeoutMs = 180_000) {
-  const node = loadState(dir).nodes[index - 1];
-  if (!node) throw new Error(`no node-${index}`);
-  const shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
-  try {
-    await shell.open();
-    return (await shell.exec(command, timeoutMs)).output;
-  } finally {
-    shell.close();
-  }
+/** A command in node N's debug shell; its output. */
+function on(dir: string, index: number, command: string, timeoutMs = 180_000): Promise<string> {
+  return onNode(nodeOf(dir, index), command, { timeoutMs });
 }
 
-function json<T>(output: string): T | null {
-  try {
-    return JSON.parse(output.split("\n").find((l) => l.startsWith("{")) ?? "null") as T | null;
-  } catch {
-    return null;
-  }
+function nodeOf(dir: string, index: number): SimNode {
+  const n = loadState(dir).nodes[index - 1];
+  if (!n) throw new Error(`no node-${index}`);
+  return n;
 }
 
-async function until<T>(
-  what: string,
-  ask: () => Promise<T | null>,
-  done: (v: T) => boolean,
+/** Asks node N for shop's status every few seconds until `done`. */
+function shopUntil(
+  dir: string,
+  index: number,
+  done: (s: AppStatus) => boolean,
   timeoutMs: number,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await ask().catch(() => null);
-    if (v !== null && done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs / 1000} s`);
-    await sleep(POLL_MS);
-  }
+  onChange?: WatchAppOptions["onChange"],
+): Promise<AppStatus> {
+  return watchApp(nodeOf(dir, index), "shop", {
+    done,
+    timeoutMs,
+    intervalMs: POLL_MS,
+    ...(onChange && { onChange }),
+  });
 }
-
-/** shop's status as node N gives it; null while it answers with an error (no quorum yet). */
-const shopOn = (dir: string, index: number) => async () => {
-  const s = json<AppStatus>(await onNode(dir, index, "flatgrid app status shop --json"));
-  return Array.isArray(s?.instances) ? s : null;
-};
 
 /**
  * The five VMs by hand, on the nodes that ran them: each node copies its instances' vm.json
@@ -131,40 +128,33 @@ export async function simDeployAndRecovery(): Promise<void> {
       progress: (line) => progress(`sim: ${line}`),
     });
     progress(`3 servers ready in ${booted.seconds.toFixed(0)} s (${booted.state.accel.accel})`);
-    await until(
-      "a grid of 3 nodes with 3 etcd voters",
-      async () => json<GridStatus>(await onNode(dir, 1, "flatgrid grid status --json")),
-      (g) => g.nodes?.length === 3 && g.voters?.length === 3 && !!g.controller,
-      600_000,
-    );
+    const deadline = Date.now() + 600_000;
+    for (;;) {
+      const g = jsonLine<GridStatus>(
+        await on(dir, 1, "flatgrid grid status --json").catch(() => ""),
+      );
+      if (g?.nodes?.length === 3 && g.voters?.length === 3 && g.controller) break;
+      if (Date.now() > deadline)
+        throw new Error("not a grid of 3 nodes with 3 etcd voters in 600 s");
+      await sleep(POLL_MS);
+    }
     progress("one grid, 3 voters");
 
     const t0 = Date.now();
-    await onNode(dir, 1, `flatgrid app create -f ${SHOP}`);
-    let last = "";
-    const running = await until(
-      "shop running",
-      async () => {
-        const s = await shopOn(dir, 1)();
-        const line = s?.instances.map((i) => `${i.id} ${i.state}`).join(", ") ?? "";
-        if (line && line !== last) progress(`${((Date.now() - t0) / 1000).toFixed(0)} s: ${line}`);
-        last = line;
-        return s;
-      },
+    await on(dir, 1, `flatgrid app create -f ${SHOP}`);
+    const running = await shopUntil(
+      dir,
+      1,
       (s) => s.instances.every((i) => i.state === "running"),
       900_000,
+      (line, seconds) => progress(`${seconds.toFixed(0)} s: ${line}`),
     );
     const deployS = (Date.now() - t0) / 1000;
     progress(`shop running ${deployS.toFixed(0)} s after app create`);
 
     // The same VMs by hand, while the grid's are stopped (the same load on the nodes).
-    await onNode(dir, 1, "flatgrid app stop shop");
-    await until(
-      "shop stopped",
-      shopOn(dir, 1),
-      (s) => s.instances.every((i) => i.state === "stopped"),
-      300_000,
-    );
+    await on(dir, 1, "flatgrid app stop shop");
+    await shopUntil(dir, 1, (s) => s.instances.every((i) => i.state === "stopped"), 300_000);
     const byNode = new Map<number, string[]>();
     for (const i of running.instances) {
       const n = Number(i.hostname?.replace("node-", ""));
@@ -172,8 +162,8 @@ export async function simDeployAndRecovery(): Promise<void> {
     }
     const handRuns = await Promise.all(
       [...byNode].map(async ([n, ids]) => {
-        const out = await onNode(dir, n, byHandScript(ids), 700_000);
-        const r = json<{ ready: Record<string, number> }>(out);
+        const out = await on(dir, n, byHandScript(ids), 700_000);
+        const r = jsonLine<{ ready: Record<string, number> }>(out);
         if (!r || Object.keys(r.ready).length !== ids.length)
           throw new Error(
             `node-${n}: not every VM started by hand said ready: ${out.slice(-2000)}`,
@@ -195,10 +185,10 @@ export async function simDeployAndRecovery(): Promise<void> {
       note: `3 simulated servers (${booted.state.accel.accel}), 2 vCPUs and 3 GiB each; app create to every instance running, as app status polled every ${POLL_MS / 1000} s through a debug shell shows it (a few seconds of resolution)`,
     });
 
-    await onNode(dir, 1, "flatgrid app start shop");
-    const again = await until(
-      "shop running again",
-      shopOn(dir, 1),
+    await on(dir, 1, "flatgrid app start shop");
+    const again = await shopUntil(
+      dir,
+      1,
       (s) => s.instances.every((i) => i.state === "running"),
       900_000,
     );
@@ -208,9 +198,9 @@ export async function simDeployAndRecovery(): Promise<void> {
     const t1 = Date.now();
     kill(String(victim), dir);
     progress(`killed ${dbNode}, which ran db.0`);
-    const moved = await until(
-      "every instance running on the other nodes",
-      shopOn(dir, asker),
+    const moved = await shopUntil(
+      dir,
+      asker,
       (s) => s.instances.every((i) => i.state === "running" && i.hostname !== dbNode),
       900_000,
     );

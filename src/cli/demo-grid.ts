@@ -1,19 +1,20 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { GridStatus } from "../grid/index.js";
+import type { AppStatus, GridStatus } from "../grid/index.js";
 import {
   anyAlive,
   DEFAULT_DIR,
   lanGet,
   loadState,
-  NodeShell,
   nodeGridStatus,
+  onNode,
   plural,
   readState,
   type SimNode,
   status,
   up,
+  watchApp,
 } from "../sim/index.js";
 import { gridStatusText } from "./format.js";
 import { simStatusText } from "./sim.js";
@@ -39,22 +40,6 @@ export interface GridDemoOptions {
 
 const CATALOG = fileURLToPath(new URL("../../../build/catalog", import.meta.url));
 
-interface AppView {
-  instances: { id: string; state: string; hostname: string | null }[];
-  published: { component: string; terminal: string; endpoint: string | null }[];
-}
-
-/** `flatgrid app status NAME --json` on a node, through its debug shell. */
-async function appOn(node: SimNode, command: string): Promise<string> {
-  const shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
-  try {
-    await shell.open(300);
-    return (await shell.exec(command, 180_000)).output;
-  } finally {
-    shell.close();
-  }
-}
-
 /** Creates shop on node-1, waits until it runs, and asks it for a page three times. */
 async function deployShop(
   nodes: SimNode[],
@@ -63,32 +48,32 @@ async function deployShop(
 ): Promise<boolean> {
   const first = nodes[0] as SimNode;
   say(`== flatgrid app create -f examples/shop.yaml, on ${first.name}`);
-  const created = await appOn(first, "flatgrid app create -f /usr/lib/flatgrid/examples/shop.yaml");
+  const created = await onNode(
+    first,
+    "flatgrid app create -f /usr/lib/flatgrid/examples/shop.yaml",
+    {
+      settleMs: 300,
+    },
+  );
   say(`  ${created.trim()}`);
   say();
   say("== the controller places the instances; each node's agent runs its own in microVMs");
-  const started = Date.now();
-  let last = "";
-  let view: AppView | null = null;
-  for (;;) {
-    const out = await appOn(first, "flatgrid app status shop --json").catch(() => "");
-    try {
-      view = JSON.parse(out.split("\n").find((l) => l.startsWith("{")) ?? "null") as AppView;
-    } catch {
-      view = null;
-    }
-    const line = view?.instances?.map((i) => `${i.id} ${i.state}`).join(", ") ?? "no answer yet";
-    if (line !== last)
-      say(`  ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s  ${line}`);
-    last = line;
-    if (view?.instances?.every((i) => i.state === "running")) break;
-    if (Date.now() - started > o.appTimeoutMs) return false;
-    await sleep(5000);
+  let view: AppStatus;
+  try {
+    view = await watchApp(first, "shop", {
+      done: (v) => v.instances.every((i) => i.state === "running"),
+      timeoutMs: o.appTimeoutMs,
+      settleMs: 300,
+      onChange: (line, seconds) => say(`  ${seconds.toFixed(0).padStart(4)} s  ${line}`),
+    });
+  } catch (err) {
+    say(`  ${(err as Error).message}`);
+    return false;
   }
   say();
   say(`== flatgrid app status shop, on ${first.name}`);
   say(
-    (await appOn(first, "flatgrid app status shop"))
+    (await onNode(first, "flatgrid app status shop", { settleMs: 300 }))
       .trimEnd()
       .split("\n")
       .map((l) => `  ${l}`)

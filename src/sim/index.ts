@@ -16,6 +16,14 @@ export { anyAlive, type DownResult, down } from "./down.js";
 export { SimError, type SimErrorCode } from "./errors.js";
 export { type LanResponse, lanGet } from "./lan.js";
 export { killProcessesIn, NS_PREFIX, namespaceExists, pidsInNamespace } from "./netns.js";
+export {
+  instancesLine,
+  jsonLine,
+  type NodeCommandOptions,
+  onNode,
+  type WatchAppOptions,
+  watchApp,
+} from "./node-commands.js";
 export { bootUntil, type OneShot, type OneShotResult } from "./one-shot.js";
 export { kill, start } from "./power.js";
 export { QEMU, type QemuServer, qemuAlive, qemuArgs } from "./qemu.js";

@@ -3,9 +3,9 @@ import type { AccelChoice } from "./accel.js";
 import { bootStep, READY_LINE, readLog } from "./console.js";
 import { netbootAlive } from "./netboot.js";
 import { namespaceExists } from "./netns.js";
+import { jsonLine, onNode } from "./node-commands.js";
 import { qemuAlive } from "./qemu.js";
 import { qmp } from "./qmp.js";
-import { NodeShell } from "./shell.js";
 import { loadState, type SimNode } from "./state.js";
 
 export interface NodeStatus {
@@ -48,24 +48,20 @@ export async function nodeGridStatus(
   node: SimNode,
   timeoutMs = 60_000,
 ): Promise<{ grid: GridStatus | null; error: string | null }> {
-  const shell = new NodeShell(node.qemu.shellSocket);
+  let output: string;
   try {
-    await shell.open(300);
-    const { output } = await shell.exec("flatgrid grid status --json", timeoutMs);
-    const json = output.split("\n").find((l) => l.startsWith("{"));
-    if (!json) return { grid: null, error: `no JSON from flatgrid grid status: ${output.trim()}` };
-    const parsed = JSON.parse(json) as GridStatus | { error: { message: string } };
-    if ("error" in parsed) return { grid: null, error: parsed.error.message };
-    return { grid: parsed, error: null };
+    output = await onNode(node, "flatgrid grid status --json", { timeoutMs, settleMs: 300 });
   } catch (err) {
     const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
     return {
       grid: null,
       error: `no answer from the debug shell (${why}); is someone attached to it?`,
     };
-  } finally {
-    shell.close();
   }
+  const parsed = jsonLine<GridStatus | { error: { message: string } }>(output);
+  if (!parsed) return { grid: null, error: `no JSON from flatgrid grid status: ${output.trim()}` };
+  if ("error" in parsed) return { grid: null, error: parsed.error.message };
+  return { grid: parsed, error: null };
 }
 
 export async function status(

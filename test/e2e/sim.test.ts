@@ -13,17 +13,20 @@ import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
-import type { GridStatus } from "../../src/grid/index.js";
+import type { AppStatus, GridStatus } from "../../src/grid/index.js";
 import {
   down,
+  jsonLine,
   lanGet,
   loadState,
   NodeShell,
   namespaceExists,
+  onNode,
   READY_LINE,
   type SimStatus,
   vcpuLines,
   WEDGED,
+  watchApp,
 } from "../../src/sim/index.js";
 import { newTerminal, tmux } from "../tmux.js";
 
@@ -97,21 +100,10 @@ const SHOP_DEPLOY_MS = 900_000;
 const SHOP_RECOVERY_MS = 900_000;
 
 /** A command in node N's debug shell; its output. */
-async function onNode(index: number, command: string): Promise<string> {
+function on(index: number, command: string): Promise<string> {
   const node = loadState(DIR).nodes[index - 1];
   assert.ok(node, `node-${index}`);
-  const shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
-  try {
-    await shell.open();
-    return (await shell.exec(command, 180_000)).output;
-  } finally {
-    shell.close();
-  }
-}
-
-interface ShopView {
-  instances: { id: string; state: string; hostname: string | null }[];
-  published: { component: string; terminal: string; endpoint: string | null }[];
+  return onNode(node, command);
 }
 
 /** Asks node N for `app status shop --json` until `done`, printing each change of states. */
@@ -119,46 +111,29 @@ async function shopUntil(
   index: number,
   what: string,
   timeoutMs: number,
-  done: (v: ShopView) => boolean,
-): Promise<ShopView> {
-  const started = Date.now();
-  let last = "";
-  for (;;) {
-    const out = await onNode(index, "flatgrid app status shop --json").catch(
-      (e: Error) => e.message,
-    );
-    let view: ShopView | null = null;
-    try {
-      view = JSON.parse(
-        out.split("\n").find((l) => l.startsWith("{")) ?? "null",
-      ) as ShopView | null;
-    } catch {
-      view = null;
-    }
-    const line = view?.instances
-      ? view.instances
-          .map((i) => `${i.id} ${i.state}${i.hostname ? ` ${i.hostname}` : ""}`)
-          .join(", ")
-      : `no answer (${out.trim().split("\n").at(-1)?.slice(0, 200)})`;
-    if (line !== last)
-      process.stdout.write(
-        `# ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s  ${line}\n`,
-      );
-    last = line;
-    if (view?.instances && done(view)) return view;
-    if (Date.now() - started > timeoutMs) {
-      const logs = await onNode(
-        index,
-        "flatgrid app logs shop 2>&1 | tail -40; flatgrid logs grid -n 30 | cut -c1-300",
-      ).catch((e: Error) => e.message);
-      assert.fail(`shop: not ${what} within ${timeoutMs / 1000} s; last: ${line}\n${logs}`);
-    }
-    await sleep(10_000);
+  done: (v: AppStatus) => boolean,
+): Promise<AppStatus> {
+  const node = loadState(DIR).nodes[index - 1];
+  assert.ok(node, `node-${index}`);
+  try {
+    return await watchApp(node, "shop", {
+      done,
+      timeoutMs,
+      intervalMs: 10_000,
+      onChange: (line, seconds) =>
+        process.stdout.write(`# ${seconds.toFixed(0).padStart(4)} s  ${line}\n`),
+    });
+  } catch (err) {
+    const logs = await on(
+      index,
+      "flatgrid app logs shop 2>&1 | tail -40; flatgrid logs grid -n 30 | cut -c1-300",
+    ).catch((e: Error) => e.message);
+    assert.fail(`shop: not ${what}: ${(err as Error).message}\n${logs}`);
   }
 }
 
 /** `count` pages from lb's published port, fetched from the servers' LAN; retried while lb starts. */
-async function pages(view: ShopView, count: number): Promise<string[]> {
+async function pages(view: AppStatus, count: number): Promise<string[]> {
   const endpoint = view.published.find((p) => p.component === "lb")?.endpoint;
   assert.ok(endpoint, "lb's http is published on a node's address");
   const got: string[] = [];
@@ -411,7 +386,7 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
   });
 
   it("shop (lb -> web x 3 -> db) deployed with `app create` on node-1 runs on the grid: lb's published port serves pages from all three web servers, each counting its hits in db", async () => {
-    const created = await onNode(1, "flatgrid app create -f /usr/lib/flatgrid/examples/shop.yaml");
+    const created = await on(1, "flatgrid app create -f /usr/lib/flatgrid/examples/shop.yaml");
     process.stdout.write(`# ${created.trim()}\n`);
     assert.match(created, /shop: created, 5 instances/);
     const started = Date.now();
@@ -426,7 +401,7 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
     assert.equal(new Set(webNodes).size, 3, `web on ${webNodes.join(", ")}`);
     // The nodes' kernel (Debian's generic one) tracks bridged connections: the replies of the
     // connections lb -> web -> db pass by connection tracking, not by port.
-    const table = await onNode(1, "nft list table bridge flatgrid");
+    const table = await on(1, "nft list table bridge flatgrid");
     assert.match(table, /ct state established,related accept/);
     assert.doesNotMatch(table, /sport/);
     const served = await pages(view, 6);
@@ -453,10 +428,8 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
     // when they have caught up): with one voter, its node would take the grid's store along.
     const t = Date.now();
     for (;;) {
-      const out = await onNode(asker, "flatgrid grid status --json");
-      const g = JSON.parse(
-        out.split("\n").find((l) => l.startsWith("{")) ?? "{}",
-      ) as Partial<GridStatus>;
+      const out = await on(asker, "flatgrid grid status --json");
+      const g: Partial<GridStatus> = jsonLine<GridStatus>(out) ?? {};
       if (g.voters?.length === NODES) break;
       assert.ok(
         Date.now() - t < 300_000,
