@@ -181,11 +181,15 @@ class Running {
     );
   }
 
-  /** Resident KiB of the monitor process, and of the guest RAM mapping within it. */
-  memory(): { rssKiB: number; guestKiB: number; vmmKiB: number } {
+  /**
+   * Resident KiB of the monitor process, and of the guest RAM mapping within it; and how much
+   * of that is in transparent huge pages (what the nested guest's memory is mapped with).
+   */
+  memory(): { rssKiB: number; guestKiB: number; vmmKiB: number; guestHugeKiB: number } {
     const pid = this.child.pid;
     let rss = 0;
     let guest = 0;
+    let guestHuge = 0;
     let size = 0;
     let anonymous = false;
     // Guest RAM is the one anonymous mapping exactly the guest's size, in QEMU as in ours.
@@ -196,13 +200,16 @@ class Running {
         anonymous = (head[3] ?? "") === "";
         continue;
       }
+      const isGuest = anonymous && size === MEMORY_MIB * 1024;
+      const huge = /^AnonHugePages:\s+(\d+) kB/.exec(line);
+      if (huge && isGuest) guestHuge += Number(huge[1]);
       const r = /^Rss:\s+(\d+) kB/.exec(line);
       if (!r) continue;
       const kib = Number(r[1]);
       rss += kib;
-      if (anonymous && size === MEMORY_MIB * 1024) guest += kib;
+      if (isGuest) guest += kib;
     }
-    return { rssKiB: rss, guestKiB: guest, vmmKiB: rss - guest };
+    return { rssKiB: rss, guestKiB: guest, vmmKiB: rss - guest, guestHugeKiB: guestHuge };
   }
 
   /**

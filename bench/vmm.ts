@@ -134,6 +134,8 @@ interface BootResult {
   vmmKiB: number;
   guestKiB: number;
   rssKiB: number;
+  /** Of guestKiB, in transparent huge pages. */
+  guestHugeKiB: number;
 }
 
 interface PairResult extends BootResult {
@@ -224,7 +226,7 @@ export async function run(): Promise<void> {
         pairs[kind].push(r);
         const b = (t: string) => r.blk[t];
         progress(
-          `pair ${i + 1}/${rounds.length} ${kind}: seq read ${b("seq-read")?.MBps} MB/s, seq write ${b("seq-write")?.MBps} MB/s, 4k read ${b("rand-read")?.iops} IOPS, 4k write ${b("rand-write")?.iops} IOPS, net ${r.net.recv.Mbps} Mbit/s${r.net.path ? ` (${r.net.path.replace(/^.*frames moved by /, "")})` : ""}, monitor ${(r.vmmKiB / 1024).toFixed(1)} MiB after disk work`,
+          `pair ${i + 1}/${rounds.length} ${kind}: seq read ${b("seq-read")?.MBps} MB/s, seq write ${b("seq-write")?.MBps} MB/s, 4k read ${b("rand-read")?.iops} IOPS, 4k write ${b("rand-write")?.iops} IOPS, net ${r.net.recv.Mbps} Mbit/s${r.net.path ? ` (${r.net.path.replace(/^.*frames moved by /, "")})` : ""}, monitor ${(r.vmmKiB / 1024).toFixed(1)} MiB after disk work, guest RAM ${(r.guestKiB / 1024).toFixed(0)} MiB resident, ${(r.guestHugeKiB / 1024).toFixed(0)} MiB of it in huge pages`,
         );
       }
 
@@ -281,7 +283,8 @@ export async function run(): Promise<void> {
     });
     const blk = (k: Kind, test: string, field: "MBps" | "iops") =>
       median(pairs[k].map((r) => Number(r.blk[test]?.[field])));
-    const blkNote = `guestbench, ${SECONDS} s per pattern: O_DIRECT, one request at a time, 128 MiB file in the node's RAM, median of ${RUNS}`;
+    const huge = (k: Kind) => median(pairs[k].map((r) => r.guestHugeKiB)) / 1024;
+    const blkNote = `guestbench, ${SECONDS} s per pattern: O_DIRECT, one request at a time, 128 MiB file in the node's RAM, median of ${RUNS}; guest RAM in transparent huge pages after the disk work: ours ${huge("flatgrid").toFixed(0)} MiB, QEMU's ${huge("qemu").toFixed(0)} MiB`;
     for (const [metric, test, field, unit] of [
       ["blk_seq_mbps", "seq-read", "MBps", "MB/s"],
       ["blk_seq_write_mbps", "seq-write", "MBps", "MB/s"],
