@@ -19,13 +19,14 @@
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import type { AppStatus, GridStatus } from "../src/grid/index.js";
+import type { AppStatus } from "../src/grid/index.js";
 import {
   down,
   jsonLine,
   kill,
   lanGet,
   loadState,
+  nodeGridStatus,
   onNode,
   type SimNode,
   up,
@@ -130,9 +131,7 @@ export async function simDeployAndRecovery(): Promise<void> {
     progress(`3 servers ready in ${booted.seconds.toFixed(0)} s (${booted.state.accel.accel})`);
     const deadline = Date.now() + 600_000;
     for (;;) {
-      const g = jsonLine<GridStatus>(
-        await on(dir, 1, "flatgrid grid status --json").catch(() => ""),
-      );
+      const { grid: g } = await nodeGridStatus(nodeOf(dir, 1), 180_000);
       if (g?.nodes?.length === 3 && g.voters?.length === 3 && g.controller) break;
       if (Date.now() > deadline)
         throw new Error("not a grid of 3 nodes with 3 etcd voters in 600 s");
