@@ -15,6 +15,11 @@ export interface Measurement {
   target_ratio?: number;
   /** Throughputs: more is better, so the target ratio is a floor, not a ceiling. */
   higher_is_better?: boolean;
+  /**
+   * Where the bench runs both sides once per round (in alternating order): ours / theirs of
+   * each round. Their spread says how far the ratio of medians can be trusted.
+   */
+  round_ratios?: number[];
   note?: string;
 }
 
@@ -24,6 +29,7 @@ export function report(m: Measurement): void {
     line.baseline_value = round(m.baseline_value);
     line.ratio = round(m.value / m.baseline_value, 3);
   }
+  if (m.round_ratios) line.round_ratios = m.round_ratios.map((r) => round(r, 3));
   if (m.target !== undefined) line.met = m.value <= m.target;
   if (m.target_ratio !== undefined && m.baseline_value !== undefined) {
     const ratio = m.value / m.baseline_value;

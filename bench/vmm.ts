@@ -283,6 +283,12 @@ export async function run(): Promise<void> {
     });
     const blk = (k: Kind, test: string, field: "MBps" | "iops") =>
       median(pairs[k].map((r) => Number(r.blk[test]?.[field])));
+    // Round i ran ours and QEMU back to back (pairs[k][i]): their ratio, round by round.
+    const perRound = (value: (r: PairResult) => number) =>
+      pairs.flatgrid.map((r, i) => {
+        const q = pairs.qemu[i];
+        return q ? value(r) / value(q) : Number.NaN;
+      });
     const huge = (k: Kind) => median(pairs[k].map((r) => r.guestHugeKiB)) / 1024;
     const blkNote = `guestbench, ${SECONDS} s per pattern: O_DIRECT, one request at a time, 128 MiB file in the node's RAM, median of ${RUNS}; guest RAM in transparent huge pages after the disk work: ours ${huge("flatgrid").toFixed(0)} MiB, QEMU's ${huge("qemu").toFixed(0)} MiB`;
     for (const [metric, test, field, unit] of [
@@ -299,6 +305,7 @@ export async function run(): Promise<void> {
         baseline_value: blk("qemu", test, field),
         target_ratio: 0.8,
         higher_is_better: true,
+        round_ratios: perRound((r) => Number(r.blk[test]?.[field])),
         note: blkNote,
       });
     const gbps = (k: Kind) => median(pairs[k].map((r) => Number(r.net.recv.Mbps))) / 1000;
@@ -310,6 +317,7 @@ export async function run(): Promise<void> {
       baseline_value: gbps("qemu"),
       target_ratio: 0.9,
       higher_is_better: true,
+      round_ratios: perRound((r) => Number(r.net.recv.Mbps)),
       note: `one TCP stream for ${SECONDS} s between two VMs on a bridge of the node; both monitors with vhost-net; median of ${RUNS}`,
     });
     report({

@@ -41,6 +41,10 @@ int guest_main(void)
 	print_dec((l1[2] >> 31) & 1);
 	puts_serial(" apic=");
 	print_dec(l1[1] >> 24);
+	puts_serial(" tsc_deadline=");
+	print_dec((l1[2] >> 24) & 1);
+	puts_serial(" htt=");
+	print_dec((l1[3] >> 28) & 1);
 	puts_serial("\n");
 	return 0;
 }

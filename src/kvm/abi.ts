@@ -92,6 +92,7 @@ export const KVM_CAP_EXT_CPUID = 7;
 export const KVM_CAP_IRQFD = 32;
 export const KVM_CAP_PIT2 = 33;
 export const KVM_CAP_IOEVENTFD = 36;
+export const KVM_CAP_TSC_DEADLINE_TIMER = 72;
 export const KVM_CAP_IMMEDIATE_EXIT = 136;
 
 /** kvm_ioeventfd.flags. <linux/kvm.h> */
@@ -183,6 +184,7 @@ export const ABI_CONSTANTS: Record<string, number> = {
   KVM_CAP_IRQFD,
   KVM_CAP_PIT2,
   KVM_CAP_IOEVENTFD,
+  KVM_CAP_TSC_DEADLINE_TIMER,
   KVM_CAP_IMMEDIATE_EXIT,
   KVM_PIT_SPEAKER_DUMMY,
   KVM_IOEVENTFD_FLAG_DATAMATCH,

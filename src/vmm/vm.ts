@@ -5,6 +5,7 @@ import {
   close,
   EFD_NONBLOCK,
   eventfd,
+  KVM_CAP_TSC_DEADLINE_TIMER,
   KVM_EXIT_FAIL_ENTRY,
   KVM_EXIT_HLT,
   KVM_EXIT_INTERNAL_ERROR,
@@ -434,11 +435,12 @@ export class Vm extends EventEmitter {
     this.memory.writeU64(TESTGUEST_RAM_SIZE_ADDRESS, this.memory.size);
     this.memory.writeU32(TESTGUEST_CPU_COUNT_ADDRESS, this.config.vcpus);
     const supported = this.kvm.supportedCpuid();
+    const host = { tscDeadline: this.kvm.checkExtension(KVM_CAP_TSC_DEADLINE_TIMER) > 0 };
     this.startedAt = performance.now();
     for (let id = 0; id < this.config.vcpus; id++) {
       const fd = this.vmFd.createVcpu(id);
       const vcpu = new VcpuFd(fd, this.vmFd.vcpuMmapSize);
-      vcpu.setCpuid(normaliseCpuid(supported, id, this.config.vcpus));
+      vcpu.setCpuid(normaliseCpuid(supported, id, this.config.vcpus, host));
       setupLapic(vcpu);
       setupBootState(vcpu);
       // Secondary vCPUs wait for the boot CPU's INIT/SIPI; only vCPU 0 starts at the entry.

@@ -69,6 +69,8 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 echo "guest: init reached on $(nproc) cpus"
 echo "guest: cpus online $(cat /sys/devices/system/cpu/online)"
+echo "guest: timer $(cat /sys/devices/system/clockevents/clockevent0/current_device)"
+echo "guest: cpu flags$(grep -m1 '^flags' /proc/cpuinfo | tr ' ' '\\n' | grep -x -E 'hypervisor|ht|tsc_deadline_timer|x2apic' | sort | tr '\\n' ' ' | sed 's/^/ /')"
 for m in ${GUEST_MODULES.map((m) => m.split("/").pop()).join(" ")}; do
   insmod /lib/modules/$m || echo "guest: insmod $m failed"
 done

@@ -41,9 +41,14 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
   it("gives the guest normalised CPUID: the host's vendor, the hypervisor bit, APIC id 0", async () => {
     const r = await run({ kernel: guest("cpuid") });
     const vendor = /^vendor_id\s*:\s*(\S+)/m.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1];
+    // The TSC-deadline and HTT bits are printed, not checked here: this machine's PVM does not
+    // trap the guest's CPUID (the guest saw HTT with one vCPU, where our table clears it).
+    // test/unit/cpuid.test.ts checks the table, and the e2e test a Linux guest on nested KVM.
     assert.match(
       r.console,
-      new RegExp(`^cpuid vendor=${vendor} family=\\d+ model=\\d+ hypervisor=1 apic=0\\n$`),
+      new RegExp(
+        `^cpuid vendor=${vendor} family=\\d+ model=\\d+ hypervisor=1 apic=0 tsc_deadline=[01] htt=[01]\\n$`,
+      ),
     );
     assert.equal(r.end.resultCode, 0);
   });
