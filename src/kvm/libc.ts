@@ -26,6 +26,7 @@ const c = {
   pwrite: lib.func("intptr_t pwrite(int fd, const void *buf, size_t count, int64_t off)"),
   preadv: lib.func("intptr_t preadv(int fd, const void *iov, int iovcnt, int64_t off)"),
   pwritev: lib.func("intptr_t pwritev(int fd, const void *iov, int iovcnt, int64_t off)"),
+  fallocate: lib.func("int fallocate(int fd, int mode, int64_t off, int64_t len)"),
   poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
   pthreadSelf: lib.func("unsigned long pthread_self()"),
   gettid: lib.func("int gettid()"),
@@ -48,6 +49,10 @@ export const MADV_HUGEPAGE = 14;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const POLLIN = 0x1;
+/** fallocate(2) modes, <linux/falloc.h>. */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const FALLOC_FL_ZERO_RANGE = 0x10;
 /** The most struct iovec one preadv/pwritev takes (<sys/uio.h>; IOV_MAX in <limits.h>). */
 export const UIO_MAXIOV = 1024;
 
@@ -69,6 +74,9 @@ export const LIBC_CONSTANTS: Record<string, { value: number; header: string }> =
   EFD_NONBLOCK: { value: EFD_NONBLOCK, header: "sys/eventfd.h" },
   POLLIN: { value: POLLIN, header: "poll.h" },
   UIO_MAXIOV: { value: UIO_MAXIOV, header: "sys/uio.h" },
+  FALLOC_FL_KEEP_SIZE: { value: FALLOC_FL_KEEP_SIZE, header: "linux/falloc.h" },
+  FALLOC_FL_PUNCH_HOLE: { value: FALLOC_FL_PUNCH_HOLE, header: "linux/falloc.h" },
+  FALLOC_FL_ZERO_RANGE: { value: FALLOC_FL_ZERO_RANGE, header: "linux/falloc.h" },
 };
 
 const EINTR_ERRNO = constants.errno.EINTR;
@@ -281,6 +289,17 @@ export function pwritev(
   what: string,
 ): number {
   return check(c.pwritev(fd, iov, count, offset), "pwritev", what);
+}
+
+/** fallocate(2): `mode` FALLOC_FL_*, on `length` bytes at `offset`. */
+export function fallocate(
+  fd: number,
+  mode: number,
+  offset: number,
+  length: number,
+  what: string,
+): void {
+  check(c.fallocate(fd, mode, offset, length), "fallocate", what);
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { Layout } from "./layouts.js";
 /**
  * Virtio constants (virtio 1.2 spec; the kernel's UAPI headers carry the same values):
  * the one home of each, checked against <linux/virtio_*.h> by test/kvm/abi.test.ts.
@@ -61,14 +62,48 @@ export const VIRTIO_BLK_F_SEG_MAX = 2;
 export const VIRTIO_BLK_F_RO = 5;
 export const VIRTIO_BLK_F_BLK_SIZE = 6;
 export const VIRTIO_BLK_F_FLUSH = 9;
+export const VIRTIO_BLK_F_DISCARD = 13;
+export const VIRTIO_BLK_F_WRITE_ZEROES = 14;
 export const VIRTIO_BLK_T_IN = 0;
 export const VIRTIO_BLK_T_OUT = 1;
 export const VIRTIO_BLK_T_FLUSH = 4;
 export const VIRTIO_BLK_T_GET_ID = 8;
+export const VIRTIO_BLK_T_DISCARD = 11;
+export const VIRTIO_BLK_T_WRITE_ZEROES = 13;
+/** virtio_blk_discard_write_zeroes.flags: the device may deallocate what it zeroes. */
+export const VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP = 1;
 export const VIRTIO_BLK_S_OK = 0;
 export const VIRTIO_BLK_S_IOERR = 1;
 export const VIRTIO_BLK_S_UNSUPP = 2;
 export const VIRTIO_BLK_ID_BYTES = 20;
+
+/**
+ * struct virtio_blk_config: the fields we fill. The header's struct goes on past
+ * write_zeroes_may_unmap (secure erase, zoned), which we do not offer; the driver reads
+ * those only with their features.
+ */
+export const virtio_blk_config = {
+  c: "struct virtio_blk_config",
+  size: 72,
+  fields: {
+    capacity: [0, 8],
+    seg_max: [12, 4],
+    blk_size: [20, 4],
+    max_discard_sectors: [36, 4],
+    max_discard_seg: [40, 4],
+    discard_sector_alignment: [44, 4],
+    max_write_zeroes_sectors: [48, 4],
+    max_write_zeroes_seg: [52, 4],
+    write_zeroes_may_unmap: [56, 1],
+  },
+} satisfies Layout;
+/** One range of a DISCARD or WRITE_ZEROES request (virtio 1.2, 5.2.6). */
+export const virtio_blk_discard_write_zeroes: Layout = {
+  c: "struct virtio_blk_discard_write_zeroes",
+  size: 16,
+  fields: { sector: [0, 8], num_sectors: [8, 4], flags: [12, 4] },
+};
+export const VIRTIO_LAYOUTS: Layout[] = [virtio_blk_config, virtio_blk_discard_write_zeroes];
 
 export const VIRTIO_CONSTANTS: Record<string, number> = {
   VIRTIO_MMIO_MAGIC_VALUE,
@@ -118,10 +153,15 @@ export const VIRTIO_CONSTANTS: Record<string, number> = {
   VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_BLK_SIZE,
   VIRTIO_BLK_F_FLUSH,
+  VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
   VIRTIO_BLK_T_FLUSH,
   VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
   VIRTIO_BLK_S_OK,
   VIRTIO_BLK_S_IOERR,
   VIRTIO_BLK_S_UNSUPP,

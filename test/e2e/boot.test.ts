@@ -188,6 +188,8 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     assert.match(out, /guest: cpu flags ht hypervisor tsc_deadline_timer x2apic/);
     assert.match(out, new RegExp(`guest: disk marker ${DISK_MARKER}`));
     assert.match(out, /guest: boot count 1\b/);
+    assert.match(out, /guest: discard limit [1-9]\d* bytes/);
+    assert.match(out, /guest: discarded, 0 bytes of it not zero/);
     assert.doesNotMatch(out, /insmod \S+ failed/);
     assert.match(out, /guest: rebooting/);
     assert.match(out, /flatgrid vmm: VM ended: reset/);
@@ -199,6 +201,12 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
       30_000,
     );
     assert.match(count, /disk-count=1\b/);
+    // What the guest discarded reads as zeros in the file on the node too.
+    const discarded = await sh.exec(
+      "dd if=/mnt/data.img bs=65536 skip=8 count=1 2>/dev/null | tr -d '\\000' | wc -c",
+      30_000,
+    );
+    assert.equal(discarded.output.trim(), "0", discarded.output);
     // Its limits were 2 CPUs and 256 MiB plus the monitor's 160; its use was charged there.
     const group = await sh.exec(
       "cd /sys/fs/cgroup/flatgrid/e2e/vm2 && cat cpu.max memory.max && grep usage_usec cpu.stat && cat memory.peak",

@@ -18,7 +18,7 @@ import { iovec, LIBC_CONSTANTS, pollfd } from "../../src/kvm/libc.js";
 import { PVH_CONSTANTS, PVH_HEADERS, PVH_LAYOUTS } from "../../src/kvm/pvh-abi.js";
 import { TUN_CONSTANTS, TUN_HEADERS, TUN_LAYOUTS } from "../../src/kvm/tun-abi.js";
 import { VHOST_CONSTANTS, VHOST_HEADERS, VHOST_LAYOUTS } from "../../src/kvm/vhost-abi.js";
-import { VIRTIO_CONSTANTS, VIRTIO_HEADERS } from "../../src/kvm/virtio-abi.js";
+import { VIRTIO_CONSTANTS, VIRTIO_HEADERS, VIRTIO_LAYOUTS } from "../../src/kvm/virtio-abi.js";
 
 let fromC = new Map<string, number>();
 const ALL_LAYOUTS = [
@@ -30,6 +30,7 @@ const ALL_LAYOUTS = [
   ...TUN_LAYOUTS,
   ...VHOST_LAYOUTS,
   ...PVH_LAYOUTS,
+  ...VIRTIO_LAYOUTS,
 ];
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-abi-"));
 

@@ -1,20 +1,33 @@
 // virtio-blk through the virtio-mmio transport, driven by a TypeScript driver over real
 // guest memory and a real (sparse) image file. No vCPU: these check the device model.
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import {
+  VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_FLUSH,
   VIRTIO_BLK_F_RO,
+  VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_BLK_S_IOERR,
   VIRTIO_BLK_S_OK,
   VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_DISCARD,
   VIRTIO_BLK_T_FLUSH,
   VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
   VIRTIO_CONFIG_S_DRIVER_OK,
   VIRTIO_CONFIG_S_FEATURES_OK,
   VIRTIO_CONFIG_S_NEEDS_RESET,
@@ -26,6 +39,7 @@ import {
   VIRTIO_MMIO_MAGIC_VALUE,
   VIRTIO_MMIO_STATUS,
   VIRTIO_MMIO_VERSION,
+  virtio_blk_config,
 } from "../../src/kvm/index.js";
 import { GuestMemory, MmioTransport, VirtioBlock } from "../../src/vmm/index.js";
 import { AVAIL, DATA, DESC, TestDriver } from "./virtio-driver.js";
@@ -34,9 +48,25 @@ const dir = mkdtempSync(join(tmpdir(), "flatgrid-blk-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 const V1 = 1n << BigInt(VIRTIO_F_VERSION_1);
+const DISCARD = 1n << BigInt(VIRTIO_BLK_F_DISCARD);
+const WRITE_ZEROES = 1n << BigInt(VIRTIO_BLK_F_WRITE_ZEROES);
+const UNMAP = VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP;
 
-function setup(options: { readOnly?: boolean; sizeMiB?: number } = {}) {
-  const path = join(dir, `disk-${Math.random().toString(36).slice(2)}.img`);
+/** Writes DISCARD/WRITE_ZEROES ranges (sector, count, flags) at `at`: the request's buffer. */
+function ranges(memory: GuestMemory, at: number, list: [number, number, number][]) {
+  list.forEach(([sector, count, flags], i) => {
+    memory.writeU64(at + 16 * i, BigInt(sector));
+    memory.writeU32(at + 16 * i + 8, count);
+    memory.writeU32(at + 16 * i + 12, flags);
+  });
+  return [[at, 16 * list.length, false]] as [number, number, boolean][];
+}
+
+/** Bytes of the file's blocks on the host's file system. */
+const allocated = (path: string) => statSync(path).blocks * 512;
+
+function setup(options: { readOnly?: boolean; sizeMiB?: number; dir?: string } = {}) {
+  const path = join(options.dir ?? dir, `disk-${Math.random().toString(36).slice(2)}.img`);
   const image = Buffer.alloc((options.sizeMiB ?? 1) * 1024 * 1024);
   image.write("flatgrid disk label\n", 0);
   writeFileSync(path, image);
@@ -190,6 +220,126 @@ describe("virtio-blk over virtio-mmio", () => {
     assert.equal(st.size, 1024 * 1024 * 1024);
     assert.ok(st.blocks * 512 < 1024 * 1024, `${st.blocks} blocks allocated`);
     blk.close();
+  });
+
+  it("discards and zeroes ranges: a discard gives the file's space back and reads as zeros; write-zeroes keeps it allocated unless the driver allows unmapping", () => {
+    const { driver, memory, path, blk } = setup({ sizeMiB: 4 });
+    assert.ok(driver.deviceFeatures() & DISCARD);
+    assert.ok(driver.deviceFeatures() & WRITE_ZEROES);
+    assert.ok(driver.init(V1 | DISCARD | WRITE_ZEROES) & VIRTIO_CONFIG_S_DRIVER_OK);
+    const cfg = (field: keyof typeof virtio_blk_config.fields) =>
+      driver.reg(VIRTIO_MMIO_CONFIG + virtio_blk_config.fields[field][0]);
+    assert.equal(cfg("max_discard_seg"), 16);
+    assert.equal(cfg("discard_sector_alignment"), 8);
+    assert.ok(cfg("max_discard_sectors") >= 2048 * 1024);
+    assert.equal(cfg("write_zeroes_may_unmap") & 0xff, 1);
+
+    const before = allocated(path);
+    assert.ok(before >= 4 * 1024 * 1024, `the image starts filled (${before} bytes allocated)`);
+    // 1 MiB from 4 KiB, and 512 KiB from 2 MiB, in one request.
+    const req = DATA + 0x1000;
+    const discard = ranges(memory, req, [
+      [8, 2048, 0],
+      [4096, 1024, 0],
+    ]);
+    assert.equal(driver.block(VIRTIO_BLK_T_DISCARD, 0n, discard), VIRTIO_BLK_S_OK);
+    const freed = before - allocated(path);
+    assert.ok(freed >= 1.5 * 1024 * 1024, `the discard freed ${freed} bytes`);
+    const image = readFileSync(path);
+    assert.equal(image.subarray(0, 20).toString(), "flatgrid disk label\n", "sector 0 kept");
+    assert.ok(image.subarray(4096, 4096 + 1024 * 1024).every((b) => b === 0));
+
+    // Write-zeroes without unmap over written data: zeros, and the space stays allocated.
+    const buf = DATA + 0x10000;
+    memory.write(buf, Buffer.alloc(64 * 1024, 0xa5));
+    assert.equal(driver.block(VIRTIO_BLK_T_OUT, 6144n, [[buf, 64 * 1024, false]]), VIRTIO_BLK_S_OK);
+    const written = allocated(path);
+    assert.equal(
+      driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, ranges(memory, req, [[6144, 128, 0]])),
+      VIRTIO_BLK_S_OK,
+    );
+    assert.ok(
+      readFileSync(path)
+        .subarray(6144 * 512, 6272 * 512)
+        .every((b) => b === 0),
+    );
+    assert.ok(allocated(path) >= written, "zeroed without unmap, the range stays allocated");
+    // With unmap allowed: zeros, and a hole.
+    assert.equal(driver.block(VIRTIO_BLK_T_OUT, 6144n, [[buf, 64 * 1024, false]]), VIRTIO_BLK_S_OK);
+    assert.equal(
+      driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, ranges(memory, req, [[6144, 128, UNMAP]])),
+      VIRTIO_BLK_S_OK,
+    );
+    assert.ok(
+      readFileSync(path)
+        .subarray(6144 * 512, 6272 * 512)
+        .every((b) => b === 0),
+    );
+    assert.ok(allocated(path) < written, "zeroed with unmap, the range is a hole");
+    assert.equal(blk.stats.discards, 1);
+    assert.equal(blk.stats.writeZeroes, 2);
+    blk.close();
+  });
+
+  it("zeroes by writing zeros where the file system has no zero-range (tmpfs)", (t) => {
+    if (!existsSync("/dev/shm")) return t.skip("no tmpfs at /dev/shm");
+    const shm = mkdtempSync("/dev/shm/flatgrid-blk-");
+    try {
+      const { driver, memory, path, blk } = setup({ sizeMiB: 1, dir: shm });
+      driver.init(V1 | WRITE_ZEROES);
+      const buf = DATA + 0x10000;
+      memory.write(buf, Buffer.alloc(8192, 0x3c));
+      assert.equal(driver.block(VIRTIO_BLK_T_OUT, 64n, [[buf, 8192, false]]), VIRTIO_BLK_S_OK);
+      const req = DATA + 0x1000;
+      const zero = ranges(memory, req, [[64, 16, 0]]);
+      assert.equal(driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, zero), VIRTIO_BLK_S_OK);
+      const image = readFileSync(path);
+      assert.ok(image.subarray(64 * 512, 80 * 512).every((b) => b === 0));
+      assert.equal(image.subarray(0, 20).toString(), "flatgrid disk label\n");
+      blk.close();
+    } finally {
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
+  it("refuses malformed discards as the spec says, and applies none of a request with one bad range", () => {
+    const { driver, memory, path, blk } = setup({ sizeMiB: 1 });
+    driver.init(V1 | DISCARD | WRITE_ZEROES);
+    const req = DATA + 0x1000;
+    const before = allocated(path);
+    const status = (type: number, list: [number, number, number][]) =>
+      driver.block(type, 0n, ranges(memory, req, list));
+    // "unmap" on a discard, and flags nobody defined: UNSUPP.
+    assert.equal(status(VIRTIO_BLK_T_DISCARD, [[8, 8, UNMAP]]), VIRTIO_BLK_S_UNSUPP);
+    assert.equal(status(VIRTIO_BLK_T_WRITE_ZEROES, [[8, 8, 2]]), VIRTIO_BLK_S_UNSUPP);
+    // Past the end of the disk, or too many ranges: IOERR.
+    assert.equal(status(VIRTIO_BLK_T_DISCARD, [[2040, 16, 0]]), VIRTIO_BLK_S_IOERR);
+    assert.equal(status(VIRTIO_BLK_T_DISCARD, [[2 ** 52, 8, 0]]), VIRTIO_BLK_S_IOERR);
+    const many = Array.from({ length: 17 }, (_, i): [number, number, number] => [8 * i, 8, 0]);
+    assert.equal(status(VIRTIO_BLK_T_DISCARD, many), VIRTIO_BLK_S_IOERR);
+    // A range cut short (not a whole 16-byte struct), and none at all.
+    assert.equal(driver.block(VIRTIO_BLK_T_DISCARD, 0n, [[req, 12, false]]), VIRTIO_BLK_S_IOERR);
+    assert.equal(driver.block(VIRTIO_BLK_T_DISCARD, 0n), VIRTIO_BLK_S_IOERR);
+    // A good range then a bad one: nothing was discarded.
+    assert.equal(
+      status(VIRTIO_BLK_T_DISCARD, [
+        [0, 1024, 0],
+        [2048, 8, 0],
+      ]),
+      VIRTIO_BLK_S_IOERR,
+    );
+    assert.equal(allocated(path), before);
+    assert.equal(readFileSync(path).subarray(0, 20).toString(), "flatgrid disk label\n");
+    assert.equal(blk.stats.discards, 0);
+    blk.close();
+    // A read-only disk offers neither, and refuses both.
+    const ro = setup({ readOnly: true });
+    assert.equal(ro.driver.deviceFeatures() & (DISCARD | WRITE_ZEROES), 0n);
+    ro.driver.init(V1 | (1n << BigInt(VIRTIO_BLK_F_RO)));
+    const roStatus = ro.driver.block(VIRTIO_BLK_T_DISCARD, 0n, ranges(ro.memory, req, [[0, 8, 0]]));
+    assert.equal(roStatus, VIRTIO_BLK_S_UNSUPP);
+    assert.equal(readFileSync(ro.path).subarray(0, 20).toString(), "flatgrid disk label\n");
+    ro.blk.close();
   });
 
   it("puts itself in NEEDS_RESET on a looping chain, then works again after a reset", () => {

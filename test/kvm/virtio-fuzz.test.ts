@@ -1,14 +1,31 @@
 // Property-based fuzzing of what a guest controls: virtqueue memory and the virtio-mmio
 // registers of a block device. Fixed seed and bounded runs, so CI is repeatable. The
 // properties: nothing but QueueError ever escapes the parser, the transport never throws,
-// every descriptor it accepts lies inside guest RAM, and the disk never grows.
+// every descriptor it accepts lies inside guest RAM, every block request of a well-formed
+// chain gets a status (or puts the device in NEEDS_RESET), and the disk never grows.
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import fc from "fast-check";
-import { VIRTIO_F_VERSION_1 } from "../../src/kvm/index.js";
+import {
+  VIRTIO_BLK_F_DISCARD,
+  VIRTIO_BLK_F_WRITE_ZEROES,
+  VIRTIO_BLK_S_IOERR,
+  VIRTIO_BLK_S_OK,
+  VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_DISCARD,
+  VIRTIO_BLK_T_FLUSH,
+  VIRTIO_BLK_T_GET_ID,
+  VIRTIO_BLK_T_IN,
+  VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_CONFIG_S_DRIVER_OK,
+  VIRTIO_CONFIG_S_NEEDS_RESET,
+  VIRTIO_F_VERSION_1,
+  VIRTIO_MMIO_STATUS,
+} from "../../src/kvm/index.js";
 import {
   GuestMemory,
   MmioTransport,
@@ -16,7 +33,7 @@ import {
   VirtioBlock,
   Virtqueue,
 } from "../../src/vmm/index.js";
-import { AVAIL, DESC, TestDriver, USED } from "./virtio-driver.js";
+import { AVAIL, DATA, DESC, TestDriver, USED } from "./virtio-driver.js";
 
 const SEED = 20261127;
 const RAM = 1024 * 1024;
@@ -138,5 +155,86 @@ describe("virtqueue and virtio-blk under fuzzed guest input", () => {
       ),
       { seed: SEED, numRuns: 500 },
     );
+  });
+
+  it("answers any block request of a well-formed chain with a status, and the disk never grows", (t) => {
+    const path = join(dir, "requests.img");
+    const size = 64 * 1024;
+    writeFileSync(path, Buffer.alloc(size, 0x11));
+    const features =
+      (1n << BigInt(VIRTIO_F_VERSION_1)) |
+      (1n << BigInt(VIRTIO_BLK_F_DISCARD)) |
+      (1n << BigInt(VIRTIO_BLK_F_WRITE_ZEROES));
+    const blk = new VirtioBlock({ path });
+    const transport = new MmioTransport(blk, memory, () => {});
+    const driver = new TestDriver(transport, memory);
+    const sector = mostly(
+      fc.bigInt({ min: 0n, max: BigInt(size / 512) }),
+      fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+    );
+    // DISCARD/WRITE_ZEROES ranges, mostly near the disk, with any flags now and then.
+    const range = fc.record({
+      sector,
+      count: mostly(fc.integer({ min: 0, max: 256 }), fc.integer({ min: 0, max: 0xffffffff })),
+      flags: mostly(fc.constantFrom(0, 1), fc.integer({ min: 0, max: 0xffffffff })),
+    });
+    const buffer = fc.record({
+      length: mostly(fc.constantFrom(16, 32, 512, 4096), fc.integer({ min: 0, max: 9000 })),
+      writable: fc.boolean(),
+    });
+    // How the runs ended, so that a run that never reached the request parser shows.
+    const seen = new Map<string, number>();
+    try {
+      fc.assert(
+        fc.property(
+          fc.oneof(
+            fc.constantFrom(
+              VIRTIO_BLK_T_IN,
+              VIRTIO_BLK_T_OUT,
+              VIRTIO_BLK_T_FLUSH,
+              VIRTIO_BLK_T_GET_ID,
+              VIRTIO_BLK_T_DISCARD,
+              VIRTIO_BLK_T_WRITE_ZEROES,
+            ),
+            fc.integer({ min: 0, max: 0xffffffff }),
+          ),
+          sector,
+          fc.array(range, { maxLength: 20 }),
+          fc.array(buffer, { maxLength: 4 }),
+          (type, at, list, buffers) => {
+            if (!(driver.init(features) & VIRTIO_CONFIG_S_DRIVER_OK)) throw new Error("init");
+            // The ranges go first, into the first buffers' memory, whatever their kind.
+            let address = DATA + 0x1000;
+            const chain = buffers.map(({ length, writable }): [number, number, boolean] => {
+              const b: [number, number, boolean] = [address, length, writable];
+              address += length;
+              return b;
+            });
+            list.forEach((r, i) => {
+              const at16 = DATA + 0x1000 + 16 * i;
+              memory.writeU64(at16, r.sector);
+              memory.writeU32(at16 + 8, r.count);
+              memory.writeU32(at16 + 12, r.flags >>> 0);
+            });
+            const status = driver.block(type >>> 0, at, chain);
+            const needsReset = (driver.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
+            const outcome = needsReset ? "needs-reset" : `status ${status}`;
+            seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
+            assert.ok(
+              needsReset ||
+                [VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP].includes(status),
+              `status ${status} for type ${type}`,
+            );
+            assert.equal(statSync(path).size, size);
+          },
+        ),
+        { seed: SEED, numRuns: 1500 },
+      );
+    } finally {
+      blk.close();
+    }
+    t.diagnostic(`outcomes: ${[...seen].map(([k, n]) => `${k} ${n}`).join(", ")}`);
+    for (const s of [VIRTIO_BLK_S_OK, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_UNSUPP])
+      assert.ok(seen.get(`status ${s}`), `no run ended with status ${s}`);
   });
 });

@@ -1,27 +1,49 @@
-import { fsyncSync } from "node:fs";
+import { fsyncSync, writeSync } from "node:fs";
 import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  fallocate,
+  SyscallError,
   UIO_MAXIOV,
   VIRTIO_BLK_ID_BYTES,
   VIRTIO_BLK_S_IOERR,
   VIRTIO_BLK_S_OK,
   VIRTIO_BLK_S_UNSUPP,
+  VIRTIO_BLK_T_DISCARD,
   VIRTIO_BLK_T_FLUSH,
   VIRTIO_BLK_T_GET_ID,
   VIRTIO_BLK_T_IN,
   VIRTIO_BLK_T_OUT,
+  VIRTIO_BLK_T_WRITE_ZEROES,
+  VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 } from "../../kvm/index.js";
 import type { GuestMemory } from "../guest-memory.js";
 import { IoVectors } from "../io-vectors.js";
 import { type Chain, type Descriptor, QueueError } from "../virtio/queue.js";
 
 /**
- * virtio-blk's requests (virtio 1.2, 5.2.6) on a raw image file: read, write, flush and
- * get-id. Plain data in, so that the VMM's main thread or a queue thread of the device's own
+ * virtio-blk's requests (virtio 1.2, 5.2.6) on a raw image file: read, write, flush, get-id,
+ * discard and write-zeroes. Discard punches a hole in the file, so what a guest frees (fstrim,
+ * a file system mounted with discard) stops taking space on the node. Plain data in, so that the VMM's main thread or a queue thread of the device's own
  * (QueueThread) can serve them alike; the counters live in shared memory for the same reason.
  */
 
 export const SECTOR = 512;
 const HEADER_BYTES = 16;
+
+/**
+ * What we announce for DISCARD and WRITE_ZEROES: ranges of up to 2 GiB, up to 16 of them in
+ * one request, discards in 4 KiB units (a host file system frees whole blocks; a guest
+ * rounds its discards to this).
+ */
+export const MAX_DISCARD_SECTORS = 0x400000 - 8;
+export const MAX_DISCARD_SEGMENTS = 16;
+export const DISCARD_ALIGNMENT_SECTORS = 8;
+/** struct virtio_blk_discard_write_zeroes */
+const RANGE_BYTES = 16;
+/** Zeros for WRITE_ZEROES where the file system zeroes no range itself. */
+const ZEROS = Buffer.alloc(256 * 1024);
 
 /** Everything a thread needs to serve a disk's requests. */
 export interface BlockRequestsSpec {
@@ -36,7 +58,16 @@ export interface BlockRequestsSpec {
   stats: SharedArrayBuffer;
 }
 
-const STAT_NAMES = ["reads", "writes", "flushes", "bytesRead", "bytesWritten", "errors"] as const;
+const STAT_NAMES = [
+  "reads",
+  "writes",
+  "flushes",
+  "bytesRead",
+  "bytesWritten",
+  "errors",
+  "discards",
+  "writeZeroes",
+] as const;
 export type BlockStats = Record<(typeof STAT_NAMES)[number], number>;
 
 export function blockStatsBuffer(): SharedArrayBuffer {
@@ -55,10 +86,13 @@ const FLUSHES = 2;
 const BYTES_READ = 3;
 const BYTES_WRITTEN = 4;
 const ERRORS = 5;
+const DISCARDS = 6;
+const WRITE_ZEROES = 7;
 
 export class BlockRequests {
   private readonly counters: Float64Array;
   private readonly header = Buffer.alloc(HEADER_BYTES);
+  private readonly ranges = Buffer.alloc(MAX_DISCARD_SEGMENTS * RANGE_BYTES);
   private readonly io = new IoVectors();
 
   constructor(private readonly spec: BlockRequestsSpec) {
@@ -144,6 +178,17 @@ export class BlockRequests {
           }
           break;
         }
+        case VIRTIO_BLK_T_DISCARD:
+        case VIRTIO_BLK_T_WRITE_ZEROES:
+          if (data.some((x) => x.writable))
+            throw new QueueError("discard or write-zeroes request with a writable buffer");
+          // Not offered on a read-only disk: a driver that sends it anyway is told so.
+          if (this.spec.readOnly) {
+            result = VIRTIO_BLK_S_UNSUPP;
+            break;
+          }
+          result = this.discardOrZero(memory, data, type === VIRTIO_BLK_T_DISCARD);
+          break;
         default:
           result = VIRTIO_BLK_S_UNSUPP;
       }
@@ -155,6 +200,89 @@ export class BlockRequests {
     }
     status[0] = result;
     return written + 1;
+  }
+
+  /**
+   * DISCARD or WRITE_ZEROES: every range is checked before any is applied, so a bad request
+   * changes nothing. Returns the status.
+   */
+  private discardOrZero(memory: GuestMemory, data: Descriptor[], discard: boolean): number {
+    const bytes = data.reduce((n, x) => n + x.length, 0);
+    // The spec asks for IOERR where a request has more ranges than we said we take.
+    if (bytes === 0 || bytes % RANGE_BYTES !== 0 || bytes > this.ranges.length)
+      return VIRTIO_BLK_S_IOERR;
+    let at = 0;
+    for (const x of data) {
+      memory.slice(x.address, x.length).copy(this.ranges, at);
+      at += x.length;
+    }
+    const ranges: { position: number; length: number; unmap: boolean }[] = [];
+    for (let off = 0; off < bytes; off += RANGE_BYTES) {
+      const sector = this.ranges.readUInt32LE(off) + this.ranges.readUInt32LE(off + 4) * 2 ** 32;
+      const count = this.ranges.readUInt32LE(off + 8);
+      const flags = this.ranges.readUInt32LE(off + 12);
+      // Unknown flags, and "unmap" on a discard, are for the device to refuse (5.2.6.2).
+      if ((flags & ~VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0) return VIRTIO_BLK_S_UNSUPP;
+      if (discard && flags !== 0) return VIRTIO_BLK_S_UNSUPP;
+      if (count > MAX_DISCARD_SECTORS || sector + count > this.spec.sectors)
+        return VIRTIO_BLK_S_IOERR;
+      ranges.push({
+        position: sector * SECTOR,
+        length: count * SECTOR,
+        unmap: (flags & VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP) !== 0,
+      });
+    }
+    for (const r of ranges) {
+      if (r.length === 0) continue;
+      if (discard) this.punch(r.position, r.length);
+      else this.zero(r.position, r.length, r.unmap);
+    }
+    this.count(discard ? DISCARDS : WRITE_ZEROES, 1);
+    return VIRTIO_BLK_S_OK;
+  }
+
+  /** A discard is a hint: where the file system cannot punch holes, the data just stays. */
+  private punch(position: number, length: number): void {
+    try {
+      fallocate(
+        this.spec.fd,
+        FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+        position,
+        length,
+        "discarding a range of a disk image",
+      );
+    } catch (err) {
+      if (!(err instanceof SyscallError && err.code === "EOPNOTSUPP")) throw err;
+    }
+  }
+
+  /**
+   * Zeros on the disk: a hole where the driver lets us deallocate, else a zeroed range the
+   * file system keeps allocated; where it has neither (EOPNOTSUPP), written zeros.
+   */
+  private zero(position: number, length: number, unmap: boolean): void {
+    const modes = unmap
+      ? [FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE]
+      : [FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE];
+    for (const mode of modes) {
+      try {
+        fallocate(this.spec.fd, mode, position, length, "zeroing a range of a disk image");
+        return;
+      } catch (err) {
+        if (!(err instanceof SyscallError && err.code === "EOPNOTSUPP")) throw err;
+      }
+    }
+    for (let done = 0; done < length; ) {
+      const n = writeSync(
+        this.spec.fd,
+        ZEROS,
+        0,
+        Math.min(ZEROS.length, length - done),
+        position + done,
+      );
+      if (n <= 0) throw new Error(`writing zeros wrote nothing at byte ${position + done}`);
+      done += n;
+    }
   }
 
   /**

@@ -1,11 +1,14 @@
 import { closeSync, fstatSync, openSync } from "node:fs";
 import {
   VIRTIO_BLK_F_BLK_SIZE,
+  VIRTIO_BLK_F_DISCARD,
   VIRTIO_BLK_F_FLUSH,
   VIRTIO_BLK_F_RO,
   VIRTIO_BLK_F_SEG_MAX,
+  VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_ID_BLOCK,
   VIRTIO_RING_F_INDIRECT_DESC,
+  virtio_blk_config,
 } from "../../kvm/index.js";
 import type { DeviceContext, VirtioDevice } from "../virtio/mmio-transport.js";
 import type { QueueThreadDevice } from "../virtio/queue-thread.js";
@@ -14,13 +17,17 @@ import {
   type BlockRequestsSpec,
   type BlockStats,
   blockStatsBuffer,
+  DISCARD_ALIGNMENT_SECTORS,
+  MAX_DISCARD_SECTORS,
+  MAX_DISCARD_SEGMENTS,
   readBlockStats,
   SECTOR,
 } from "./virtio-blk-requests.js";
 
 /**
- * virtio-blk on a raw image file (virtio 1.2, 5.2): read, write, flush and get-id. The file
- * stays sparse: only what the guest writes takes space. In a VM its requests are served on a
+ * virtio-blk on a raw image file (virtio 1.2, 5.2): read, write, flush, get-id, and on a
+ * writable disk discard and write-zeroes. The file stays sparse: only what the guest writes
+ * takes space, and what it discards gives the space back. In a VM its requests are served on a
  * queue thread of its own (QueueThread, given by useQueueThread()); on its own (the tests
  * that drive a transport directly) on the calling thread, synchronously.
  */
@@ -48,7 +55,8 @@ export class VirtioBlock implements VirtioDevice {
   readonly queueSizes = [QUEUE_SIZE];
   readonly sectors: bigint;
   private readonly fd: number;
-  private readonly config = Buffer.alloc(24);
+  /** struct virtio_blk_config up to write_zeroes_may_unmap and its padding. */
+  private readonly config = Buffer.alloc(60);
   private readonly statsBuffer = blockStatsBuffer();
   private readonly requests: BlockRequests;
   private context: DeviceContext | null = null;
@@ -78,11 +86,18 @@ export class VirtioBlock implements VirtioDevice {
       bit(VIRTIO_BLK_F_BLK_SIZE) |
       bit(VIRTIO_RING_F_INDIRECT_DESC);
     if (options.readOnly) features |= bit(VIRTIO_BLK_F_RO);
+    else features |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
     this.features = features;
-    // struct virtio_blk_config: capacity, size_max, seg_max, geometry, blk_size.
-    this.config.writeBigUInt64LE(this.sectors, 0);
-    this.config.writeUInt32LE(QUEUE_SIZE - 2, 12);
-    this.config.writeUInt32LE(SECTOR, 20);
+    const at = (field: keyof typeof virtio_blk_config.fields) => virtio_blk_config.fields[field][0];
+    this.config.writeBigUInt64LE(this.sectors, at("capacity"));
+    this.config.writeUInt32LE(QUEUE_SIZE - 2, at("seg_max"));
+    this.config.writeUInt32LE(SECTOR, at("blk_size"));
+    this.config.writeUInt32LE(MAX_DISCARD_SECTORS, at("max_discard_sectors"));
+    this.config.writeUInt32LE(MAX_DISCARD_SEGMENTS, at("max_discard_seg"));
+    this.config.writeUInt32LE(DISCARD_ALIGNMENT_SECTORS, at("discard_sector_alignment"));
+    this.config.writeUInt32LE(MAX_DISCARD_SECTORS, at("max_write_zeroes_sectors"));
+    this.config.writeUInt32LE(MAX_DISCARD_SEGMENTS, at("max_write_zeroes_seg"));
+    this.config.writeUInt8(1, at("write_zeroes_may_unmap"));
     this.requests = new BlockRequests(this.queueThreadSpec());
   }
 
