@@ -45,6 +45,7 @@ export {
   read,
   readRaw,
   SyscallError,
+  setThreadNice,
   signalEventfd,
   UIO_MAXIOV,
   view,

@@ -30,6 +30,7 @@ const c = {
   poll: lib.func("int poll(void *fds, unsigned long nfds, int timeout)"),
   pthreadSelf: lib.func("unsigned long pthread_self()"),
   gettid: lib.func("int gettid()"),
+  setpriority: lib.func("int setpriority(int which, unsigned int who, int prio)"),
   pthreadKill: lib.func("int pthread_kill(unsigned long thread, int sig)"),
 };
 
@@ -49,6 +50,8 @@ export const MADV_HUGEPAGE = 14;
 export const EFD_CLOEXEC = 0o2000000;
 export const EFD_NONBLOCK = 0o4000;
 export const POLLIN = 0x1;
+/** setpriority(2)'s "which": one process, or on Linux one thread by its id. <sys/resource.h> */
+export const PRIO_PROCESS = 0;
 /** fallocate(2) modes, <linux/falloc.h>. */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
@@ -74,6 +77,7 @@ export const LIBC_CONSTANTS: Record<string, { value: number; header: string }> =
   EFD_NONBLOCK: { value: EFD_NONBLOCK, header: "sys/eventfd.h" },
   POLLIN: { value: POLLIN, header: "poll.h" },
   UIO_MAXIOV: { value: UIO_MAXIOV, header: "sys/uio.h" },
+  PRIO_PROCESS: { value: PRIO_PROCESS, header: "sys/resource.h" },
   FALLOC_FL_KEEP_SIZE: { value: FALLOC_FL_KEEP_SIZE, header: "linux/falloc.h" },
   FALLOC_FL_PUNCH_HOLE: { value: FALLOC_FL_PUNCH_HOLE, header: "linux/falloc.h" },
   FALLOC_FL_ZERO_RANGE: { value: FALLOC_FL_ZERO_RANGE, header: "linux/falloc.h" },
@@ -289,6 +293,11 @@ export function pwritev(
   what: string,
 ): number {
   return check(c.pwritev(fd, iov, count, offset), "pwritev", what);
+}
+
+/** setpriority(PRIO_PROCESS, tid, nice): on Linux, a thread's own nice value. */
+export function setThreadNice(tid: number, nice: number): void {
+  check(c.setpriority(PRIO_PROCESS, tid, nice), "setpriority", "setting a thread's nice value");
 }
 
 /** fallocate(2): `mode` FALLOC_FL_*, on `length` bytes at `offset`. */

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -51,6 +51,35 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
       ),
     );
     assert.equal(r.end.resultCode, 0);
+  });
+
+  it("runs its vCPU threads at nice 5, below the monitor's own threads", async () => {
+    const niceOf = (tid: string) => {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      // Fields after the command's closing parenthesis start at field 3; nice is field 19.
+      return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[16]);
+    };
+    // KVM's own per-VM kernel thread (kvm-nx-lpage-recovery) is created by the first vCPU
+    // and takes its nice value: only the process's own threads count here.
+    const commOf = (tid: string) => readFileSync(`/proc/self/task/${tid}/comm`, "utf8").trim();
+    const niceThreads = () =>
+      readdirSync("/proc/self/task").filter((tid) => {
+        try {
+          return niceOf(tid) === 5 && !commOf(tid).startsWith("kvm");
+        } catch {
+          return false; // a thread that ended meanwhile
+        }
+      });
+    assert.equal(niceThreads().length, 0, "nothing at nice 5 before the VM");
+    const vm = new Vm({ memoryMiB: 16, vcpus: 2, kernel: guest("idle") });
+    vm.start();
+    try {
+      await vm.refreshCpuTimes(); // resolves once every vCPU thread has said its thread id
+      assert.equal(niceThreads().length, 2);
+      assert.equal(niceOf(String(process.pid)), 0, "the main thread keeps its priority");
+    } finally {
+      await vm.stop();
+    }
   });
 
   it("maps guest RAM where the guest expects it", async () => {
