@@ -25,7 +25,7 @@ import { fileURLToPath } from "node:url";
 import { debianCloudKernel, debianExtract } from "../image/debian.js";
 import { type GuestKernel, guestModules } from "../image/guest.js";
 import { cpioImage } from "../image/tools.js";
-import { down, NodeShell, up } from "../src/sim/index.js";
+import { down, NodeShell, SimError, up } from "../src/sim/index.js";
 import { extractVmlinux } from "../src/vmm/index.js";
 import { median, progress, report } from "./report.js";
 
@@ -41,6 +41,8 @@ const SECONDS = Number(process.env.FLATGRID_BENCH_SECONDS ?? 5);
  * `flatgrid sim console 1 --dir DIR/sim`, and `flatgrid sim down --dir DIR/sim` after.
  */
 const KEEP = process.env.FLATGRID_BENCH_KEEP === "1";
+/** How many wedged nodes one run replaces before it gives up. */
+const MAX_WEDGES = 3;
 
 /**
  * The guests' /init. The boot marker comes first, before anything else the init does; then
@@ -165,28 +167,61 @@ async function onNode<T>(shell: NodeShell, args: string): Promise<T> {
 export async function run(): Promise<void> {
   const dir = mkdtempSync("/var/tmp/flatgrid-bench-vmm-");
   const simDir = join(dir, "sim");
-  let shell: NodeShell | null = null;
+  // The node's shell, for the finally below (a closure replaces it when a node wedges).
+  const held: { shell: NodeShell | null } = { shell: null };
   try {
     progress("assets: Debian cloud kernel, guest initrd with guestbench, QEMU and its libraries");
     const { image, qemuVersion } = buildAssets(dir, debianCloudKernel());
-    progress("booting one simulated node");
-    const { state, seconds } = await up({
-      nodes: 1,
-      dir: simDir,
-      memoryMiB: 2048,
-      // One vCPU: see tcgVcpusWarning (a node with two froze under QEMU 7.2's TCG).
-      cpus: 1,
-      extraDisks: [image],
-      progress: (line) => progress(`sim: ${line}`),
-    });
-    progress(`node ready in ${seconds.toFixed(0)} s`);
-    const node = state.nodes[0];
-    if (!node) throw new Error("the simulator started no node");
-    shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
-    await shell.open();
-    const mounted = await shell.exec("mkdir -p /mnt && mount -o ro /dev/vdb /mnt", 60_000);
-    if (mounted.status !== 0) throw new Error(`mounting the assets disk: ${mounted.output}`);
-    await onNode(shell, "setup");
+    const bootNode = async (): Promise<NodeShell> => {
+      progress("booting one simulated node");
+      const { state, seconds } = await up({
+        nodes: 1,
+        dir: simDir,
+        memoryMiB: 2048,
+        // One vCPU: see tcgVcpusWarning (a node with two froze under QEMU 7.2's TCG).
+        cpus: 1,
+        extraDisks: [image],
+        progress: (line) => progress(`sim: ${line}`),
+      });
+      progress(`node ready in ${seconds.toFixed(0)} s`);
+      const node = state.nodes[0];
+      if (!node) throw new Error("the simulator started no node");
+      const sh = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
+      held.shell = sh;
+      await sh.open();
+      const mounted = await sh.exec("mkdir -p /mnt && mount -o ro /dev/vdb /mnt", 60_000);
+      if (mounted.status !== 0) throw new Error(`mounting the assets disk: ${mounted.output}`);
+      await onNode(sh, "setup");
+      return sh;
+    };
+    let current = await bootNode();
+    let wedges = 0;
+    /**
+     * One round on the node: each kind in turn, `what` (boot or pair) of it. The simulator's
+     * QEMU 7.2 wedges a node now and then (its emulation of nested SVM stops delivering an
+     * interrupt to a halted vCPU): then a fresh node replaces it and runs the whole round
+     * again, so that both monitors of a round are still measured on one node, back to back.
+     * Up to MAX_WEDGES times in a run.
+     */
+    const round = async <T>(what: "boot" | "pair", kinds: Kind[]): Promise<[Kind, T][]> => {
+      for (;;) {
+        const results: [Kind, T][] = [];
+        try {
+          for (const kind of kinds)
+            results.push([kind, await onNode<T>(current, `${what} ${kind}`)]);
+          return results;
+        } catch (err) {
+          if (!(err instanceof SimError && err.code === "wedged") || ++wedges > MAX_WEDGES)
+            throw err;
+          progress(
+            `the node wedged during a ${what} round (${wedges} of at most ${MAX_WEDGES}): a fresh node runs the round again`,
+          );
+          current.close();
+          down({ dir: simDir });
+          current = await bootNode();
+        }
+      }
+    };
 
     const boots: Record<Kind, BootResult[]> = {
       flatgrid: [],
@@ -201,8 +236,7 @@ export async function run(): Promise<void> {
         i % 2
           ? ["qemu", "flatgrid", "qemu-pvh", "flatgrid-pvh"]
           : ["flatgrid", "qemu", "flatgrid-pvh", "qemu-pvh"];
-      for (const kind of order) {
-        const r = await onNode<BootResult>(shell, `boot ${kind}`);
+      for (const [kind, r] of await round<BootResult>("boot", order)) {
         boots[kind].push(r);
         progress(
           `boot ${i + 1}/${RUNS} ${kind}: ${r.bootMs} ms to init, monitor ${(r.vmmKiB / 1024).toFixed(1)} MiB besides guest RAM`,
@@ -220,9 +254,8 @@ export async function run(): Promise<void> {
     const rounds: Kind[][] = [];
     for (let i = 0; i < RUNS; i++) rounds.push(i % 2 ? ["qemu", "flatgrid"] : ["flatgrid", "qemu"]);
     rounds.push(["flatgrid-userspace-net"]);
-    for (const [i, round] of rounds.entries())
-      for (const kind of round) {
-        const r = await onNode<PairResult>(shell, `pair ${kind}`);
+    for (const [i, kinds] of rounds.entries())
+      for (const [kind, r] of await round<PairResult>("pair", kinds)) {
         pairs[kind].push(r);
         const b = (t: string) => r.blk[t];
         progress(
@@ -329,7 +362,7 @@ export async function run(): Promise<void> {
       note: "ours with frames moved by the monitor itself (vhost: false), next to QEMU with vhost-net",
     });
   } finally {
-    shell?.close();
+    held.shell?.close();
     if (KEEP) {
       progress(
         `FLATGRID_BENCH_KEEP: the node is still up (flatgrid sim status --dir ${simDir}); its assets disk is ${join(dir, "assets.ext4")}`,

@@ -25,8 +25,9 @@ import { type Chain, type Descriptor, QueueError } from "../virtio/queue.js";
 /**
  * virtio-blk's requests (virtio 1.2, 5.2.6) on a raw image file: read, write, flush, get-id,
  * discard and write-zeroes. Discard punches a hole in the file, so what a guest frees (fstrim,
- * a file system mounted with discard) stops taking space on the node. Plain data in, so that the VMM's main thread or a queue thread of the device's own
- * (QueueThread) can serve them alike; the counters live in shared memory for the same reason.
+ * a file system mounted with discard) stops taking space on the node. Plain data in, so that
+ * the VMM's main thread or a queue thread of the device's own (QueueThread) can serve them
+ * alike; the counters live in shared memory for the same reason.
  */
 
 export const SECTOR = 512;
