@@ -42,7 +42,7 @@ import {
   virtio_blk_config,
 } from "../../src/kvm/index.js";
 import { GuestMemory, MmioTransport, VirtioBlock } from "../../src/vmm/index.js";
-import { AVAIL, DATA, DESC, TestDriver } from "./virtio-driver.js";
+import { AVAIL, DATA, DESC, discardRanges, TestDriver } from "./virtio-driver.js";
 
 const dir = mkdtempSync(join(tmpdir(), "flatgrid-blk-"));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -51,16 +51,6 @@ const V1 = 1n << BigInt(VIRTIO_F_VERSION_1);
 const DISCARD = 1n << BigInt(VIRTIO_BLK_F_DISCARD);
 const WRITE_ZEROES = 1n << BigInt(VIRTIO_BLK_F_WRITE_ZEROES);
 const UNMAP = VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP;
-
-/** Writes DISCARD/WRITE_ZEROES ranges (sector, count, flags) at `at`: the request's buffer. */
-function ranges(memory: GuestMemory, at: number, list: [number, number, number][]) {
-  list.forEach(([sector, count, flags], i) => {
-    memory.writeU64(at + 16 * i, BigInt(sector));
-    memory.writeU32(at + 16 * i + 8, count);
-    memory.writeU32(at + 16 * i + 12, flags);
-  });
-  return [[at, 16 * list.length, false]] as [number, number, boolean][];
-}
 
 /** Bytes of the file's blocks on the host's file system. */
 const allocated = (path: string) => statSync(path).blocks * 512;
@@ -238,7 +228,7 @@ describe("virtio-blk over virtio-mmio", () => {
     assert.ok(before >= 4 * 1024 * 1024, `the image starts filled (${before} bytes allocated)`);
     // 1 MiB from 4 KiB, and 512 KiB from 2 MiB, in one request.
     const req = DATA + 0x1000;
-    const discard = ranges(memory, req, [
+    const discard = discardRanges(memory, req, [
       [8, 2048, 0],
       [4096, 1024, 0],
     ]);
@@ -255,7 +245,7 @@ describe("virtio-blk over virtio-mmio", () => {
     assert.equal(driver.block(VIRTIO_BLK_T_OUT, 6144n, [[buf, 64 * 1024, false]]), VIRTIO_BLK_S_OK);
     const written = allocated(path);
     assert.equal(
-      driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, ranges(memory, req, [[6144, 128, 0]])),
+      driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, discardRanges(memory, req, [[6144, 128, 0]])),
       VIRTIO_BLK_S_OK,
     );
     assert.ok(
@@ -267,7 +257,7 @@ describe("virtio-blk over virtio-mmio", () => {
     // With unmap allowed: zeros, and a hole.
     assert.equal(driver.block(VIRTIO_BLK_T_OUT, 6144n, [[buf, 64 * 1024, false]]), VIRTIO_BLK_S_OK);
     assert.equal(
-      driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, ranges(memory, req, [[6144, 128, UNMAP]])),
+      driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, discardRanges(memory, req, [[6144, 128, UNMAP]])),
       VIRTIO_BLK_S_OK,
     );
     assert.ok(
@@ -291,7 +281,7 @@ describe("virtio-blk over virtio-mmio", () => {
       memory.write(buf, Buffer.alloc(8192, 0x3c));
       assert.equal(driver.block(VIRTIO_BLK_T_OUT, 64n, [[buf, 8192, false]]), VIRTIO_BLK_S_OK);
       const req = DATA + 0x1000;
-      const zero = ranges(memory, req, [[64, 16, 0]]);
+      const zero = discardRanges(memory, req, [[64, 16, 0]]);
       assert.equal(driver.block(VIRTIO_BLK_T_WRITE_ZEROES, 0n, zero), VIRTIO_BLK_S_OK);
       const image = readFileSync(path);
       assert.ok(image.subarray(64 * 512, 80 * 512).every((b) => b === 0));
@@ -308,7 +298,7 @@ describe("virtio-blk over virtio-mmio", () => {
     const req = DATA + 0x1000;
     const before = allocated(path);
     const status = (type: number, list: [number, number, number][]) =>
-      driver.block(type, 0n, ranges(memory, req, list));
+      driver.block(type, 0n, discardRanges(memory, req, list));
     // "unmap" on a discard, and flags nobody defined: UNSUPP.
     assert.equal(status(VIRTIO_BLK_T_DISCARD, [[8, 8, UNMAP]]), VIRTIO_BLK_S_UNSUPP);
     assert.equal(status(VIRTIO_BLK_T_WRITE_ZEROES, [[8, 8, 2]]), VIRTIO_BLK_S_UNSUPP);
@@ -336,7 +326,11 @@ describe("virtio-blk over virtio-mmio", () => {
     const ro = setup({ readOnly: true });
     assert.equal(ro.driver.deviceFeatures() & (DISCARD | WRITE_ZEROES), 0n);
     ro.driver.init(V1 | (1n << BigInt(VIRTIO_BLK_F_RO)));
-    const roStatus = ro.driver.block(VIRTIO_BLK_T_DISCARD, 0n, ranges(ro.memory, req, [[0, 8, 0]]));
+    const roStatus = ro.driver.block(
+      VIRTIO_BLK_T_DISCARD,
+      0n,
+      discardRanges(ro.memory, req, [[0, 8, 0]]),
+    );
     assert.equal(roStatus, VIRTIO_BLK_S_UNSUPP);
     assert.equal(readFileSync(ro.path).subarray(0, 20).toString(), "flatgrid disk label\n");
     ro.blk.close();

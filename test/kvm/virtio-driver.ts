@@ -142,3 +142,20 @@ export class TestDriver {
     return this.memory.slice(status, 1)[0] ?? -1;
   }
 }
+
+/**
+ * Writes DISCARD/WRITE_ZEROES ranges (sector, count, flags: struct
+ * virtio_blk_discard_write_zeroes) at `at`; returns them as a request's data buffer.
+ */
+export function discardRanges(
+  memory: GuestMemory,
+  at: number,
+  list: [number | bigint, number, number][],
+): [number, number, boolean][] {
+  list.forEach(([sector, count, flags], i) => {
+    memory.writeU64(at + 16 * i, BigInt(sector));
+    memory.writeU32(at + 16 * i + 8, count);
+    memory.writeU32(at + 16 * i + 12, flags);
+  });
+  return [[at, 16 * list.length, false]];
+}

@@ -33,7 +33,7 @@ import {
   VirtioBlock,
   Virtqueue,
 } from "../../src/vmm/index.js";
-import { AVAIL, DATA, DESC, TestDriver, USED } from "./virtio-driver.js";
+import { AVAIL, DATA, DESC, discardRanges, TestDriver, USED } from "./virtio-driver.js";
 
 const SEED = 20261127;
 const RAM = 1024 * 1024;
@@ -210,12 +210,11 @@ describe("virtqueue and virtio-blk under fuzzed guest input", () => {
               address += length;
               return b;
             });
-            list.forEach((r, i) => {
-              const at16 = DATA + 0x1000 + 16 * i;
-              memory.writeU64(at16, r.sector);
-              memory.writeU32(at16 + 8, r.count);
-              memory.writeU32(at16 + 12, r.flags >>> 0);
-            });
+            discardRanges(
+              memory,
+              DATA + 0x1000,
+              list.map((r) => [r.sector, r.count, r.flags >>> 0]),
+            );
             const status = driver.block(type >>> 0, at, chain);
             const needsReset = (driver.reg(VIRTIO_MMIO_STATUS) & VIRTIO_CONFIG_S_NEEDS_RESET) !== 0;
             const outcome = needsReset ? "needs-reset" : `status ${status}`;
