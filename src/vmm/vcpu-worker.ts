@@ -72,12 +72,13 @@ function answeredHere(): boolean {
  */
 const VCPU_NICE = 5;
 
-parentPort?.postMessage({ thread: pthreadSelf(), tid: gettid() });
 try {
   setThreadNice(gettid(), VCPU_NICE);
 } catch {
   // Lowering one's own priority does not fail on Linux; were it to, the vCPU runs as before.
 }
+// After the nice value: whoever learns the thread id finds the thread as it will run.
+parentPort?.postMessage({ thread: pthreadSelf(), tid: gettid() });
 
 for (;;) {
   if (Atomics.load(ctl, CTL_STATE) === STATE_STOP) break;
