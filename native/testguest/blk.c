@@ -114,7 +114,9 @@ int guest_main(void)
 		puts_serial("blk: FAIL no virtio-blk device\n");
 		return FAIL_NO_DEVICE;
 	}
-	const char *why = virtio_setup(&dev, base, 1ULL << VIRTIO_BLK_F_RO, &vq_mem);
+	const char *why = virtio_setup(&dev, base,
+				       1ULL << VIRTIO_BLK_F_RO | 1ULL << VIRTIO_RING_F_EVENT_IDX,
+				       &vq_mem);
 	if (why) {
 		puts_serial("blk: FAIL setup: ");
 		puts_serial(why);
@@ -122,6 +124,8 @@ int guest_main(void)
 		return FAIL_SETUP;
 	}
 	int ro = (dev.features & (1ULL << VIRTIO_BLK_F_RO)) != 0;
+	if (dev.vq.event_idx)
+		puts_serial("blk: event idx on\n");
 
 	/* 1. Capacity (struct virtio_blk_config starts with le64 capacity). */
 	uint64_t capacity = virtio_config_read64(&dev, 0);

@@ -209,6 +209,8 @@ const char *virtq_setup(struct virtio_dev *d, struct virtq *q, uint16_t index,
 	q->size = size;
 	q->avail_idx = 0;
 	q->used_idx = 0;
+	q->kicked_idx = 0;
+	q->event_idx = (d->features & (1ULL << VIRTIO_RING_F_EVENT_IDX)) != 0;
 	q->desc = (struct vring_desc *)mem->desc;
 	q->avail = (struct vring_avail *)mem->avail;
 	q->used = (struct vring_used *)mem->used;
@@ -279,6 +281,19 @@ void virtq_make_available(struct virtq *q, uint16_t head)
 
 void virtq_notify(struct virtq *q)
 {
+	if (q->event_idx) {
+		uint16_t old = q->kicked_idx, now = q->avail_idx;
+		/* avail->idx is written; the device's avail_event must be read after it is seen. */
+		mb();
+		/* avail_event: the u16 after the used ring's entries (flags, idx, ring[size]). */
+		volatile uint16_t *event_at =
+			(volatile uint16_t *)((volatile uint8_t *)q->used + 4 + 8 * q->size);
+		uint16_t event = *event_at;
+		q->kicked_idx = now;
+		/* vring_need_event (2.7.10). */
+		if ((uint16_t)(now - event - 1) >= (uint16_t)(now - old))
+			return;
+	}
 	mmio_write32(q->notify, q->index);
 }
 

@@ -314,7 +314,8 @@ static int rx_poll(void)
  */
 static const char *setup(uint64_t base)
 {
-	const char *why = virtio_negotiate(&dev, base, 1ULL << VIRTIO_NET_F_MAC);
+	const char *why = virtio_negotiate(&dev, base,
+					   1ULL << VIRTIO_NET_F_MAC | 1ULL << VIRTIO_RING_F_EVENT_IDX);
 	if (!why)
 		why = virtq_setup(&dev, &rxq, RX_QUEUE, &rx_mem);
 	if (!why)
@@ -383,6 +384,8 @@ int guest_main(void)
 	if (!(dev.features & (1ULL << VIRTIO_NET_F_MAC)))
 		puts_serial(" (VIRTIO_NET_F_MAC not offered)");
 	puts_serial("\n");
+	if (rxq.event_idx)
+		puts_serial("net: event idx on\n");
 
 	/* Gratuitous ARP: a broadcast request for our own address. */
 	static const uint8_t zero_mac[ETH_ALEN];

@@ -88,6 +88,12 @@ static inline void barrier(void)
 	__asm__ volatile("" : : : "memory");
 }
 
+/* A full fence: a store before it is visible before any load after it (x86 reorders those). */
+static inline void mb(void)
+{
+	__asm__ volatile("mfence" : : : "memory");
+}
+
 /* Each guest defines this; its return value is the result code. */
 int guest_main(void);
 
@@ -140,6 +146,8 @@ struct virtq {
 	uint16_t size;
 	uint16_t avail_idx;        /* next avail->idx to publish */
 	uint16_t used_idx;         /* used entries consumed so far */
+	uint16_t kicked_idx;       /* avail_idx when the device was last notified */
+	int event_idx;             /* VIRTIO_RING_F_EVENT_IDX negotiated */
 	struct vring_desc *desc;
 	struct vring_avail *avail;
 	struct vring_used *used;
@@ -190,7 +198,11 @@ void virtio_write(const struct virtio_dev *d, uint32_t reg, uint32_t v);
 uint64_t virtio_config_read64(const struct virtio_dev *d, uint32_t offset);
 /* Puts head in the available ring and publishes avail->idx (no notify). */
 void virtq_make_available(struct virtq *q, uint16_t head);
-/* Writes the queue's index to QueueNotify. */
+/*
+ * Writes the queue's index to QueueNotify; with VIRTIO_RING_F_EVENT_IDX only when the
+ * device asked for it (its avail_event is among the entries made available since the last
+ * notification), as Linux's driver does: a device that forgets to ask is never notified.
+ */
 void virtq_notify(struct virtq *q);
 /* virtq_make_available, then virtq_notify. */
 void virtq_publish(struct virtq *q, uint16_t head);

@@ -41,7 +41,14 @@ export {
   MmioTransport,
   type VirtioDevice,
 } from "./virtio/mmio-transport.js";
-export { type Chain, type Descriptor, QueueError, Virtqueue } from "./virtio/queue.js";
+export {
+  type Chain,
+  type Descriptor,
+  memoryFence,
+  needEvent,
+  QueueError,
+  Virtqueue,
+} from "./virtio/queue.js";
 export {
   type BootProtocol,
   Vm,

@@ -83,6 +83,8 @@ fi
 i=0
 while [ ! -b /dev/vda ] && [ $i -lt 10 ]; do sleep 1; i=$((i + 1)); done
 if [ -b /dev/vda ]; then
+  # The ring features the driver took: bit 28 indirect descriptors, bit 29 event indexes.
+  echo "guest: disk ring features indirect $(cut -c29 /sys/block/vda/device/features) event_idx $(cut -c30 /sys/block/vda/device/features)"
   echo "guest: disk marker $(dd if=/dev/vda bs=${DISK_MARKER_OFFSET} skip=1 count=1 2>/dev/null | tr -dc a-z0-9-)"
   n=$(dd if=/dev/vda bs=16 count=1 2>/dev/null | tr -dc 0-9)
   n=$(( \${n:-0} + 1 ))

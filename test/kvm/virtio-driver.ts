@@ -21,6 +21,7 @@ import {
   VIRTIO_MMIO_QUEUE_USED_HIGH,
   VIRTIO_MMIO_QUEUE_USED_LOW,
   VIRTIO_MMIO_STATUS,
+  VIRTIO_RING_F_EVENT_IDX,
   VRING_DESC_F_NEXT,
   VRING_DESC_F_WRITE,
 } from "../../src/kvm/index.js";
@@ -36,6 +37,12 @@ export const QUEUE_STRIDE = 0x4000;
 export class TestDriver {
   private availIdx: number[] = [0, 0, 0, 0];
   private usedSeen: number[] = [0, 0, 0, 0];
+  /** The available index at each queue's last notification decision (event index mode). */
+  private kickedIdx: number[] = [0, 0, 0, 0];
+  /** VIRTIO_RING_F_EVENT_IDX was negotiated: notify only when avail_event asks. */
+  eventIdx = false;
+  /** QueueNotify writes made, per queue. */
+  readonly kicks: number[] = [0, 0, 0, 0];
 
   constructor(
     readonly transport: MmioTransport,
@@ -95,12 +102,19 @@ export class TestDriver {
       this.reg(VIRTIO_MMIO_QUEUE_READY, 1);
       this.availIdx[q] = 0;
       this.usedSeen[q] = 0;
+      this.kickedIdx[q] = 0;
+      this.kicks[q] = 0;
     }
+    this.eventIdx = (features & (1n << BigInt(VIRTIO_RING_F_EVENT_IDX))) !== 0n;
     this.reg(VIRTIO_MMIO_STATUS, s | VIRTIO_CONFIG_S_DRIVER_OK);
     return this.reg(VIRTIO_MMIO_STATUS);
   }
 
-  /** Posts one chain of [address, length, writable] buffers from descriptor `first`, and notifies. */
+  /**
+   * Posts one chain of [address, length, writable] buffers from descriptor `first`, and
+   * notifies: always, or with event indexes only when the device's avail_event asks for it,
+   * as Linux's driver does.
+   */
   submit(buffers: [number, number, boolean][], queue = 0, first = 0, notify = true): void {
     const shift = queue * QUEUE_STRIDE;
     buffers.forEach(([address, length, writable], i) => {
@@ -116,7 +130,32 @@ export class TestDriver {
     this.memory.writeU16(AVAIL + shift + 4 + 2 * (idx % this.queueSize), first);
     this.availIdx[queue] = (idx + 1) & 0xffff;
     this.memory.writeU16(AVAIL + shift + 2, this.availIdx[queue] ?? 0);
-    if (notify) this.reg(VIRTIO_MMIO_QUEUE_NOTIFY, queue);
+    if (notify) this.notify(queue);
+  }
+
+  /** Notifies the queue (with event indexes, only if the device asked); true if it did. */
+  notify(queue = 0): boolean {
+    if (this.eventIdx) {
+      const now = this.availIdx[queue] ?? 0;
+      const old = this.kickedIdx[queue] ?? 0;
+      this.kickedIdx[queue] = now;
+      // The device asked to hear of entry avail_event: is it among old..now-1 (wrapping)?
+      const asked = this.availEvent(queue);
+      if (((asked - old) & 0xffff) >= ((now - old) & 0xffff)) return false;
+    }
+    this.kicks[queue] = (this.kicks[queue] ?? 0) + 1;
+    this.reg(VIRTIO_MMIO_QUEUE_NOTIFY, queue);
+    return true;
+  }
+
+  /** The device's avail_event: the u16 after the used ring's entries. */
+  availEvent(queue = 0): number {
+    return this.memory.readU16(USED + queue * QUEUE_STRIDE + 4 + 8 * this.queueSize);
+  }
+
+  /** Sets used_event, the u16 after the available ring's entries: interrupt me after it. */
+  setUsedEvent(value: number, queue = 0): void {
+    this.memory.writeU16(AVAIL + queue * QUEUE_STRIDE + 4 + 2 * this.queueSize, value & 0xffff);
   }
 
   /** The next used entry of a queue: [head, written], or null if none came back. */

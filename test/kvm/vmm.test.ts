@@ -105,7 +105,7 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     const first = await run({ kernel: guest("blk"), disks: [{ path: disk, id: "t" }] }, 60_000);
     assert.equal(
       first.console,
-      "blk: capacity 2048 sectors\nblk: label flatgrid test disk\nblk: rw ok\nblk: flush ok\nblk: range ok\nblk: boot count 1\n",
+      "blk: event idx on\nblk: capacity 2048 sectors\nblk: label flatgrid test disk\nblk: rw ok\nblk: flush ok\nblk: range ok\nblk: boot count 1\n",
     );
     assert.equal(first.end.resultCode, 0);
     // What the guest wrote is on the host's disk, where a second VM finds it.
@@ -190,7 +190,7 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
       assert.match(ping.out, /3 packets transmitted, 3 received/);
       assert.match(
         vm.console.text(),
-        /^net: mac 02:00:00:00:00:07\n[\s\S]*net: arp reply sent\n[\s\S]*net: answered 3 pings\n$/,
+        /^net: mac 02:00:00:00:00:07\nnet: event idx on\n[\s\S]*net: arp reply sent\n[\s\S]*net: answered 3 pings\n$/,
       );
       assert.deepEqual(end, { reason: "reset", resultCode: 0 });
     } finally {

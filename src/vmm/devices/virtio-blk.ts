@@ -7,6 +7,7 @@ import {
   VIRTIO_BLK_F_SEG_MAX,
   VIRTIO_BLK_F_WRITE_ZEROES,
   VIRTIO_ID_BLOCK,
+  VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
   virtio_blk_config,
 } from "../../kvm/index.js";
@@ -84,7 +85,8 @@ export class VirtioBlock implements VirtioDevice {
       bit(VIRTIO_BLK_F_FLUSH) |
       bit(VIRTIO_BLK_F_SEG_MAX) |
       bit(VIRTIO_BLK_F_BLK_SIZE) |
-      bit(VIRTIO_RING_F_INDIRECT_DESC);
+      bit(VIRTIO_RING_F_INDIRECT_DESC) |
+      bit(VIRTIO_RING_F_EVENT_IDX);
     if (options.readOnly) features |= bit(VIRTIO_BLK_F_RO);
     else features |= bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
     this.features = features;

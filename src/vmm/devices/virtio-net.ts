@@ -16,6 +16,7 @@ import {
   VIRTIO_NET_F_MAC,
   VIRTIO_NET_F_STATUS,
   VIRTIO_NET_S_LINK_UP,
+  VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
   virtio_net_hdr_v1,
   writeRaw,
@@ -105,7 +106,8 @@ export class VirtioNet implements VirtioDevice {
       bit(VIRTIO_NET_F_GUEST_TSO6) |
       bit(VIRTIO_NET_F_HOST_TSO4) |
       bit(VIRTIO_NET_F_HOST_TSO6) |
-      bit(VIRTIO_RING_F_INDIRECT_DESC);
+      bit(VIRTIO_RING_F_INDIRECT_DESC) |
+      bit(VIRTIO_RING_F_EVENT_IDX);
     this.mac.copy(this.config, 0);
     this.config.writeUInt16LE(VIRTIO_NET_S_LINK_UP, 6);
     if (options.vhost === false) this.dataPath = "the VMM (vhost off in the config)";
@@ -117,8 +119,8 @@ export class VirtioNet implements VirtioDevice {
         this.dataPath = "vhost-net";
         // The ring features are the kernel's now: offer only those it serves. The offloads are
         // the tap's, as before.
-        const ring = bit(VIRTIO_RING_F_INDIRECT_DESC);
-        if (!(this.vhost.features & ring)) this.features &= ~ring;
+        for (const ring of [bit(VIRTIO_RING_F_INDIRECT_DESC), bit(VIRTIO_RING_F_EVENT_IDX)])
+          if (!(this.vhost.features & ring)) this.features &= ~ring;
       } catch (err) {
         this.dataPath = `the VMM (${VHOST_NET}: ${(err as Error).message})`;
       }
@@ -241,8 +243,9 @@ export class VirtioNet implements VirtioDevice {
       served++;
     }
     if (served) ctx.signalUsed(RX);
-    // No buffers left: stop watching the tap until the driver adds some (it notifies RX).
-    if (!q.hasAvailable(ctx.memory)) this.pauseRx();
+    // No buffers left: stop watching the tap until the driver adds some (it notifies RX;
+    // armNotify asks it to, with event indexes, and catches buffers added meanwhile).
+    if (!q.armNotify(ctx.memory)) this.pauseRx();
   }
 
   private resumeRx(): void {

@@ -1,5 +1,9 @@
 import { randomFillSync } from "node:crypto";
-import { VIRTIO_ID_RNG, VIRTIO_RING_F_INDIRECT_DESC } from "../../kvm/index.js";
+import {
+  VIRTIO_ID_RNG,
+  VIRTIO_RING_F_EVENT_IDX,
+  VIRTIO_RING_F_INDIRECT_DESC,
+} from "../../kvm/index.js";
 import type { DeviceContext, VirtioDevice } from "../virtio/mmio-transport.js";
 
 /**
@@ -13,7 +17,8 @@ const MAX_REQUEST = 64 * 1024;
 export class VirtioRng implements VirtioDevice {
   readonly name = "rng";
   readonly deviceId = VIRTIO_ID_RNG;
-  readonly features = 1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC);
+  readonly features =
+    (1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC)) | (1n << BigInt(VIRTIO_RING_F_EVENT_IDX));
   readonly queueSizes = [QUEUE_SIZE];
   private context: DeviceContext | null = null;
   private indirect = false;
@@ -27,7 +32,7 @@ export class VirtioRng implements VirtioDevice {
 
   activate(context: DeviceContext): void {
     this.context = context;
-    this.indirect = (context.driverFeatures & this.features) !== 0n;
+    this.indirect = (context.driverFeatures & (1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC))) !== 0n;
   }
 
   reset(): void {

@@ -5,6 +5,7 @@ import {
   VHOST_VSOCK_SET_RUNNING,
   VIRTIO_F_VERSION_1,
   VIRTIO_ID_VSOCK,
+  VIRTIO_RING_F_EVENT_IDX,
   VIRTIO_RING_F_INDIRECT_DESC,
 } from "../../kvm/index.js";
 import type { DeviceContext, KernelQueues, VirtioDevice } from "../virtio/mmio-transport.js";
@@ -77,6 +78,7 @@ export class VirtioVsock implements VirtioDevice {
     const wanted =
       (1n << BigInt(VIRTIO_F_VERSION_1)) |
       (1n << BigInt(VIRTIO_RING_F_INDIRECT_DESC)) |
+      (1n << BigInt(VIRTIO_RING_F_EVENT_IDX)) |
       (1n << BigInt(VIRTIO_VSOCK_F_SEQPACKET));
     this.features = this.vhost.features & wanted;
     try {

@@ -31,6 +31,7 @@ import {
   VIRTIO_MMIO_STATUS,
   VIRTIO_MMIO_VENDOR_ID,
   VIRTIO_MMIO_VERSION,
+  VIRTIO_RING_F_EVENT_IDX,
 } from "../../kvm/index.js";
 import type { BusDevice } from "../bus.js";
 import type { GuestMemory } from "../guest-memory.js";
@@ -288,7 +289,11 @@ export class MmioTransport implements BusDevice {
     try {
       const live = this.queues.filter((q) => q.ready);
       if (live.length === 0) throw new QueueError("no queue is ready");
-      for (const q of live) q.validate(this.memory);
+      const eventIdx = (this.driverFeatures & (1n << BigInt(VIRTIO_RING_F_EVENT_IDX))) !== 0n;
+      for (const q of live) {
+        q.validate(this.memory);
+        q.eventIdx = eventIdx;
+      }
       this.device.activate({
         memory: this.memory,
         queues: this.queues,

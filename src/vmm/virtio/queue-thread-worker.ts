@@ -15,6 +15,7 @@ import { type Chain, QueueError, serveAvailable, Virtqueue } from "./queue.js";
 import {
   CONTROL_BUSY,
   CONTROL_EXIT,
+  DEVICE_EVENT_IDX,
   DEVICE_GENERATION,
   DEVICE_INDIRECT,
   DEVICE_QUEUE_BASE,
@@ -66,6 +67,7 @@ class Served {
   private load(): void {
     this.generation = this.word(DEVICE_GENERATION);
     this.indirect = this.word(DEVICE_INDIRECT) === 1;
+    const eventIdx = this.word(DEVICE_EVENT_IDX) === 1;
     this.broken = false;
     this.queues = [];
     const count = this.word(DEVICE_QUEUES);
@@ -76,6 +78,7 @@ class Served {
       q.descTable = w(2) + w(3) * 2 ** 32;
       q.availRing = w(4) + w(5) * 2 ** 32;
       q.usedRing = w(6) + w(7) * 2 ** 32;
+      q.eventIdx = eventIdx;
       this.queues.push(q);
     }
   }

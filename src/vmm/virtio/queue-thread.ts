@@ -31,13 +31,17 @@ export const CONTROL_BUSY = 0;
 /** 1 once the VM ends: the thread leaves. */
 export const CONTROL_EXIT = 1;
 const HEADER_WORDS = 2;
-/** A device's words, from its base: state, generation, indirect, queue count, queues. */
+/**
+ * A device's words, from its base: state, generation, indirect, event index, queue count,
+ * queues.
+ */
 export const DEVICE_STATE = 0;
 /** Bumped at every activation: the thread reloads the device's queues when it changes. */
 export const DEVICE_GENERATION = 1;
 export const DEVICE_INDIRECT = 2;
-export const DEVICE_QUEUES = 3;
-export const DEVICE_QUEUE_BASE = 4;
+export const DEVICE_EVENT_IDX = 3;
+export const DEVICE_QUEUES = 4;
+export const DEVICE_QUEUE_BASE = 5;
 /** Per queue: ready, size, and the three ring addresses in 32-bit halves. */
 export const QUEUE_WORDS = 8;
 
@@ -189,6 +193,8 @@ export class QueueThreadDevice {
     const c = this.thread.words;
     const at = (k: number) => this.base + k;
     Atomics.store(c, at(DEVICE_INDIRECT), indirect ? 1 : 0);
+    // The transport set it on every live queue from the negotiated features.
+    Atomics.store(c, at(DEVICE_EVENT_IDX), queues.some((q) => q.eventIdx) ? 1 : 0);
     Atomics.store(c, at(DEVICE_QUEUES), queues.length);
     queues.forEach((q, i) => {
       const values = [

@@ -43,6 +43,19 @@ interface RingViews {
 }
 
 const DESC_SIZE = 16;
+
+/**
+ * A full memory fence. With VIRTIO_RING_F_EVENT_IDX, each side writes one index and then
+ * reads the other's: the device publishes avail_event and reads the available index, the
+ * driver publishes the available index and reads avail_event. x86 may let a load pass an
+ * earlier store, and then both would read the old value and neither would notify: a queue
+ * stalled for good. A sequentially consistent atomic is a locked instruction on x86, which
+ * orders every load and store around it, guest memory's too.
+ */
+const fenceWord = new Int32Array(new SharedArrayBuffer(4));
+export function memoryFence(): void {
+  Atomics.exchange(fenceWord, 0, 0);
+}
 /** The largest indirect table we follow; Linux never builds one longer than the queue. */
 const MAX_INDIRECT = 1024;
 /** The most bytes one request may cover. */
@@ -54,8 +67,15 @@ export class Virtqueue {
   descTable = 0;
   availRing = 0;
   usedRing = 0;
+  /**
+   * VIRTIO_RING_F_EVENT_IDX was negotiated: the driver says in used_event when it wants an
+   * interrupt, and the device says in avail_event when it wants a notification.
+   */
+  eventIdx = false;
   private lastAvail = 0;
   private usedIdx = 0;
+  /** The used index when the device last decided whether to interrupt (event index mode). */
+  private signalledUsed = 0;
   /** Views of the three areas, made once for where the driver put them (see rings()). */
   private views: RingViews | null = null;
 
@@ -67,7 +87,8 @@ export class Virtqueue {
     this.size = this.maxSize;
     this.ready = false;
     this.descTable = this.availRing = this.usedRing = 0;
-    this.lastAvail = this.usedIdx = 0;
+    this.lastAvail = this.usedIdx = this.signalledUsed = 0;
+    this.eventIdx = false;
     this.views = null;
   }
 
@@ -195,9 +216,35 @@ export class Virtqueue {
     used.setUint16(2, this.usedIdx, true);
   }
 
-  /** Whether the driver wants an interrupt for used buffers. */
+  /**
+   * Whether the driver wants an interrupt for the buffers used since the last time this was
+   * asked. With event indexes: when the used index passed used_event since then (virtio 1.2,
+   * 2.7.10), so a driver busy taking used buffers is not interrupted for each.
+   */
   wantsInterrupt(memory: GuestMemory): boolean {
-    return (this.rings(memory).available.getUint16(0, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    const available = this.rings(memory).available;
+    if (!this.eventIdx) return (available.getUint16(0, true) & VRING_AVAIL_F_NO_INTERRUPT) === 0;
+    // The used index just written must be visible before used_event is read (see memoryFence).
+    memoryFence();
+    const event = available.getUint16(4 + 2 * this.size, true);
+    const old = this.signalledUsed;
+    this.signalledUsed = this.usedIdx;
+    return needEvent(event, this.usedIdx, old);
+  }
+
+  /**
+   * Asks the driver to notify for the next buffer it makes available (avail_event, in event
+   * index mode), then says whether one came meanwhile: a device that found its queue empty
+   * calls this before it waits for a notification, and serves again when it returns true.
+   * Without event indexes the driver notifies every time, and this only looks.
+   */
+  armNotify(memory: GuestMemory): boolean {
+    const rings = this.rings(memory);
+    if (this.eventIdx) {
+      rings.used.setUint16(4 + 8 * this.size, this.lastAvail, true);
+      memoryFence();
+    }
+    return rings.available.getUint16(2, true) !== this.lastAvail;
   }
 
   /**
@@ -253,11 +300,22 @@ export function serveAvailable(
   serve: (chain: Chain) => number,
 ): number {
   let served = 0;
-  for (let chain = queue.pop(memory, indirect); chain; chain = queue.pop(memory, indirect)) {
-    queue.pushUsed(memory, chain.head, serve(chain));
-    served++;
-  }
+  do {
+    for (let chain = queue.pop(memory, indirect); chain; chain = queue.pop(memory, indirect)) {
+      queue.pushUsed(memory, chain.head, serve(chain));
+      served++;
+    }
+  } while (queue.armNotify(memory));
   return served;
+}
+
+/**
+ * vring_need_event: whether the index moving from `old` to `now` passed `event` (all 16-bit,
+ * wrapping): the driver asked to hear of the entry at `event` and that entry is among those
+ * added since the last notification.
+ */
+export function needEvent(event: number, now: number, old: number): boolean {
+  return ((now - event - 1) & 0xffff) < ((now - old) & 0xffff);
 }
 
 /** Copies the device-readable part of a chain, up to limit bytes. */
