@@ -9,6 +9,7 @@
  * It is copied onto the node's assets disk next to what it starts, and runs on the node's own
  * Node.js: it imports node: built-ins only.
  *   node vmm-node.mjs setup             the disk file, a bridge and two taps
+ *   node vmm-node.mjs settle            waits until the node's CPU is quiet
  *   node vmm-node.mjs boot KIND         one VM to its boot marker
  *   node vmm-node.mjs pair KIND         a VM that tests its disk and receives, one that sends
  * KIND: flatgrid (vhost-net where the node has it), flatgrid-userspace-net, qemu; and
@@ -271,6 +272,38 @@ function setup(): void {
   result({ setup: { disk: DISK, diskMiB: DISK_MIB, bridge: BRIDGE, taps: TAPS } });
 }
 
+/** The node's CPU time so far, from /proc/stat: [idle (with iowait), total], in ticks. */
+function cpuTicks(): [number, number] {
+  const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  return [(fields[3] ?? 0) + (fields[4] ?? 0), fields.reduce((a, b) => a + b, 0)];
+}
+
+/**
+ * Waits until the node is quiet: its CPU at least SETTLED_IDLE idle in two 2-second windows
+ * in a row, or SETTLE_MAX_S seconds. A node that has just booted is still starting its
+ * services, and a VM measured then (the first of a round on a fresh node) trailed the one
+ * after it by half.
+ */
+const SETTLED_IDLE = 0.85;
+const SETTLE_MAX_S = 120;
+async function settle(): Promise<void> {
+  const start = Date.now();
+  let quiet = 0;
+  let idle = 0;
+  while (quiet < 2 && Date.now() - start < SETTLE_MAX_S * 1000) {
+    const [i0, t0] = cpuTicks();
+    await new Promise((r) => setTimeout(r, 2000));
+    const [i1, t1] = cpuTicks();
+    idle = t1 > t0 ? (i1 - i0) / (t1 - t0) : 0;
+    quiet = idle >= SETTLED_IDLE ? quiet + 1 : 0;
+  }
+  result({ settle: { seconds: (Date.now() - start) / 1000, idle, settled: quiet >= 2 } });
+}
+
 async function boot(kind: Kind): Promise<void> {
   const { vm, bootMs } = await bootTo({ kind, name: "boot", role: "boot" });
   const memory = vm.memory();
@@ -324,9 +357,12 @@ async function pair(kind: Kind): Promise<void> {
 async function main(): Promise<void> {
   const [cmd, kind] = process.argv.slice(2);
   if (cmd === "setup") return setup();
+  if (cmd === "settle") return settle();
   if ((cmd === "boot" || cmd === "pair") && KINDS.includes(kind as Kind))
     return cmd === "boot" ? boot(kind as Kind) : pair(kind as Kind);
-  process.stderr.write(`usage: vmm-node.mjs setup | boot KIND | pair KIND (${KINDS.join(", ")})\n`);
+  process.stderr.write(
+    `usage: vmm-node.mjs setup | settle | boot KIND | pair KIND (${KINDS.join(", ")})\n`,
+  );
   process.exitCode = 2;
 }
 

@@ -192,6 +192,12 @@ export async function run(): Promise<void> {
       const mounted = await sh.exec("mkdir -p /mnt && mount -o ro /dev/vdb /mnt", 60_000);
       if (mounted.status !== 0) throw new Error(`mounting the assets disk: ${mounted.output}`);
       await onNode(sh, "setup");
+      const { settle } = await onNode<{
+        settle: { seconds: number; idle: number; settled: boolean };
+      }>(sh, "settle");
+      progress(
+        `node ${settle.settled ? "quiet" : "still busy"} after ${settle.seconds.toFixed(0)} s (CPU ${(settle.idle * 100).toFixed(0)}% idle)`,
+      );
       return sh;
     };
     let current = await bootNode();
