@@ -36,6 +36,9 @@ const SECONDS = Number(process.env.FGBENCH_SECONDS ?? 5);
 /** Nested guests on an emulated node boot in tens of seconds; give them room. */
 const STEP_TIMEOUT_MS = 300_000;
 const STOP_GRACE_MS = 30_000;
+/** What a VM's console may say before its lines are cut and the oldest dropped. */
+const MAX_LINE = 64 * 1024;
+const MAX_LINES = 20_000;
 
 const KINDS = ["flatgrid", "flatgrid-userspace-net", "qemu", "flatgrid-pvh", "qemu-pvh"] as const;
 type Kind = (typeof KINDS)[number];
@@ -129,6 +132,12 @@ class Running {
       const text = this.partial + chunk.toString("latin1");
       const parts = text.split(/\r?\n/);
       this.partial = parts.pop() ?? "";
+      // A console that never ends its line (garbage, a flood of carriage returns) would make
+      // every chunk cost more than the last: past MAX_LINE it is a line of its own.
+      if (this.partial.length > MAX_LINE) {
+        parts.push(this.partial);
+        this.partial = "";
+      }
       for (const line of parts) this.line(line);
     };
     this.child.stdout?.on("data", take);
@@ -140,7 +149,10 @@ class Running {
   }
 
   private line(line: string): void {
-    this.lines.push(line);
+    this.lines.push(
+      line.length > MAX_LINE ? `${line.slice(0, 200)}... (${line.length} bytes)` : line,
+    );
+    if (this.lines.length > MAX_LINES) this.lines.splice(0, this.lines.length - MAX_LINES / 2);
     for (const w of [...this.waiters]) {
       const ended = ENDED.test(line);
       if (!ended && !w.pattern.test(line)) continue;
@@ -178,7 +190,7 @@ class Running {
 
   private error(why: string): Error {
     return new Error(
-      `${this.spec.kind} ${this.spec.name}: ${why}; its last lines:\n${this.lines.slice(-25).join("\n")}`,
+      `${this.spec.kind} ${this.spec.name}: ${why}; its last lines:\n${this.lines.slice(-25).join("\n")}\nthe node's busiest processes:\n${busiest()}`,
     );
   }
 
@@ -232,6 +244,19 @@ class Running {
     for (const m of line.matchAll(/(\w[\w-]*)=("[^"]*"|\S+)/g))
       out[m[1] ?? ""] = (m[2] ?? "").replace(/^"|"$/g, "");
     return out;
+  }
+}
+
+/** `top`'s first lines: what else the node was doing when a step failed. */
+function busiest(): string {
+  try {
+    return execFileSync("top", ["-b", "-n", "1"], { encoding: "utf8", timeout: 10_000 })
+      .split("\n")
+      .slice(0, 15)
+      .map((l) => l.slice(0, 160))
+      .join("\n");
+  } catch (err) {
+    return `(top failed: ${(err as Error).message})`;
   }
 }
 
@@ -323,7 +348,7 @@ async function pair(kind: Kind): Promise<void> {
   let client: Running | null = null;
   try {
     const blk: Record<string, Record<string, string>> = {};
-    for (const test of ["seq-write", "seq-read", "rand-write", "rand-read"]) {
+    for (const test of ["warm-up", "seq-write", "seq-read", "rand-write", "rand-read"]) {
       const line = await server.vm.wait(new RegExp(`^fgbench: blk test=${test} `), test);
       blk[test] = Running.fields(line);
     }

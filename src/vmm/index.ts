@@ -44,7 +44,6 @@ export {
 export {
   type Chain,
   type Descriptor,
-  memoryFence,
   needEvent,
   QueueError,
   Virtqueue,
