@@ -16,7 +16,15 @@
  * flatgrid-pvh, qemu-pvh: the same kernel unpacked (vmlinux), which both boot through PVH.
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
-import { closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import {
+  appendFileSync,
+  closeSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -54,7 +62,9 @@ interface VmSpec {
 }
 
 function cmdline(spec: VmSpec): string {
-  const words = [`console=ttyS0 quiet fgb.role=${spec.role} fgb.secs=${SECONDS}`];
+  // FGBENCH_VERBOSE=1: the guest kernel's messages, timed, in each VM's console file.
+  const quiet = process.env.FGBENCH_VERBOSE === "1" ? "printk.time=1" : "quiet";
+  const words = [`console=ttyS0 ${quiet} fgb.role=${spec.role} fgb.secs=${SECONDS}`];
   if (spec.ip) words.push(`fgb.ip=${spec.ip}`, `fgb.peer=${SERVER_IP}`, `fgb.port=${NET_PORT}`);
   return words.join(" ");
 }
@@ -125,7 +135,11 @@ class Running {
   }[] = [];
   exited = false;
 
+  private readonly consoleFile: string;
+
   constructor(readonly spec: VmSpec) {
+    this.consoleFile = join(WORK, `${spec.name}.console`);
+    writeFileSync(this.consoleFile, "");
     const { file, args } = argv(spec);
     this.child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
     const take = (chunk: Buffer) => {
@@ -149,6 +163,11 @@ class Running {
   }
 
   private line(line: string): void {
+    // Each VM's console, with the node's time, in WORK/NAME.console (the last VM of a name).
+    appendFileSync(
+      this.consoleFile,
+      `${(performance.now() - this.startedAt).toFixed(0)} ${line}\n`,
+    );
     this.lines.push(
       line.length > MAX_LINE ? `${line.slice(0, 200)}... (${line.length} bytes)` : line,
     );
