@@ -357,7 +357,7 @@ export async function run(): Promise<void> {
       baseline_value: blk("qemu", "warm-up", "MBps"),
       higher_is_better: true,
       round_ratios: perRound((r) => Number(r.blk["warm-up"]?.MBps)),
-      note: "the guest's first 2 s of sequential writes after boot, before the measured patterns: a monitor's first requests (ours: JavaScript not yet compiled by V8)",
+      note: "the guest's first 2 s of sequential writes after boot, before the measured patterns: the first disk requests of the guest and of its monitor",
     });
     const gbps = (k: Kind) => median(pairs[k].map((r) => Number(r.net.recv.Mbps))) / 1000;
     report({
