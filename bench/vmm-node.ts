@@ -316,12 +316,16 @@ function setup(): void {
   result({ setup: { disk: DISK, diskMiB: DISK_MIB, bridge: BRIDGE, taps: TAPS } });
 }
 
-/** The node's CPU time so far, from /proc/stat: [idle (with iowait), total], in ticks. */
+/**
+ * The node's CPU time so far, from /proc/stat: [idle (with iowait), total], in ticks. As
+ * parseCpuLine in src/console/snapshot.ts reads it (this file imports built-ins only): the
+ * first eight fields, guest time being inside user time already.
+ */
 function cpuTicks(): [number, number] {
   const fields = (readFileSync("/proc/stat", "utf8").split("\n")[0] ?? "")
     .trim()
     .split(/\s+/)
-    .slice(1)
+    .slice(1, 9)
     .map(Number);
   return [(fields[3] ?? 0) + (fields[4] ?? 0), fields.reduce((a, b) => a + b, 0)];
 }

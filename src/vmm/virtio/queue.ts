@@ -53,7 +53,7 @@ const DESC_SIZE = 16;
  * orders every load and store around it, guest memory's too.
  */
 const fenceWord = new Int32Array(new SharedArrayBuffer(4));
-export function memoryFence(): void {
+function memoryFence(): void {
   Atomics.exchange(fenceWord, 0, 0);
 }
 /** The largest indirect table we follow; Linux never builds one longer than the queue. */
@@ -244,7 +244,7 @@ export class Virtqueue {
       rings.used.setUint16(4 + 8 * this.size, this.lastAvail, true);
       memoryFence();
     }
-    return rings.available.getUint16(2, true) !== this.lastAvail;
+    return this.hasAvailable(memory);
   }
 
   /**
