@@ -20,6 +20,7 @@ export {
   type Usage,
 } from "./snapshot.js";
 export {
+  partialReplyAtEnd,
   SERIAL_DEFAULT,
   type Size,
   SizeProbe,

@@ -73,6 +73,28 @@ export interface TerminalInput {
   emit(event: string | symbol, ...args: unknown[]): boolean;
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: ESC starts every reply
+const PARTIAL_REPLY = /\x1b(?:\[(?:\d{1,6}(?:;\d{0,6})?)?)?$/;
+
+/**
+ * The end of `input` that may be the start of a cursor report cut off by the line: a serial
+ * line hands over what has arrived, and a reply split as "ESC[30;10" and "0R" would reach
+ * blessed as keys, its R the reboot key. Empty when the input ends in no such start. Pure.
+ */
+export function partialReplyAtEnd(input: string): string {
+  return PARTIAL_REPLY.exec(input)?.[0] ?? "";
+}
+
+/**
+ * How long a cut-off start waits for the rest: longer while an answer is expected, since
+ * a start let go too early brings back the very keys this is here to stop (a busy node's
+ * serial line has been seen to cut a reply).
+ */
+const HOLD_MS = 50;
+const HOLD_ASKED_MS = 3000;
+/** How long after a question its answer may still come. */
+const ANSWER_WINDOW_MS = 10_000;
+
 /**
  * Asks the terminal at the other end of a line for its size, and keeps the replies away
  * from whoever reads keys from `input` (blessed). Install it before anything reads.
@@ -80,26 +102,56 @@ export interface TerminalInput {
 export class SizeProbe {
   private waiting: ((size: Size | null) => void) | null = null;
   private pending: Promise<Size | null> | null = null;
+  /** The start of a reply that the line cut off, kept until the rest comes. */
+  private held = "";
+  private holdTimer: NodeJS.Timeout | null = null;
+  private askedAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     input: TerminalInput,
     private readonly write: (text: string) => void,
   ) {
     const emit = input.emit.bind(input);
+    const pass = (text: string, binary: boolean) =>
+      emit("data", binary ? Buffer.from(text, "latin1") : text);
     // Every reader of a stream gets its data through emit("data"): filtering there takes the
     // replies out for all of them, whichever listener came first.
     input.emit = (event: string | symbol, ...args: unknown[]): boolean => {
       if (event !== "data") return emit(event, ...args);
       const chunk = args[0];
-      const text =
-        typeof chunk === "string" ? chunk : Buffer.from(chunk as Uint8Array).toString("latin1");
-      if (!text.includes("R")) return emit(event, ...args);
-      const { rest, replies } = takeCursorReplies(text);
+      const binary = typeof chunk !== "string";
+      const received = binary ? Buffer.from(chunk as Uint8Array).toString("latin1") : chunk;
+      if (!this.held && !String(received).includes("\x1b")) return emit(event, ...args);
+      const text = this.held + received;
+      this.stopHolding();
+      const tail = partialReplyAtEnd(text);
+      const { rest, replies } = takeCursorReplies(text.slice(0, text.length - tail.length));
       const reply = replies.at(-1);
       if (reply && this.waiting) this.waiting(reply);
+      if (tail) {
+        this.held = tail;
+        // A lone Escape key, or a key's sequence the line cut, goes on after a moment.
+        const expecting = Date.now() - this.askedAt < ANSWER_WINDOW_MS;
+        this.holdTimer = setTimeout(
+          () => {
+            const held = this.held;
+            this.held = "";
+            this.holdTimer = null;
+            if (held) pass(held, binary);
+          },
+          expecting ? HOLD_ASKED_MS : HOLD_MS,
+        );
+        this.holdTimer.unref?.();
+      }
       if (!rest) return true;
-      return emit("data", typeof chunk === "string" ? rest : Buffer.from(rest, "latin1"));
+      return pass(rest, binary);
     };
+  }
+
+  private stopHolding(): void {
+    if (this.holdTimer) clearTimeout(this.holdTimer);
+    this.holdTimer = null;
+    this.held = "";
   }
 
   /** The terminal's size, or null when nobody answers within `timeoutMs`. */
@@ -114,6 +166,7 @@ export class SizeProbe {
         resolve(size);
       };
       this.waiting = done;
+      this.askedAt = Date.now();
       // Save the cursor, go to the far corner, ask, and come back: nothing on the screen moves.
       this.write(`\x1b7${FAR_CORNER}\x1b[6n\x1b8`);
     });

@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
 import { describe, it } from "node:test";
-import { SizeProbe, sizeFromCursor, takeCursorReplies } from "../../src/console/index.js";
+import {
+  partialReplyAtEnd,
+  SizeProbe,
+  sizeFromCursor,
+  takeCursorReplies,
+} from "../../src/console/index.js";
 import { consoleTerm } from "../../src/os/index.js";
 
 describe("a serial line's size, asked of the terminal", () => {
@@ -43,6 +48,59 @@ describe("a serial line's size, asked of the terminal", () => {
     input.emit("data", Buffer.from("\x1b[24;80R", "latin1"));
     input.emit("data", Buffer.from("\xe9R", "latin1"));
     assert.deepEqual(keys, ["x", "\xe9R"]);
+  });
+
+  it("finds the start of a reply that the line cut off at the end of what came", () => {
+    assert.equal(partialReplyAtEnd("a\x1b"), "\x1b");
+    assert.equal(partialReplyAtEnd("a\x1b["), "\x1b[");
+    assert.equal(partialReplyAtEnd("\x1b[30"), "\x1b[30");
+    assert.equal(partialReplyAtEnd("\x1b[30;"), "\x1b[30;");
+    assert.equal(partialReplyAtEnd("\x1b[30;10"), "\x1b[30;10");
+    assert.equal(partialReplyAtEnd("\x1b[30;100R"), "");
+    assert.equal(partialReplyAtEnd("\x1b[A"), "");
+    assert.equal(partialReplyAtEnd("abc"), "");
+  });
+
+  it("puts a reply that the line cut anywhere back together: no piece of it reaches the keys", async () => {
+    const reply = "\x1b[30;100R";
+    for (let cut = 1; cut < reply.length; cut++) {
+      const input = new EventEmitter();
+      const probe = new SizeProbe(input, () => {});
+      const keys: string[] = [];
+      input.on("data", (d: Buffer) => keys.push(d.toString("latin1")));
+      const asked = probe.ask();
+      input.emit("data", Buffer.from(`a${reply.slice(0, cut)}`, "latin1"));
+      input.emit("data", Buffer.from(`${reply.slice(cut)}b`, "latin1"));
+      assert.deepEqual(await asked, { rows: 30, cols: 100 }, `cut after ${cut} characters`);
+      assert.deepEqual(keys, ["a", "b"], `cut after ${cut} characters`);
+    }
+    // One character at a time, as a slow line may hand them over.
+    const input = new EventEmitter();
+    const probe = new SizeProbe(input, () => {});
+    const keys: string[] = [];
+    input.on("data", (d: string) => keys.push(d));
+    const asked = probe.ask();
+    for (const c of reply) input.emit("data", c);
+    assert.deepEqual(await asked, { rows: 30, cols: 100 });
+    assert.deepEqual(keys, []);
+  });
+
+  it("lets a lone Escape, or a key's sequence that is no reply, go on", async () => {
+    const input = new EventEmitter();
+    new SizeProbe(input, () => {});
+    const keys: string[] = [];
+    input.on("data", (d: Buffer) => keys.push(d.toString("latin1")));
+    input.emit("data", Buffer.from("\x1b", "latin1"));
+    assert.deepEqual(keys, []);
+    await new Promise((r) => setTimeout(r, 120));
+    assert.deepEqual(keys, ["\x1b"]);
+    // Cut Up arrow: joined again, and passed on whole.
+    input.emit("data", Buffer.from("\x1b[", "latin1"));
+    input.emit("data", Buffer.from("A", "latin1"));
+    // Ctrl-F3 (row 1) is a key, never a reply.
+    input.emit("data", Buffer.from("\x1b[1;5", "latin1"));
+    input.emit("data", Buffer.from("R", "latin1"));
+    assert.deepEqual(keys, ["\x1b", "\x1b[A", "\x1b[1;5R"]);
   });
 
   it("is nothing when nobody answers in time", async () => {
