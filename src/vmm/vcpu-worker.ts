@@ -9,6 +9,7 @@ import {
   setThreadNice,
   viewAt,
 } from "../kvm/index.js";
+import { nameThisThread } from "./thread-name.js";
 import {
   CTL_FAST_MMIO,
   CTL_RESULT,
@@ -26,7 +27,15 @@ import { answerInterruptAccess } from "./virtio/interrupt-status.js";
  * INTERRUPT_STATUS read and INTERRUPT_ACK write, which the guest does on every virtio
  * interrupt, are answered here from shared memory (see virtio/interrupt-status.ts).
  */
-const { fd, control, runAddress, runSize, interrupts } = workerData as {
+const {
+  id: vcpuId,
+  fd,
+  control,
+  runAddress,
+  runSize,
+  interrupts,
+} = workerData as {
+  id: number;
   fd: number;
   control: SharedArrayBuffer;
   runAddress: bigint;
@@ -72,6 +81,7 @@ function answeredHere(): boolean {
  */
 const VCPU_NICE = 5;
 
+nameThisThread(`fg-vcpu${vcpuId}`);
 try {
   setThreadNice(gettid(), VCPU_NICE);
 } catch {

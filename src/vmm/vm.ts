@@ -457,6 +457,7 @@ export class Vm extends EventEmitter {
     const ctl = new Int32Array(new SharedArrayBuffer(CTL_WORDS * 4));
     const worker = new Worker(new URL("./vcpu-worker.js", import.meta.url), {
       workerData: {
+        id,
         fd,
         control: ctl.buffer,
         runAddress: vcpu.runAddress,

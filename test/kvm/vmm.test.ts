@@ -53,7 +53,7 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     assert.equal(r.end.resultCode, 0);
   });
 
-  it("runs its vCPU threads at nice 5, below the monitor's own threads", async () => {
+  it("runs its vCPU threads at nice 5, below the monitor's own threads, each named for top -H", async () => {
     const niceOf = (tid: string) => {
       const stat = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
       // Fields after the command's closing parenthesis start at field 3; nice is field 19.
@@ -75,7 +75,9 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     vm.start();
     try {
       await vm.refreshCpuTimes(); // resolves once every vCPU thread has said its thread id
-      assert.equal(niceThreads().length, 2);
+      const niced = niceThreads();
+      assert.equal(niced.length, 2);
+      assert.deepEqual(niced.map(commOf).sort(), ["fg-vcpu0", "fg-vcpu1"]);
       assert.equal(niceOf(String(process.pid)), 0, "the main thread keeps its priority");
     } finally {
       await vm.stop();

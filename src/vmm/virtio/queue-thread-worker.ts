@@ -10,6 +10,7 @@ import {
 } from "../../kvm/index.js";
 import { BlockRequests } from "../devices/virtio-blk-requests.js";
 import { GuestMemory } from "../guest-memory.js";
+import { nameThisThread } from "../thread-name.js";
 import { InterruptStatus } from "./interrupt-status.js";
 import { type Chain, QueueError, serveAvailable, Virtqueue } from "./queue.js";
 import {
@@ -34,6 +35,7 @@ import {
  * interrupts. Blocking here is the point: this thread has no event loop to keep free.
  */
 const data = workerData as QueueThreadData;
+nameThisThread("fg-disk-queues");
 const control = new Int32Array(data.control);
 const memory = new GuestMemory(data.memorySize, { existing: data.memory });
 const interrupts = new Int32Array(data.interrupts);
