@@ -20,6 +20,7 @@ import {
   appendFileSync,
   closeSync,
   openSync,
+  readdirSync,
   readFileSync,
   rmSync,
   writeFileSync,
@@ -142,6 +143,9 @@ class Running {
     writeFileSync(this.consoleFile, "");
     const { file, args } = argv(spec);
     this.child = spawn(file, args, { stdio: ["ignore", "pipe", "pipe"] });
+    log(
+      `${(performance.now() / 1000).toFixed(0)} s: ${spec.kind} ${spec.name} is pid ${this.child.pid}`,
+    );
     const take = (chunk: Buffer) => {
       const text = this.partial + chunk.toString("latin1");
       const parts = text.split(/\r?\n/);
@@ -209,7 +213,7 @@ class Running {
 
   private error(why: string): Error {
     return new Error(
-      `${this.spec.kind} ${this.spec.name}: ${why}; its last lines:\n${this.lines.slice(-25).join("\n")}\nthe node's busiest processes:\n${busiest()}`,
+      `${this.spec.kind} ${this.spec.name}: ${why}; its last lines:\n${this.lines.slice(-25).join("\n")}\nthe node's busiest processes:\n${busiest()}\nits busiest threads, 5 s at a time:\n${sampler?.report() ?? ""}`,
     );
   }
 
@@ -265,6 +269,96 @@ class Running {
     return out;
   }
 }
+
+/** Clock ticks a second in /proc's CPU times (USER_HZ, 100 on every Linux we run on). */
+const USER_HZ = 100;
+const SAMPLE_MS = 5000;
+/** Windows kept for an error's report: the last minute. */
+const SAMPLES_KEPT = 12;
+
+/** Every thread on the node with its CPU ticks so far: "pid/tid comm" -> ticks. */
+function threadTicks(): Map<string, number> {
+  const ticks = new Map<string, number>();
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    let tids: string[];
+    try {
+      tids = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      continue; // ended meanwhile
+    }
+    for (const tid of tids) {
+      try {
+        const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+        const close = stat.lastIndexOf(")");
+        const comm = stat.slice(stat.indexOf("(") + 1, close);
+        // After ") ": state, ppid, ... utime and stime are the 12th and 13th.
+        const f = stat.slice(close + 2).split(" ");
+        ticks.set(`${pid}/${tid} ${comm}`, Number(f[11]) + Number(f[12]));
+      } catch {
+        // ended meanwhile
+      }
+    }
+  }
+  return ticks;
+}
+
+/** The busiest threads between two snapshots, as "37% 1234/1240 fg-vcpu0". */
+function busiestThreads(before: Map<string, number>, after: Map<string, number>, ms: number) {
+  return [...after]
+    .map(([thread, t]) => ({ thread, ticks: t - (before.get(thread) ?? t) }))
+    .filter((x) => x.ticks > 0)
+    .sort((a, b) => b.ticks - a.ticks)
+    .slice(0, 6)
+    .map((x) => `${Math.round((x.ticks * 100_000) / (USER_HZ * ms))}% ${x.thread}`);
+}
+
+/**
+ * Which threads of the node used its CPU, window by window, while a step ran: kept in
+ * WORK/threads.log (with each VM's process id, logged at its start) and in a failed step's
+ * error. Written to find what spins when a step that takes seconds takes minutes: the
+ * monitor's threads carry names (fg-vcpuN, fg-disk-queues), QEMU's too.
+ */
+class ThreadSampler {
+  private readonly startTicks = threadTicks();
+  private readonly started = performance.now();
+  private last = this.startTicks;
+  private lastAt = this.started;
+  private readonly recent: string[] = [];
+  private readonly timer = setInterval(() => this.sample(), SAMPLE_MS);
+
+  constructor() {
+    this.timer.unref();
+  }
+
+  private sample(): void {
+    const now = threadTicks();
+    const at = performance.now();
+    const line = `${(at / 1000).toFixed(0)} s: ${busiestThreads(this.last, now, at - this.lastAt).join(", ")}`;
+    this.last = now;
+    this.lastAt = at;
+    this.recent.push(line);
+    if (this.recent.length > SAMPLES_KEPT) this.recent.shift();
+    log(line);
+  }
+
+  /** The last minute, window by window. */
+  report(): string {
+    return this.recent.join("\n");
+  }
+
+  /** The busiest threads over the whole step. */
+  stop(): string[] {
+    clearInterval(this.timer);
+    return busiestThreads(this.startTicks, threadTicks(), performance.now() - this.started);
+  }
+}
+
+function log(line: string): void {
+  appendFileSync(join(WORK, "threads.log"), `${line}\n`);
+}
+
+let sampler: ThreadSampler | null = null;
 
 /** `top`'s first lines: what else the node was doing when a step failed. */
 function busiest(): string {
@@ -356,7 +450,7 @@ async function boot(kind: Kind): Promise<void> {
   const { vm, bootMs } = await bootTo({ kind, name: "boot", role: "boot" });
   const memory = vm.memory();
   await vm.stop();
-  result({ kind, bootMs, ...memory });
+  result({ kind, bootMs, ...memory, threads: sampler?.stop() });
 }
 
 async function pair(kind: Kind): Promise<void> {
@@ -395,6 +489,7 @@ async function pair(kind: Kind): Promise<void> {
       ...memory,
       blk,
       net: { recv, sent, path: path ?? null },
+      threads: sampler?.stop(),
     });
   } finally {
     await server.vm.stop();
@@ -406,8 +501,10 @@ async function main(): Promise<void> {
   const [cmd, kind] = process.argv.slice(2);
   if (cmd === "setup") return setup();
   if (cmd === "settle") return settle();
-  if ((cmd === "boot" || cmd === "pair") && KINDS.includes(kind as Kind))
+  if ((cmd === "boot" || cmd === "pair") && KINDS.includes(kind as Kind)) {
+    sampler = new ThreadSampler();
     return cmd === "boot" ? boot(kind as Kind) : pair(kind as Kind);
+  }
   process.stderr.write(
     `usage: vmm-node.mjs setup | settle | boot KIND | pair KIND (${KINDS.join(", ")})\n`,
   );

@@ -138,6 +138,8 @@ interface BootResult {
   rssKiB: number;
   /** Of guestKiB, in transparent huge pages. */
   guestHugeKiB: number;
+  /** The node's busiest threads over the step, as "37% pid/tid name". */
+  threads?: string[];
 }
 
 interface PairResult extends BootResult {
@@ -265,7 +267,7 @@ export async function run(): Promise<void> {
         pairs[kind].push(r);
         const b = (t: string) => r.blk[t];
         progress(
-          `pair ${i + 1}/${rounds.length} ${kind}: warm-up write ${b("warm-up")?.MBps} MB/s, seq read ${b("seq-read")?.MBps} MB/s, seq write ${b("seq-write")?.MBps} MB/s, 4k read ${b("rand-read")?.iops} IOPS, 4k write ${b("rand-write")?.iops} IOPS, net ${r.net.recv.Mbps} Mbit/s${r.net.path ? ` (${r.net.path.replace(/^.*frames moved by /, "")})` : ""}, monitor ${(r.vmmKiB / 1024).toFixed(1)} MiB after disk work, guest RAM ${(r.guestKiB / 1024).toFixed(0)} MiB resident, ${(r.guestHugeKiB / 1024).toFixed(0)} MiB of it in huge pages`,
+          `pair ${i + 1}/${rounds.length} ${kind}: warm-up write ${b("warm-up")?.MBps} MB/s, seq read ${b("seq-read")?.MBps} MB/s, seq write ${b("seq-write")?.MBps} MB/s, 4k read ${b("rand-read")?.iops} IOPS, 4k write ${b("rand-write")?.iops} IOPS, net ${r.net.recv.Mbps} Mbit/s${r.net.path ? ` (${r.net.path.replace(/^.*frames moved by /, "")})` : ""}, monitor ${(r.vmmKiB / 1024).toFixed(1)} MiB after disk work, guest RAM ${(r.guestKiB / 1024).toFixed(0)} MiB resident, ${(r.guestHugeKiB / 1024).toFixed(0)} MiB of it in huge pages; client booted in ${r.clientBootMs} ms; busiest threads: ${r.threads?.join(", ")}`,
         );
       }
 
