@@ -303,10 +303,10 @@ function threadTicks(): Map<string, number> {
   return ticks;
 }
 
-/** The busiest threads between two snapshots, as "37% 1234/1240 fg-vcpu0". */
+/** The busiest threads between two snapshots, as "37% 1234/1240 fg-vcpu0"; a thread born between them counts from zero. */
 function busiestThreads(before: Map<string, number>, after: Map<string, number>, ms: number) {
   return [...after]
-    .map(([thread, t]) => ({ thread, ticks: t - (before.get(thread) ?? t) }))
+    .map(([thread, t]) => ({ thread, ticks: t - (before.get(thread) ?? 0) }))
     .filter((x) => x.ticks > 0)
     .sort((a, b) => b.ticks - a.ticks)
     .slice(0, 6)
