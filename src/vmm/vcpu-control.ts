@@ -3,7 +3,9 @@ export const CTL_STATE = 0;
 export const CTL_RESULT = 1;
 /** MMIO exits the vCPU thread answered itself (virtio interrupt status and ack). */
 export const CTL_FAST_MMIO = 2;
-export const CTL_WORDS = 3;
+/** Port I/O exits the vCPU thread answered itself (the console's LSR and THR). */
+export const CTL_FAST_PIO = 3;
+export const CTL_WORDS = 4;
 
 /** The vCPU thread owns the vCPU (in or about to enter KVM_RUN). */
 export const STATE_RUNNING = 0;

@@ -44,6 +44,7 @@ import { BootTimer } from "./devices/boot-timer.js";
 import { DebugExit } from "./devices/debug-exit.js";
 import { I8042 } from "./devices/i8042.js";
 import { Serial } from "./devices/serial.js";
+import { SerialShared } from "./devices/serial-shared.js";
 import { type BlockOptions, VirtioBlock } from "./devices/virtio-blk.js";
 import { type NicOptions, VirtioNet } from "./devices/virtio-net.js";
 import { VirtioRng } from "./devices/virtio-rng.js";
@@ -53,6 +54,7 @@ import { GuestMemory } from "./guest-memory.js";
 import { RingText } from "./ring-text.js";
 import {
   CTL_FAST_MMIO,
+  CTL_FAST_PIO,
   CTL_RESULT,
   CTL_STATE,
   CTL_WORDS,
@@ -175,6 +177,8 @@ export class Vm extends EventEmitter {
   readonly serial: Serial;
   /** Host input for devices (taps, ioeventfds): watched off the event loop, handled on it. */
   private readonly watcher = new FdWatcher();
+  private readonly serialShared: SerialShared;
+  private readonly serialKick: number;
   private readonly eventFds: number[] = [];
   private readonly threads: VcpuThread[] = [];
   private readonly exits = new Map<string, number>();
@@ -219,6 +223,7 @@ export class Vm extends EventEmitter {
       this.vmFd.setUserMemoryRegion(slot, region.guestAddress, region.size, region.hostAddress);
     });
 
+    const serialShared = new SerialShared();
     const serial = new Serial(
       (bytes) => {
         this.console.push(bytes);
@@ -228,8 +233,20 @@ export class Vm extends EventEmitter {
         this.vmFd.irqLine(COM1_IRQ, 1);
         this.vmFd.irqLine(COM1_IRQ, 0);
       },
+      serialShared,
     );
     this.pio.insert(serial, COM1, 8);
+    // The vCPU threads take console bytes themselves (serial-shared.ts) and signal this when
+    // they put some in an empty ring.
+    this.serialKick = eventfd(EFD_NONBLOCK, "eventfd for the console's output");
+    this.eventFds.push(this.serialKick);
+    const kickScratch = Buffer.alloc(8);
+    const serialKick = this.serialKick;
+    this.watcher.watch(serialKick, () => {
+      readRaw(serialKick, kickScratch);
+      serial.flushShared();
+    });
+    this.serialShared = serialShared;
     this.pio.insert(
       new I8042(() => this.requestStop({ reason: "reset", resultCode: null })),
       I8042_BASE,
@@ -460,6 +477,7 @@ export class Vm extends EventEmitter {
         id,
         fd,
         control: ctl.buffer,
+        serial: { buffer: this.serialShared.buffer, port: COM1, kick: this.serialKick },
         runAddress: vcpu.runAddress,
         runSize: this.vmFd.vcpuMmapSize,
         interrupts: this.interruptStatus.words.buffer,
@@ -700,6 +718,8 @@ export class Vm extends EventEmitter {
     this.finished++;
     if (this.finished < this.threads.length || this.closed) return;
     const end = this.endReason ?? { reason: "stopped", resultCode: null };
+    // The guest's last console bytes, which no signal may have announced yet.
+    this.serial.flushShared();
     // Nothing touches guest memory or kvm_run once every vCPU thread is gone.
     for (const t of this.threads) t.vcpu.close();
     this.finish({ ...end, resultCode: this.resultCode });
@@ -752,6 +772,7 @@ export class Vm extends EventEmitter {
         ...Object.fromEntries(this.exits),
         // Answered by the vCPU threads themselves; the main thread never saw these.
         mmio_interrupt: this.threads.reduce((n, t) => n + Atomics.load(t.ctl, CTL_FAST_MMIO), 0),
+        io_console: this.threads.reduce((n, t) => n + Atomics.load(t.ctl, CTL_FAST_PIO), 0),
       },
       unclaimedPio: this.pio.unclaimedReads + this.pio.unclaimedWrites,
       unclaimedMmio: this.mmio.unclaimedReads + this.mmio.unclaimedWrites,

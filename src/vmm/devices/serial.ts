@@ -1,4 +1,5 @@
 import type { BusDevice } from "../bus.js";
+import type { SerialShared } from "./serial-shared.js";
 
 /**
  * A 16550A-compatible UART (8250 family) as the guest console. Output bytes go to onOutput;
@@ -45,7 +46,25 @@ export class Serial implements BusDevice {
     private readonly onOutput: (bytes: Buffer) => void,
     /** Pulses the UART's interrupt line (IRQ 4 for COM1). */
     private readonly interrupt: () => void,
-  ) {}
+    /** What the vCPU threads answer by themselves (serial-shared.ts), when they do. */
+    private readonly shared?: SerialShared,
+  ) {
+    this.publish();
+  }
+
+  /** Passes on what the vCPU threads wrote; the VMM calls it when they signal, and at the end. */
+  flushShared(): void {
+    const bytes = this.shared?.drain();
+    if (bytes) this.onOutput(bytes);
+  }
+
+  /** What the vCPU threads need to answer by themselves, after every change of it. */
+  private publish(): void {
+    if (!this.shared) return;
+    const dlab = (this.lcr & LCR_DLAB) !== 0;
+    this.shared.allowTransmit(!dlab && !(this.mcr & MCR_LOOP) && !(this.ier & IER_THRE));
+    this.shared.setInputWaiting(this.input.length);
+  }
 
   /** Bytes typed at the console; beyond a limit input is dropped, as a real UART would. */
   queueInput(bytes: Buffer): void {
@@ -55,19 +74,25 @@ export class Serial implements BusDevice {
         this.inputStats.bytes++;
       } else this.inputStats.dropped++;
     }
+    this.publish();
     this.update();
   }
 
   read(offset: number, data: Buffer): void {
     data.fill(0);
     if (data.length !== 1) return;
+    // What the vCPU threads wrote comes first: the guest wrote it before this access.
+    this.flushShared();
     data[0] = this.readRegister(offset);
+    this.publish();
   }
 
   write(offset: number, data: Buffer): void {
     // Only byte accesses reach a UART; wider ones are a guest bug, ignored.
     if (data.length !== 1) return;
+    this.flushShared();
     this.writeRegister(offset, data[0] ?? 0);
+    this.publish();
   }
 
   private readRegister(offset: number): number {
