@@ -77,12 +77,14 @@ export async function vcpuLines(socket: string, timeoutMs = 5000): Promise<strin
 
 /**
  * Seen on the simulator's nodes (1 in some tens of nested VM starts on a 1-vCPU node): the node's
- * vCPU halted, interrupts on, its timer vector pending, and QEMU never delivers it (an injected
- * NMI is not taken either, which points at the SVM global interrupt flag that QEMU 7.2's TCG
- * emulation of nested SVM left clear). The node never comes back on its own.
+ * vCPU halted, interrupts on, its timer vector pending, and QEMU does not deliver it (an
+ * injected NMI is not taken either, which points at the SVM global interrupt flag that QEMU
+ * 7.2's TCG emulation of nested SVM left clear). Nothing on the node runs meanwhile. Some
+ * nodes never came back; on 2026-11-29 one went on by itself after 165 s, and again after
+ * 20 s (with kvm_amd's virtual GIF off as with it on).
  */
 export const WEDGED =
-  "wedged: QEMU does not deliver the pending interrupt to the halted vCPU (a fault of QEMU 7.2's software emulation of nested SVM); the node will not come back";
+  "wedged: QEMU does not deliver the pending interrupt to the halted vCPU (a fault of QEMU 7.2's software emulation of nested SVM); nothing on the node runs until it does, which may be never";
 
 /**
  * The interrupt state of `info lapic` output: vectors requested (IRR) and in service (ISR),

@@ -37,7 +37,10 @@ describe("VMM with test guests on /dev/kvm", { timeout: 120_000 }, () => {
     // Each of the 35 bytes is an LSR read and a THR write, all answered on the vCPU thread;
     // the main thread sees the other port I/O (the boot timer, the result, the reset).
     assert.equal(r.stats.exits.io_console, 70);
-    assert.ok((r.stats.exits.io ?? 0) < 10, `the main thread saw ${r.stats.exits.io} port I/O exits`);
+    assert.ok(
+      (r.stats.exits.io ?? 0) < 10,
+      `the main thread saw ${r.stats.exits.io} port I/O exits`,
+    );
     assert.ok(r.stats.bootMs !== null && r.stats.bootMs > 0, "the boot timer port was written");
     assert.equal(r.stats.unclaimedPio, 0);
   });
