@@ -27,12 +27,12 @@ const LOCK = 4;
 const WORDS = 5;
 export const SERIAL_RING_SIZE = 4096;
 
-/** Register offsets and bits this side reads or answers (the 8250's, as in serial.ts). */
-const DATA = 0;
-const LSR = 5;
-const LSR_DR = 0x01;
-const LSR_THRE = 0x20;
-const LSR_TEMT = 0x40;
+/** The 8250's registers and bits this side answers; serial.ts has the others. */
+export const DATA = 0;
+export const LSR = 5;
+export const LSR_DR = 0x01;
+export const LSR_THRE = 0x20;
+export const LSR_TEMT = 0x40;
 
 export class SerialShared {
   readonly buffer: SharedArrayBuffer;

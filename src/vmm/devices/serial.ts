@@ -1,5 +1,5 @@
 import type { BusDevice } from "../bus.js";
-import type { SerialShared } from "./serial-shared.js";
+import { DATA, LSR, LSR_DR, LSR_TEMT, LSR_THRE, type SerialShared } from "./serial-shared.js";
 
 /**
  * A 16550A-compatible UART (8250 family) as the guest console. Output bytes go to onOutput;
@@ -7,12 +7,11 @@ import type { SerialShared } from "./serial-shared.js";
  * and the loopback bits of MCR/MSR to pass its probe.
  */
 
-const DATA = 0; // RBR (read) / THR (write); DLL with DLAB
+// DATA (RBR read, THR write; DLL with DLAB) and LSR with its bits: serial-shared.ts.
 const IER = 1; // DLM with DLAB
 const IIR_FCR = 2;
 const LCR = 3;
 const MCR = 4;
-const LSR = 5;
 const MSR = 6;
 const SCR = 7;
 
@@ -23,9 +22,6 @@ const IIR_THRE = 0x02;
 const IIR_RDA = 0x04;
 const IIR_FIFO = 0xc0;
 const LCR_DLAB = 0x80;
-const LSR_DR = 0x01;
-const LSR_THRE = 0x20;
-const LSR_TEMT = 0x40;
 const MCR_LOOP = 0x10;
 const INPUT_LIMIT = 4096;
 
