@@ -25,7 +25,7 @@ import { fileURLToPath } from "node:url";
 import { debianCloudKernel, debianExtract } from "../image/debian.js";
 import { type GuestKernel, guestModules } from "../image/guest.js";
 import { cpioImage } from "../image/tools.js";
-import { down, NodeShell, SimError, up, vcpuLines, WEDGED } from "../src/sim/index.js";
+import { down, NodeShell, SimError, unwedge, up, type WedgeSockets } from "../src/sim/index.js";
 import { extractVmlinux } from "../src/vmm/index.js";
 import { median, progress, report } from "./report.js";
 
@@ -44,38 +44,39 @@ const KEEP = process.env.FLATGRID_BENCH_KEEP === "1";
 /** How many wedged nodes one run replaces before it gives up. */
 const MAX_WEDGES = 3;
 /** How many rounds one run measures again because the node stalled during them. */
-const MAX_STALLS = 4;
+const MAX_STALLS = 6;
 /** How often the node's vCPU is looked at while a step runs. */
 const STALL_LOOK_MS = 5000;
 
 /**
- * Watches the node's vCPU through QMP while `step` runs, and says for how long it was seen
- * wedged (see WEDGED in src/sim): the simulator's QEMU sometimes leaves the node's vCPU
- * halted with its timer interrupt pending, and then nothing on the node runs, neither the
- * VMs being measured nor the runner that times them. Seen on 2026-11-29 lasting 20 s and
- * 165 s, after which the node went on by itself; a step that spans such a stall measures
- * the simulator, not a monitor (a client VM "booted" in 182 s, where it takes 11). A sample
- * counts only when the next one, a second later, says the same: a halted vCPU that an
- * interrupt has just reached may not have woken yet.
+ * Watches the node's vCPU through QMP while `step` runs, nudges it when it is wedged (see
+ * WEDGED and unwedge in src/sim), and says for how long it was seen wedged: the simulator's
+ * QEMU sometimes leaves the node's vCPU halted with its timer interrupt pending, and then
+ * nothing on the node runs, neither the VMs being measured nor the runner that times them.
+ * Left alone, such a stall lasted 20 s and 165 s on 2026-11-29 (a client VM "booted" in
+ * 182 s, where it takes 11); nudged, it lasts up to one look. A step that spans one measured
+ * the simulator, not a monitor, and its round is measured again.
  */
 async function stallsDuring<T>(
-  qmpSocket: string,
+  node: WedgeSockets,
   step: () => Promise<T>,
-): Promise<{ value: T; stalledMs: number }> {
+): Promise<{ value: T; stalledMs: number; nudged: number }> {
   let stalledMs = 0;
+  let nudged = 0;
   let running = true;
-  const wedged = async () =>
-    (await vcpuLines(qmpSocket).catch(() => [] as string[])).some((l) => l.endsWith(WEDGED));
   const watch = (async () => {
     while (running) {
       await new Promise((r) => setTimeout(r, STALL_LOOK_MS));
-      if (!running || !(await wedged())) continue;
-      await new Promise((r) => setTimeout(r, 1000));
-      if (await wedged()) stalledMs += STALL_LOOK_MS;
+      if (!running) break;
+      const { wedged, still } = await unwedge(node);
+      if (!wedged) continue;
+      // Wedged for up to a look before the nudge; a wedge the nudge did not end goes on.
+      stalledMs += STALL_LOOK_MS;
+      if (!still) nudged++;
     }
   })();
   try {
-    return { value: await step(), stalledMs };
+    return { value: await step(), stalledMs, nudged };
   } finally {
     running = false;
     await watch;
@@ -212,7 +213,7 @@ export async function run(): Promise<void> {
   try {
     progress("assets: Debian cloud kernel, guest initrd with guestbench, QEMU and its libraries");
     const { image, qemuVersion } = buildAssets(dir, debianCloudKernel());
-    const bootNode = async (): Promise<{ shell: NodeShell; qmpSocket: string }> => {
+    const bootNode = async (): Promise<{ shell: NodeShell; sockets: WedgeSockets }> => {
       progress("booting one simulated node");
       const { state, seconds } = await up({
         nodes: 1,
@@ -226,7 +227,7 @@ export async function run(): Promise<void> {
       progress(`node ready in ${seconds.toFixed(0)} s`);
       const node = state.nodes[0];
       if (!node) throw new Error("the simulator started no node");
-      const sh = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
+      const sh = NodeShell.forNode(node.qemu);
       held.shell = sh;
       await sh.open();
       const mounted = await sh.exec("mkdir -p /mnt && mount -o ro /dev/vdb /mnt", 60_000);
@@ -238,7 +239,7 @@ export async function run(): Promise<void> {
       progress(
         `node ${settle.settled ? "quiet" : "still busy"} after ${settle.seconds.toFixed(0)} s (CPU ${(settle.idle * 100).toFixed(0)}% idle)`,
       );
-      return { shell: sh, qmpSocket: node.qemu.qmpSocket };
+      return { shell: sh, sockets: node.qemu };
     };
     let current = await bootNode();
     let wedges = 0;
@@ -256,11 +257,12 @@ export async function run(): Promise<void> {
         try {
           let stalled = "";
           for (const kind of kinds) {
-            const { value, stalledMs } = await stallsDuring(current.qmpSocket, () =>
+            const { value, stalledMs, nudged } = await stallsDuring(current.sockets, () =>
               onNode<T>(current.shell, `${what} ${kind}`),
             );
             results.push([kind, value]);
-            if (stalledMs) stalled = `${kind}'s ${what} (for about ${stalledMs / 1000} s)`;
+            if (stalledMs)
+              stalled = `${kind}'s ${what} (wedged for about ${stalledMs / 1000} s; ${nudged} wedge${nudged === 1 ? "" : "s"} ended by a nudge on its console)`;
           }
           if (!stalled) return results;
           if (++stalls > MAX_STALLS)

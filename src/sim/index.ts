@@ -55,3 +55,10 @@ export {
   type UpResult,
   up,
 } from "./up.js";
+export {
+  nudgeConsole,
+  type UnwedgeResult,
+  unwedge,
+  type WedgeSockets,
+  wedgedVcpus,
+} from "./wedge.js";

@@ -23,7 +23,7 @@ export async function onNode(
   command: string,
   options: NodeCommandOptions = {},
 ): Promise<string> {
-  const shell = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
+  const shell = NodeShell.forNode(node.qemu);
   try {
     await shell.open(options.settleMs);
     return (await shell.exec(command, options.timeoutMs ?? 180_000)).output;

@@ -81,10 +81,11 @@ export async function vcpuLines(socket: string, timeoutMs = 5000): Promise<strin
  * injected NMI is not taken either, which points at the SVM global interrupt flag that QEMU
  * 7.2's TCG emulation of nested SVM left clear). Nothing on the node runs meanwhile. Some
  * nodes never came back; on 2026-11-29 one went on by itself after 165 s, and again after
- * 20 s (with kvm_amd's virtual GIF off as with it on).
+ * 20 s (with kvm_amd's virtual GIF off as with it on). It is a lost wakeup: any new
+ * interrupt, such as a byte on the node's serial console, delivers both (unwedge, wedge.ts).
  */
 export const WEDGED =
-  "wedged: QEMU does not deliver the pending interrupt to the halted vCPU (a fault of QEMU 7.2's software emulation of nested SVM); nothing on the node runs until it does, which may be never";
+  "wedged: QEMU does not deliver the pending interrupt to the halted vCPU (a fault of QEMU 7.2's software emulation of nested SVM); nothing on the node runs until another interrupt comes, such as a byte on its console (unwedge)";
 
 /**
  * The interrupt state of `info lapic` output: vectors requested (IRR) and in service (ISR),

@@ -2,6 +2,7 @@ import { bootStep, lastLines, READY_LINE, readLog } from "./console.js";
 import { SimError } from "./errors.js";
 import { qemuAlive } from "./qemu.js";
 import type { SimNode } from "./state.js";
+import { unwedge } from "./wedge.js";
 
 export interface ReadyNode {
   node: string;
@@ -70,6 +71,14 @@ export async function waitReady(
         (n) => `${n.name} ${ready.has(n.name) ? "ready" : (steps.get(n.name) ?? "firmware")}`,
       );
       o.progress(`${seconds()} s: ${where.join(", ")}`);
+      // A node that boots slowly may be wedged (WEDGED): nudged, it goes on.
+      for (const n of nodes.filter((n) => !ready.has(n.name))) {
+        const { wedged, still } = await unwedge(n.qemu);
+        if (wedged)
+          o.progress(
+            `${n.name}: wedged (${wedged}); ${still ? "a nudge on its console did not end it" : "a nudge on its console ended it"}`,
+          );
+      }
     }
     await sleep(1000);
   }

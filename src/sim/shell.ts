@@ -1,7 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { SimError } from "./errors.js";
-import { vcpuLines, WEDGED } from "./qmp.js";
+import type { QemuServer } from "./qemu.js";
+import { unwedge } from "./wedge.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -13,7 +14,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * attached, open() connects but the shell never answers, and run() times out.
  */
 /** How often a wait that goes on looks at the node's vCPUs (see WEDGED). */
-const WEDGE_LOOK_MS = 30_000;
+const WEDGE_LOOK_MS = 15_000;
 
 /** What busybox sh -i prints as it starts. */
 const RESTART_BANNER = /built-in shell \(ash\)/;
@@ -23,11 +24,25 @@ export class NodeShell {
   /** Everything the shell printed since open(), carriage returns included. */
   output = "";
 
+  /** Wedges (WEDGED) that a nudge on the node's console ended while a command ran. */
+  wedgesEnded = 0;
+
   constructor(
     private readonly path: string,
-    /** With the node's QMP socket, a wait that meets a wedged node fails at once (WEDGED). */
-    private readonly options: { qmpSocket?: string } = {},
+    /**
+     * With the node's QMP socket, a wait that goes on looks at the node's vCPUs; a wedge
+     * (WEDGED) is nudged through the console socket, and one that stays fails the wait.
+     */
+    private readonly options: { qmpSocket?: string; consoleSocket?: string } = {},
   ) {}
+
+  /** The debug shell of a simulated node, watched for wedges. */
+  static forNode(qemu: Pick<QemuServer, "shellSocket" | "qmpSocket" | "consoleSocket">): NodeShell {
+    return new NodeShell(qemu.shellSocket, {
+      qmpSocket: qemu.qmpSocket,
+      consoleSocket: qemu.consoleSocket,
+    });
+  }
 
   async open(settleMs = 1500): Promise<void> {
     this.socket = await new Promise<Socket>((resolve, reject) => {
@@ -69,14 +84,16 @@ export class NodeShell {
     for (;;) {
       const out = this.output.slice(from);
       if (until.test(out)) return out;
-      // A node that has not answered for a while may be wedged: twice the same, it is.
-      if (this.options.qmpSocket && Date.now() > nextLook) {
+      // A node that has not answered for a while may be wedged: nudged, it mostly goes on;
+      // still wedged the same way at two looks in a row, it is given up.
+      const { qmpSocket, consoleSocket } = this.options;
+      if (qmpSocket && Date.now() > nextLook) {
+        const { wedged, still } = await unwedge({ qmpSocket, consoleSocket });
         nextLook = Date.now() + WEDGE_LOOK_MS;
-        const lines = await vcpuLines(this.options.qmpSocket).catch(() => [] as string[]);
-        const wedged = lines.filter((l) => l.endsWith(WEDGED)).join("; ");
-        if (wedged && wedged === lastWedged)
-          throw new SimError(`the node is wedged while running "${command}": ${wedged}`, "wedged");
-        lastWedged = wedged;
+        if (wedged && !still) this.wedgesEnded++;
+        if (still && still === lastWedged)
+          throw new SimError(`the node is wedged while running "${command}": ${still}`, "wedged");
+        lastWedged = still;
       }
       if (Date.now() > deadline)
         throw new SimError(

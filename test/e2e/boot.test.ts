@@ -152,7 +152,7 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
   it("runs a Debian cloud kernel on 2 vCPUs with its virtio disk in a microVM on the node's nested KVM: as a bzImage, through PVH, at its 64-bit ELF entry", async () => {
     const node = sim?.nodes[0];
     assert.ok(node, "the node booted");
-    const sh = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
+    const sh = NodeShell.forNode(node.qemu);
     shell = sh;
     await sh.open();
     await sh.run("mkdir -p /mnt && mount -t ext4 /dev/vdb /mnt && ls /mnt", /vm2\.json/, 60_000);
@@ -300,7 +300,7 @@ describe("the node image in QEMU", { timeout: 1_200_000 }, () => {
     assert.match(serial, /data partition: \/dev\/vda mounted at \/var\/lib\/flatgrid/);
     assert.doesNotMatch(serial, /formatted/);
 
-    const sh = new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
+    const sh = NodeShell.forNode(node.qemu);
     shell = sh;
     await sh.open();
     const { output: after } = await sh.exec(

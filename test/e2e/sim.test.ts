@@ -21,9 +21,12 @@ import {
   loadState,
   NodeShell,
   namespaceExists,
+  nudgeConsole,
   onNode,
+  type QemuServer,
   READY_LINE,
   type SimStatus,
+  unwedge,
   vcpuLines,
   WEDGED,
   watchApp,
@@ -258,7 +261,7 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
   it("the nodes form one grid: node-1's `flatgrid grid status` shows 3 nodes and a controller", async () => {
     const node1 = loadState(DIR).nodes[0];
     assert.ok(node1);
-    const shell = new NodeShell(node1.qemu.shellSocket, { qmpSocket: node1.qemu.qmpSocket });
+    const shell = NodeShell.forNode(node1.qemu);
     await shell.open();
     const started = Date.now();
     let last = "nothing yet";
@@ -289,10 +292,7 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
           // Every node's side of the story: which step each one is stuck at.
           const logs: string[] = [];
           for (const node of loadState(DIR).nodes) {
-            const sh =
-              node.index === 1
-                ? shell
-                : new NodeShell(node.qemu.shellSocket, { qmpSocket: node.qemu.qmpSocket });
+            const sh = node.index === 1 ? shell : NodeShell.forNode(node.qemu);
             const text = await (node.index === 1 ? Promise.resolve() : sh.open())
               .then(() =>
                 sh.exec(
@@ -353,7 +353,7 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
     };
     const node2 = loadState(DIR).nodes[1];
     assert.ok(node2);
-    const shell = new NodeShell(node2.qemu.shellSocket, { qmpSocket: node2.qemu.qmpSocket });
+    const shell = NodeShell.forNode(node2.qemu);
     try {
       // The attach sends Ctrl-L: the console draws every cell, and asks tmux for its size.
       // First at 80×24 (all a serial line is sure of), then at the size tmux reported.
@@ -499,6 +499,10 @@ describe("flatgrid sim: a 3-node simulated grid", { timeout: 2_700_000 }, () => 
       assert.ok(!line.includes(WEDGED), line);
       process.stdout.write(`# node-${live}'s ${line}\n`);
     }
+    // What ends a wedge (unwedge) reaches the live node's ttyS0, and leaves a running node be.
+    const qemu = loadState(DIR).nodes[live - 1]?.qemu as QemuServer;
+    assert.equal(await nudgeConsole(qemu.consoleSocket), true);
+    assert.deepEqual(await unwedge(qemu), { wedged: "", still: "" });
     const text = await sim(["status", "--no-grid"]);
     assert.match(
       text.stdout,
