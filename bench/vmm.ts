@@ -233,6 +233,13 @@ export async function run(): Promise<void> {
       const mounted = await sh.exec("mkdir -p /mnt && mount -o ro /dev/vdb /mnt", 60_000);
       if (mounted.status !== 0) throw new Error(`mounting the assets disk: ${mounted.output}`);
       await onNode(sh, "setup");
+      const { paused } = await onNode<{ paused: { pid: number; command: string }[] }>(
+        sh,
+        "pause-services",
+      );
+      progress(
+        `the node's own services stopped while the bench measures: ${paused.map((p) => `${p.pid} ${p.command.split(" ").slice(0, 2).join(" ")}`).join(", ")}`,
+      );
       const { settle } = await onNode<{
         settle: { seconds: number; idle: number; settled: boolean };
       }>(sh, "settle");
@@ -325,7 +332,7 @@ export async function run(): Promise<void> {
         );
       }
 
-    const where = `inside one simulated node (QEMU TCG, 1 vCPU), nested KVM; guests 1 vCPU, 256 MiB; QEMU ${qemuVersion}`;
+    const where = `inside one simulated node (QEMU TCG, 1 vCPU), nested KVM, its grid service, etcd and console stopped; guests 1 vCPU, 256 MiB; QEMU ${qemuVersion}`;
     const base = { bench: "vmm", baseline: "qemu-microvm" };
     const bootMs = (k: Kind) => median(boots[k].map((r) => r.bootMs));
     report({
@@ -436,6 +443,10 @@ export async function run(): Promise<void> {
       note: "ours with frames moved by the monitor itself (vhost: false), next to QEMU with vhost-net",
     });
   } finally {
+    if (KEEP && held.shell)
+      await onNode(held.shell, "resume-services").catch((err: Error) =>
+        progress(`the node's services could not be resumed: ${err.message}`),
+      );
     held.shell?.close();
     if (KEEP) {
       progress(
