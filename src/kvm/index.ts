@@ -1,6 +1,6 @@
 export * from "./abi.js";
 export * from "./bootparam.js";
-export { type CpuidEntry, Kvm, KvmUnavailableError, VcpuFd, VmFd } from "./kvm.js";
+export { type CpuidEntry, IrqEdge, Kvm, KvmUnavailableError, VcpuFd, VmFd } from "./kvm.js";
 export * as layouts from "./layouts.js";
 export { type Layout, Struct } from "./layouts.js";
 export {

@@ -24,9 +24,6 @@ export class NodeShell {
   /** Everything the shell printed since open(), carriage returns included. */
   output = "";
 
-  /** Wedges (WEDGED) that a nudge on the node's console ended while a command ran. */
-  wedgesEnded = 0;
-
   constructor(
     private readonly path: string,
     /**
@@ -88,9 +85,8 @@ export class NodeShell {
       // still wedged the same way at two looks in a row, it is given up.
       const { qmpSocket, consoleSocket } = this.options;
       if (qmpSocket && Date.now() > nextLook) {
-        const { wedged, still } = await unwedge({ qmpSocket, consoleSocket });
+        const { still } = await unwedge({ qmpSocket, consoleSocket });
         nextLook = Date.now() + WEDGE_LOOK_MS;
-        if (wedged && !still) this.wedgesEnded++;
         if (still && still === lastWedged)
           throw new SimError(`the node is wedged while running "${command}": ${still}`, "wedged");
         lastWedged = still;

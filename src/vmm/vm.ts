@@ -5,6 +5,7 @@ import {
   close,
   EFD_NONBLOCK,
   eventfd,
+  IrqEdge,
   KVM_CAP_TSC_DEADLINE_TIMER,
   KVM_EXIT_FAIL_ENTRY,
   KVM_EXIT_HLT,
@@ -20,7 +21,6 @@ import {
   pthreadKill,
   readRaw,
   Struct,
-  signalEventfd,
   VcpuFd,
   VIRTIO_MMIO_QUEUE_NOTIFY,
   type VmFd,
@@ -234,15 +234,13 @@ export class Vm extends EventEmitter {
     });
 
     const serialShared = new SerialShared();
+    const com1 = new IrqEdge(this.vmFd.fd, COM1_IRQ);
     const serial = new Serial(
       (bytes) => {
         this.console.push(bytes);
         this.emit("console", bytes);
       },
-      () => {
-        this.vmFd.irqLine(COM1_IRQ, 1);
-        this.vmFd.irqLine(COM1_IRQ, 0);
-      },
+      () => com1.raise(),
       serialShared,
     );
     this.pio.insert(serial, COM1, 8);
@@ -293,6 +291,7 @@ export class Vm extends EventEmitter {
         this.queueThread = new QueueThread(
           this.threaded.map((t) => t.options),
           { layout: this.memory.layout(), size: this.memory.size },
+          this.vmFd.fd,
           this.interruptStatus.words.buffer as SharedArrayBuffer,
           (message) => this.requestStop({ reason: "error", message, resultCode: null }),
         );
@@ -332,17 +331,18 @@ export class Vm extends EventEmitter {
       throw new VmConfigError("disks", `at most ${MAX_VIRTIO_DEVICES} virtio devices`);
     const address = VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_SIZE;
     const irq = VIRTIO_IRQ_BASE + n;
-    // irqfd: a write to this eventfd makes the kernel raise the line (an edge), from any thread.
+    // irqfd: a write to this eventfd makes the kernel raise the line (an edge); for the
+    // queues the kernel serves (vhost), which signal it. The monitor's own threads raise the
+    // line themselves (IrqEdge: an irqfd on an IOAPIC line goes through a kworker).
     const irqEvent = eventfd(0, `irqfd for ${device.name}`);
     this.eventFds.push(irqEvent);
     this.vmFd.irqfd(irqEvent, irq);
+    const edge = new IrqEdge(this.vmFd.fd, irq);
     const interruptStatus = this.interruptStatus.add(address);
     const transport = new MmioTransport(
       device,
       this.memory,
-      () => {
-        signalEventfd(irqEvent);
-      },
+      () => edge.raise(),
       (message) => this.emit("device-error", message),
       interruptStatus,
     );
@@ -379,7 +379,7 @@ export class Vm extends EventEmitter {
           name: device.name,
           spec: device.queueThreadSpec(),
           kicks,
-          call: irqEvent,
+          irq,
           interruptCell: interruptStatus.at,
           onQueueError: (message) => transport.queueFailed(message),
         },

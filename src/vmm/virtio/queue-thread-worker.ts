@@ -1,11 +1,11 @@
 import { parentPort, workerData } from "node:worker_threads";
 import {
+  IrqEdge,
   poll,
   polled,
   pollInputSet,
   readRaw,
   SyscallError,
-  signalEventfd,
   VIRTIO_MMIO_INT_VRING,
 } from "../../kvm/index.js";
 import { BlockRequests } from "../devices/virtio-blk-requests.js";
@@ -44,6 +44,7 @@ const scratch = Buffer.alloc(8);
 /** One device as the thread sees it; its queues are reloaded at each activation. */
 class Served {
   readonly interrupt: InterruptStatus;
+  private readonly edge: IrqEdge;
   readonly serve: (chain: Chain) => number;
   readonly notified: boolean[];
   generation = -1;
@@ -57,6 +58,7 @@ class Served {
     readonly device: ThreadDevice,
   ) {
     this.interrupt = new InterruptStatus(interrupts, device.interruptCell);
+    this.edge = new IrqEdge(data.vmFd, device.irq);
     const requests = new BlockRequests(device.spec);
     this.serve = (chain) => requests.serve(memory, chain);
     this.notified = device.kicks.map(() => false);
@@ -96,7 +98,7 @@ class Served {
         if (!yes || !q?.ready) return;
         if (serveAvailable(q, memory, this.indirect, this.serve) > 0 && q.wantsInterrupt(memory)) {
           this.interrupt.raise(VIRTIO_MMIO_INT_VRING);
-          signalEventfd(this.device.call);
+          this.edge.raise();
         }
       });
     } catch (err) {

@@ -8,8 +8,8 @@ import type { Virtqueue } from "./queue.js";
 /**
  * The queues of a VM's disks, served on one thread of their own (a "dataplane", as QEMU calls
  * its iothreads): the thread sleeps in poll(2) on the queues' ioeventfds, serves what the
- * drivers made available, and raises each device's interrupt through its irqfd and the shared
- * interrupt-status table. A request crosses one thread boundary (the vCPU's notify wakes this
+ * drivers made available, and raises each device's interrupt line itself (IrqEdge) after
+ * setting its bit in the shared interrupt-status table. A request crosses one thread boundary (the vCPU's notify wakes this
  * thread) instead of three (poll on a libuv thread, the main thread's event loop, poll again):
  * measured on the simulator's nested KVM, twice the 4 KiB IOPS. One thread for all the disks,
  * because each Node.js thread is a V8 isolate of its own (about 13 MiB resident).
@@ -52,8 +52,8 @@ export interface ThreadDevice {
   spec: QueueThreadSpec;
   /** The queues' ioeventfds, by queue index. */
   kicks: number[];
-  /** The device's irqfd. */
-  call: number;
+  /** The device's interrupt line (GSI). */
+  irq: number;
   /** Its cell in the interrupt-status table. */
   interruptCell: number;
   /** Where its words start in the control array. */
@@ -64,6 +64,8 @@ export interface QueueThreadData {
   devices: ThreadDevice[];
   memory: RegionLayout[];
   memorySize: number;
+  /** The VM's fd, for KVM_IRQ_LINE. */
+  vmFd: number;
   control: SharedArrayBuffer;
   /** Written by the main thread to wake the thread out of poll(2) (a new state). */
   wake: number;
@@ -80,7 +82,8 @@ export interface QueueThreadDeviceOptions {
   name: string;
   spec: QueueThreadSpec;
   kicks: number[];
-  call: number;
+  /** Its interrupt line (GSI). */
+  irq: number;
   interruptCell: number;
   /** A malformed queue: the device needs a reset (the transport's queueFailed()). */
   onQueueError: (message: string) => void;
@@ -100,6 +103,8 @@ export class QueueThread {
   constructor(
     devices: readonly QueueThreadDeviceOptions[],
     memory: { layout: RegionLayout[]; size: number },
+    /** The VM's fd: the thread raises the devices' interrupt lines on it. */
+    vmFd: number,
     interrupts: SharedArrayBuffer,
     /** The thread itself failed: a bug of ours, not the guest's. */
     onFatal: (message: string) => void,
@@ -108,7 +113,7 @@ export class QueueThread {
     const placed: ThreadDevice[] = devices.map((d) => {
       const base = words;
       words += DEVICE_QUEUE_BASE + QUEUE_WORDS * d.kicks.length;
-      return { spec: d.spec, kicks: d.kicks, call: d.call, interruptCell: d.interruptCell, base };
+      return { spec: d.spec, kicks: d.kicks, irq: d.irq, interruptCell: d.interruptCell, base };
     });
     this.control = new Int32Array(new SharedArrayBuffer(4 * words));
     this.wake = eventfd(EFD_NONBLOCK, "eventfd to wake the disks' queue thread");
@@ -117,6 +122,7 @@ export class QueueThread {
       devices: placed,
       memory: memory.layout,
       memorySize: memory.size,
+      vmFd,
       control: this.control.buffer,
       wake: this.wake,
       interrupts,
