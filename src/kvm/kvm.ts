@@ -243,10 +243,6 @@ export class VmFd {
 }
 
 /**
- * A vCPU file descriptor and its shared kvm_run page. Usable from any thread of the
- * process: a vCPU worker opens its own VcpuFd from the fd number.
- */
-/**
  * An edge on a guest interrupt line, raised by the calling thread itself (KVM_IRQ_LINE, the
  * line up then down): any thread may hold one, given the VM's fd. An irqfd looks cheaper and
  * is not, for these lines: KVM injects an irqfd at once only when it routes to an MSI
@@ -276,6 +272,10 @@ export class IrqEdge {
   }
 }
 
+/**
+ * A vCPU file descriptor and its shared kvm_run page. Usable from any thread of the
+ * process: a vCPU worker opens its own VcpuFd from the fd number.
+ */
 export class VcpuFd {
   readonly run: Buffer;
   private readonly mapping: Mapping;

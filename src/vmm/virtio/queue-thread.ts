@@ -9,10 +9,11 @@ import type { Virtqueue } from "./queue.js";
  * The queues of a VM's disks, served on one thread of their own (a "dataplane", as QEMU calls
  * its iothreads): the thread sleeps in poll(2) on the queues' ioeventfds, serves what the
  * drivers made available, and raises each device's interrupt line itself (IrqEdge) after
- * setting its bit in the shared interrupt-status table. A request crosses one thread boundary (the vCPU's notify wakes this
- * thread) instead of three (poll on a libuv thread, the main thread's event loop, poll again):
- * measured on the simulator's nested KVM, twice the 4 KiB IOPS. One thread for all the disks,
- * because each Node.js thread is a V8 isolate of its own (about 13 MiB resident).
+ * setting its bit in the shared interrupt-status table. A request crosses one thread boundary
+ * (the vCPU's notify wakes this thread) instead of three (poll on a libuv thread, the main
+ * thread's event loop, poll again): measured on the simulator's nested KVM, twice the 4 KiB
+ * IOPS. One thread for all the disks, because each Node.js thread is a V8 isolate of its own
+ * (about 13 MiB resident).
  *
  * Registers, activation and reset stay on the main thread, with the transports; they reach
  * the thread through shared words, because a thread asleep in poll(2) reads no messages.
