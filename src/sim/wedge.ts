@@ -22,8 +22,9 @@ export async function wedgedVcpus(qmpSocket: string): Promise<string> {
  * interrupt is a new one, and with it both are delivered (seen on 2026-11-29: a wedge of more
  * than 2 minutes ended at once; an NMI does not do it). The node's only reader of ttyS0 is
  * the kernel's tty layer, for a PID 1 that never reads its stdin: the byte costs an empty
- * line in the console log. Resolves to whether QEMU took the connection and the byte; it
- * serves one client per port, so while an operator is attached this does nothing.
+ * line in the console log. Resolves to whether the byte went into the socket (false when
+ * nothing listens there). QEMU serves one client per port: while an operator is attached,
+ * the byte waits in the socket until they leave, and the wedge stays.
  */
 export function nudgeConsole(consoleSocket: string, timeoutMs = 2000): Promise<boolean> {
   return new Promise((resolve) => {
